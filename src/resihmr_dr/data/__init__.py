@@ -1,0 +1,1 @@
+"""LDpose-LimbLoss data: keypoint schema, annotation loading and validation."""

@@ -1,0 +1,137 @@
+"""The 25-keypoint LDpose schema and the rules that derive each limb's status.
+
+Keypoints 0-16 are COCO's; 17-24 are residual-limb endpoints. Each limb is a group of four
+keypoints: (middle joint, distal joint, endpoint replacing the middle joint, endpoint replacing
+the distal joint), e.g. the left arm is (left_elbow, left_wrist, above_left_elbow_end,
+below_left_elbow_end).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "above_left_elbow_end",
+    "above_right_elbow_end",
+    "below_left_elbow_end",
+    "below_right_elbow_end",
+    "above_left_knee_end",
+    "above_right_knee_end",
+    "below_left_knee_end",
+    "below_right_knee_end",
+)
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)  # 25
+NUM_COCO_KEYPOINTS = 17
+KEYPOINT_INDEX = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+
+# OKS sigmas: COCO's 17, then the residual endpoints 17-24 (LDpose).
+OKS_SIGMAS: tuple[float, ...] = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
+    0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+    0.072, 0.072, 0.062, 0.062, 0.087, 0.087, 0.089, 0.089,
+)  # fmt: skip
+
+# COCO skeleton (0-based) for drawing.
+COCO_SKELETON: tuple[tuple[int, int], ...] = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
+    (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+)  # fmt: skip
+
+
+class Side(str, enum.Enum):
+    LEFT = "left"
+    RIGHT = "right"
+
+
+class LimbKind(str, enum.Enum):
+    ARM = "arm"
+    LEG = "leg"
+
+
+class LimbStatus(str, enum.Enum):
+    """Status of one limb. The residual types name where the residual limb ends."""
+
+    INTACT = "intact"
+    TRANSHUMERAL = "transhumeral"  # ends on the upper arm (above the elbow)
+    TRANSRADIAL = "transradial"  # ends on the forearm (below the elbow)
+    TRANSFEMORAL = "transfemoral"  # ends on the thigh (above the knee)
+    TRANSTIBIAL = "transtibial"  # ends on the shank (below the knee)
+
+    @property
+    def is_residual(self) -> bool:
+        return self is not LimbStatus.INTACT
+
+
+@dataclass(frozen=True)
+class Limb:
+    """One limb and its four LDpose keypoints (indices into the 25-keypoint array).
+
+    ``root`` is the proximal joint (shoulder / hip), ``middle`` the elbow / knee, ``distal``
+    the wrist / ankle. ``above_end`` replaces ``middle`` (the residual limb ends on the proximal
+    segment); ``below_end`` replaces ``distal`` (it ends on the middle segment).
+    """
+
+    name: str  # "left_arm", ...
+    side: Side
+    kind: LimbKind
+    root: int
+    middle: int
+    distal: int
+    above_end: int
+    below_end: int
+
+    @property
+    def above_status(self) -> LimbStatus:
+        return LimbStatus.TRANSHUMERAL if self.kind is LimbKind.ARM else LimbStatus.TRANSFEMORAL
+
+    @property
+    def below_status(self) -> LimbStatus:
+        return LimbStatus.TRANSRADIAL if self.kind is LimbKind.ARM else LimbStatus.TRANSTIBIAL
+
+    def endpoint_index(self, status: LimbStatus) -> int:
+        """Keypoint index of the residual endpoint for ``status``."""
+        if status is self.above_status:
+            return self.above_end
+        if status is self.below_status:
+            return self.below_end
+        raise ValueError(f"{self.name} has no residual endpoint for status {status.value!r}")
+
+    def segment_joints(self, status: LimbStatus) -> tuple[int, int]:
+        """(anchor J_a, target J_t) keypoint indices of the segment the residual limb ends on."""
+        if status is self.above_status:
+            return self.root, self.middle
+        if status is self.below_status:
+            return self.middle, self.distal
+        raise ValueError(f"{self.name} has no residual segment for status {status.value!r}")
+
+
+_K = KEYPOINT_INDEX
+LIMBS: tuple[Limb, ...] = (
+    Limb("left_arm", Side.LEFT, LimbKind.ARM, _K["left_shoulder"], _K["left_elbow"],
+         _K["left_wrist"], _K["above_left_elbow_end"], _K["below_left_elbow_end"]),
+    Limb("right_arm", Side.RIGHT, LimbKind.ARM, _K["right_shoulder"], _K["right_elbow"],
+         _K["right_wrist"], _K["above_right_elbow_end"], _K["below_right_elbow_end"]),
+    Limb("left_leg", Side.LEFT, LimbKind.LEG, _K["left_hip"], _K["left_knee"],
+         _K["left_ankle"], _K["above_left_knee_end"], _K["below_left_knee_end"]),
+    Limb("right_leg", Side.RIGHT, LimbKind.LEG, _K["right_hip"], _K["right_knee"],
+         _K["right_ankle"], _K["above_right_knee_end"], _K["below_right_knee_end"]),
+)  # fmt: skip
+LIMB_BY_NAME = {limb.name: limb for limb in LIMBS}

@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77,<82' wheel
 	$(BIN)/python -m pip install -q -e '.[pytorch3d,test]'
 	@rm -f $(VENV)/.deps-*
 	@touch $(STAMP)

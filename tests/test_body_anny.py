@@ -1,0 +1,130 @@
+"""The Anny adapter: frames, named joints, COCO keypoints, segment labels, T-pose, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+import scipy.sparse.csgraph
+import torch
+
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_NAMES, BodyParams
+
+
+def _joint(out, name):
+    return out.joints[0, JOINT_INDEX[name]]
+
+
+def test_rest_pose_frame_and_sizes(anny_body):
+    params = anny_body.default_params(1)
+    out = anny_body.forward_model(params.body_pose, params.shape)
+    assert out.verts.shape == (1, anny_body.num_verts, 3)
+    assert anny_body.faces.shape[1] == 3 and int(anny_body.faces.max()) < anny_body.num_verts
+    height = float(out.verts[0, :, 1].max() - out.verts[0, :, 1].min())
+    assert 1.4 < height < 2.0  # metres, Y up
+    # Person faces +Z: the nose is in front of the head joint.
+    assert float(out.coco_kp[0, 0, 2]) > float(_joint(out, "head")[2])
+
+
+@pytest.mark.parametrize("side,sign", [("left", 1.0), ("right", -1.0)])
+def test_joints_on_the_correct_side_and_ordered(anny_body, side, sign):
+    params = anny_body.default_params(1)
+    out = anny_body.forward_model(params.body_pose, params.shape)
+    for joint in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle"):
+        assert sign * float(_joint(out, f"{side}_{joint}")[0]) > 0.03, joint
+    hip, knee, ankle = (_joint(out, f"{side}_{j}") for j in ("hip", "knee", "ankle"))
+    assert float(hip[1]) > float(knee[1]) > float(ankle[1])
+    shoulder, elbow, wrist = (_joint(out, f"{side}_{j}") for j in ("shoulder", "elbow", "wrist"))
+    assert float(shoulder[1]) > float(elbow[1]) > float(wrist[1])  # A-pose: arms hang down
+    assert float(_joint(out, "head")[1]) > float(_joint(out, "neck")[1]) > float(_joint(out, "pelvis")[1])
+
+
+def test_coco_keypoints_match_named_joints(anny_body):
+    params = anny_body.default_params(1)
+    out = anny_body.forward_model(params.body_pose, params.shape)
+    pairs = {5: "left_shoulder", 6: "right_shoulder", 7: "left_elbow", 8: "right_elbow", 9: "left_wrist",
+             10: "right_wrist", 11: "left_hip", 12: "right_hip", 13: "left_knee", 14: "right_knee",
+             15: "left_ankle", 16: "right_ankle"}  # fmt: skip
+    for coco_id, name in pairs.items():
+        dist = float((out.coco_kp[0, coco_id] - _joint(out, name)).norm())
+        assert dist < 0.12, (name, dist)
+    assert float(out.coco_kp[0, 1, 0]) > 0 > float(out.coco_kp[0, 2, 0])  # left eye at +X
+
+
+def test_segments_cover_each_limb_contiguously(anny_body):
+    labels = anny_body.vertex_segment.cpu().numpy()
+    faces = anny_body.faces.cpu().numpy()
+    rest = anny_body.forward_model(*_rest(anny_body)).verts[0].detach().cpu().numpy()
+    for seg_id, name in enumerate(SEGMENT_NAMES):
+        ids = np.flatnonzero(labels == seg_id)
+        assert ids.size > 50, name
+        if name == "other":
+            continue
+        # Connected over mesh edges: the largest component holds nearly every vertex.
+        keep = np.all(labels[faces] == seg_id, axis=1)
+        f = faces[keep]
+        edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        graph = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(labels),) * 2)
+        _, comp = scipy.sparse.csgraph.connected_components(graph, directed=False)
+        largest = np.bincount(comp[ids]).max()
+        assert largest / ids.size > 0.97, (name, largest, ids.size)
+        side = 1.0 if name.startswith("left") else -1.0
+        assert side * np.median(rest[ids, 0]) > 0.05, name  # left segments at +X
+
+
+def _rest(body):
+    params = body.default_params(1)
+    return params.body_pose, params.shape
+
+
+def test_tpose_arms_horizontal(anny_body):
+    params = anny_body.default_params(1)
+    out = anny_body.tpose(params)
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        shoulder, elbow, wrist = (_joint(out, f"{side}_{j}") for j in ("shoulder", "elbow", "wrist"))
+        for a, b in ((shoulder, elbow), (elbow, wrist)):
+            d = torch.nn.functional.normalize(b - a, dim=0)
+            assert float(sign * d[0]) > 0.99, (side, d)
+
+
+def test_camera_frame_faces_camera(anny_body):
+    params = anny_body.default_params(1, depth_m=3.0)
+    out = anny_body(params)
+    # OpenCV camera: y down, so the head is above (smaller y than) the ankles; the nose points at
+    # the camera (smaller z than the head joint); the person's left appears on the image right.
+    assert float(out.joint("head")[0, 1]) < float(out.joint("left_ankle")[0, 1])
+    assert float(out.coco_kp[0, 0, 2]) < float(out.joint("head")[0, 2])
+    assert float(out.joint("left_shoulder")[0, 0]) > float(out.joint("right_shoulder")[0, 0])
+    assert abs(float(out.joint("pelvis")[0, 2]) - 3.0) < 1e-4
+
+
+def test_gradients_flow_to_all_parameters(anny_body):
+    params = anny_body.default_params(2)
+    params = BodyParams(*(t.clone().requires_grad_(True) for t in params.as_tuple()))
+    out = anny_body(params)
+    (out.verts.square().sum() + out.coco_kp.square().sum()).backward()
+    for name, t in zip(("global_orient", "body_pose", "shape", "transl"), params.as_tuple()):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0, name
+    # Each posable joint of the limbs moves vertices.
+    assert (params.body_pose.grad.abs().sum(-1) > 0).all()
+
+
+def test_pose_gradient_matches_finite_differences(anny_body):
+    params = anny_body.default_params(1)
+    body_pose = params.body_pose.double().clone()
+    j = anny_body.pose_joint_names.index("lowerarm01.L")
+    weights = torch.randn(anny_body.num_verts, 3, generator=torch.Generator().manual_seed(1))
+
+    def loss(pose):
+        out = anny_body.forward_model(pose.float(), params.shape)
+        return (out.verts[0] * weights).sum().double()
+
+    pose = body_pose.clone().requires_grad_(True)
+    loss(pose).backward()
+    eps = 1e-3
+    for axis in range(3):
+        plus, minus = body_pose.clone(), body_pose.clone()
+        plus[0, j, axis] += eps
+        minus[0, j, axis] -= eps
+        fd = (loss(plus) - loss(minus)) / (2 * eps)
+        assert float(pose.grad[0, j, axis]) == pytest.approx(float(fd), rel=0.05, abs=0.05)

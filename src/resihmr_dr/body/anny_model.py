@@ -83,6 +83,12 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        try:  # Anny skins with NVIDIA Warp, which prints a banner (and a CUDA note on CPU machines).
+            import warp
+
+            warp.config.quiet = True
+        except ImportError:
+            pass
         import anny
 
         model = anny.Anny()  # default rig/topology, "local-ref" pose parameterisation

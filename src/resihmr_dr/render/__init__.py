@@ -1,0 +1,1 @@
+"""Rendering: shaded images and masks (PyTorch3D), figures."""

@@ -1,0 +1,92 @@
+"""The command-line interface: help texts, the demo on the built-in sample, validate, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from resihmr_dr.atomic import atomic_directory
+from resihmr_dr.cli import main
+from resihmr_dr.data.sample import sample_annotations_path
+
+
+def test_help_explains_each_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "demo" in text and "validate" in text and "limb loss" in text
+    for command in ("demo", "validate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        sub_help = capsys.readouterr().out
+        assert f"usage: resihmr-dr {command}" in sub_help
+
+
+def test_demo_help_mentions_body_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    assert "--body" in text and "--smplx-dir" in text and "--out" in text
+
+
+def test_demo_writes_outputs(anny_body, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["body_model"] == "anny"
+    assert summary["people"][0]["limb_status"]["left_leg"] == "transtibial"
+    assert summary["people"][0]["limb_status"]["right_arm"] == "intact"
+    assert "not run" in summary["fit"]  # the demo does not pretend to fit
+    assert (out / "person_1_input.png").stat().st_size > 10_000
+    import trimesh
+
+    mesh = trimesh.load(out / "body_tpose_segments.ply", process=False)
+    assert mesh.vertices.shape[0] == anny_body.num_verts
+    assert not list(tmp_path.glob(".demo.partial-*"))
+
+
+def test_validate_reports_good_and_bad_people(tmp_path, capsys):
+    doc = json.loads(sample_annotations_path().read_text())
+    bad = dict(doc["annotations"][0], id=2)
+    bad["keypoints"] = bad["keypoints"][:-3]  # 24 keypoints
+    doc["annotations"].append(bad)
+    for name in ("image.png", "mask.png"):
+        (tmp_path / name).write_bytes((sample_annotations_path().parent / name).read_bytes())
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(doc))
+    assert main(["validate", "--annotations", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "ok   annotation 1" in captured.out and "left_leg=transtibial" in captured.out
+    assert "ann.json" in captured.err and "annotation 2" in captured.err and "keypoints" in captured.err
+
+
+def test_malformed_file_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
+    path = tmp_path / "broken.json"
+    path.write_text('{"images": [')
+    assert main(["validate", "--annotations", str(path)]) == 2
+    assert "broken.json" in capsys.readouterr().err
+
+
+def test_unknown_smplx_folder_is_a_clear_error(tmp_path, capsys):
+    code = main(["demo", "--out", str(tmp_path / "o"), "--body", "smplx", "--smplx-dir", str(tmp_path / "nope")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "SMPL-X" in err or "smplx" in err.lower()
+    assert not (tmp_path / "o").exists()
+
+
+def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(final) as tmp:
+            (tmp / "half.json").write_text("{")
+            raise RuntimeError("crash mid-write")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_directory(final) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with atomic_directory(final) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]

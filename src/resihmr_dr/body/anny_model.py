@@ -86,7 +86,7 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
         try:  # Anny skins with NVIDIA Warp, which prints a banner (and a CUDA note on CPU machines).
             import warp
 
-            warp.config.quiet = True
+            warp.config.log_level = getattr(warp, "LOG_ERROR", getattr(warp, "LOG_WARNING", 30))
         except ImportError:
             pass
         import anny

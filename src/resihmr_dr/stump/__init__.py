@@ -1,0 +1,1 @@
+"""Residual-limb reconstruction: cut at the endpoint, cap with a dome, measure the stump."""

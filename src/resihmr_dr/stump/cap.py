@@ -1,0 +1,325 @@
+"""Seal a cut limb with a smooth convex dome of concentric rings (ResiHMR stage 3, second half).
+
+Cap layout (fixed topology, only positions move): the cut's boundary loop is ring 0; rings
+1..R each hold one vertex per loop vertex; a tip vertex closes the dome. Ring ``k`` is the loop
+scaled about its centroid ``c`` by ``profile[k]`` and lifted by ``heights[k]`` along the limb
+axis; :func:`cap_vertices` is a pure torch function of the loop, so the cap follows the body
+and its per-ring / per-angle radial offsets can be optimised (stage 4) while the mesh stays
+watertight. The default profile is a quarter ellipse: ``profile = cos(theta)``,
+``heights = H sin(theta)`` for ``theta_k = k / (R + 1) * pi / 2``, ``H = height_fraction *``
+mean loop radius; it meets the limb with a tangent along the axis (smooth) and is convex when
+the loop is.
+
+Frames: that of the cut mesh (metres).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from resihmr_dr.body.base import SEGMENT_INDEX
+from resihmr_dr.data.ldpose import Limb, LimbStatus
+from resihmr_dr.stump.cut import CutError, LimbCut, cut_limb, residual_segments
+
+__all__ = [
+    "CapConfig",
+    "CappedLimb",
+    "CutSpec",
+    "ResidualBody",
+    "cap_cut",
+    "cap_faces",
+    "cap_vertices",
+    "cut_and_cap",
+    "dome_profile",
+]
+
+
+@dataclass(frozen=True)
+class CapConfig:
+    """num_rings: interior rings R (>= 1); height_fraction: dome height / mean loop radius (> 0)."""
+
+    num_rings: int = 6
+    height_fraction: float = 0.6
+
+    def __post_init__(self) -> None:
+        if int(self.num_rings) != self.num_rings or self.num_rings < 1:
+            raise CutError(f"CapConfig.num_rings must be an integer >= 1, got {self.num_rings}")
+        if not (math.isfinite(self.height_fraction) and self.height_fraction > 0):
+            raise CutError(f"CapConfig.height_fraction must be > 0, got {self.height_fraction}")
+
+
+def dome_profile(
+    num_rings: int, height_m: float, *, dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quarter-ellipse ring parameters: (profile (R,), heights (R,) metres) for R interior rings."""
+    theta = torch.arange(1, num_rings + 1, dtype=dtype) / (num_rings + 1) * (math.pi / 2)
+    return torch.cos(theta), height_m * torch.sin(theta)
+
+
+def cap_vertices(
+    boundary_verts: torch.Tensor,
+    axis: torch.Tensor,
+    profile: torch.Tensor,
+    heights: torch.Tensor,
+    *,
+    tip_height: torch.Tensor | float,
+    radial_offsets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Positions of the cap's ring and tip vertices (differentiable in every tensor argument).
+
+    boundary_verts: (L, 3) the boundary loop (ring 0), in order; axis: (3,) limb axis pointing
+    distally (normalised here); profile: (R,) scale of each ring about the loop centroid ``c``;
+    heights: (R,) lift of each ring along the axis, metres; tip_height: scalar, the tip is at
+    ``c + tip_height * axis``; radial_offsets: optional (R, L) extra outward displacement of each
+    ring vertex, metres, along the unit in-plane direction from the axis to its loop vertex.
+    Returns (R * L + 1, 3): ring 1 vertices in loop order, ring 2, ..., then the tip.
+    """
+    if boundary_verts.ndim != 2 or boundary_verts.shape[1] != 3 or boundary_verts.shape[0] < 3:
+        raise CutError(f"boundary_verts must have shape (L >= 3, 3), got {tuple(boundary_verts.shape)}")
+    if profile.ndim != 1 or heights.shape != profile.shape:
+        raise CutError(f"profile and heights must both have shape (R,), got {tuple(profile.shape)}, {tuple(heights.shape)}")
+    num_rings, loop_len = profile.shape[0], boundary_verts.shape[0]
+    if radial_offsets is not None and radial_offsets.shape != (num_rings, loop_len):
+        raise CutError(f"radial_offsets must have shape ({num_rings}, {loop_len}), got {tuple(radial_offsets.shape)}")
+    axis = axis / axis.norm()
+    centre = boundary_verts.mean(dim=0)
+    rel = boundary_verts - centre  # (L, 3)
+    rings = centre + profile[:, None, None] * rel + heights[:, None, None] * axis  # (R, L, 3)
+    if radial_offsets is not None:
+        in_plane = rel - (rel @ axis)[:, None] * axis
+        direction = in_plane / in_plane.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        rings = rings + radial_offsets[:, :, None] * direction
+    tip = centre + torch.as_tensor(tip_height, dtype=boundary_verts.dtype) * axis
+    return torch.cat([rings.reshape(-1, 3), tip[None]], dim=0)
+
+
+def cap_faces(loop: np.ndarray, first_new: int, num_rings: int) -> np.ndarray:
+    """(2 R L + L... , 3) cap triangles; consistent with a mesh whose boundary runs along ``loop``.
+
+    loop: (L,) boundary vertex ids in the faces' edge direction; the ring vertices are numbered
+    ``first_new + (k - 1) * L + j`` (ring k >= 1, loop position j) and the tip last, as returned
+    by :func:`cap_vertices`. Every boundary edge is used reversed, so the winding continues the
+    mesh's. Returns (L * (2 R + 1), 3).
+    """
+    loop = np.asarray(loop, dtype=np.int64)
+    size = len(loop)
+    ring_ids = [loop] + [first_new + k * size + np.arange(size) for k in range(num_rings)]
+    tip = first_new + num_rings * size
+    j = np.arange(size)
+    jn = (j + 1) % size
+    tris = []
+    for k in range(num_rings):
+        a, b = ring_ids[k], ring_ids[k + 1]
+        tris.append(np.stack([a[jn], a[j], b[j]], axis=1))
+        tris.append(np.stack([a[jn], b[j], b[jn]], axis=1))
+    last = ring_ids[num_rings]
+    tris.append(np.stack([last[jn], last[j], np.full(size, tip)], axis=1))
+    return np.concatenate(tris, axis=0)
+
+
+@dataclass(frozen=True)
+class CappedLimb:
+    """A cut mesh sealed with a dome (numpy, float64 / int64).
+
+    verts: (V'', 3) = cut vertices then the cap's ring vertices and tip; faces: (F'', 3).
+    vertex_segment: (V'',) labels; cap vertices get the residual segment.
+    residual_mask: (V'',) bool, m_r: residual-segment vertices plus the cap vertices.
+    cap_vertex_ids: (N,) ids of the cap vertices (N = R L + 1, tip last); tip_index: the tip.
+    cap_ring_index: (N,) ring k in 1..R of each cap vertex, R + 1 for the tip.
+    cap_ring_angle: (N,) angle (rad) of each ring vertex about the axis from ``angle_ref``
+        (0 for the tip); ring vertices with the same loop position share an angle.
+    profile, heights: (R,) ring parameters; tip_height: metres; loop_radius: mean loop radius.
+    cut: the cut this cap seals (its ``interpolate`` replays the cut on new positions).
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    vertex_segment: np.ndarray
+    residual_mask: np.ndarray
+    cap_vertex_ids: np.ndarray
+    tip_index: int
+    cap_ring_index: np.ndarray
+    cap_ring_angle: np.ndarray
+    angle_ref: np.ndarray
+    profile: np.ndarray
+    heights: np.ndarray
+    tip_height: float
+    loop_radius: float
+    cut: LimbCut
+
+    @property
+    def tip(self) -> np.ndarray:
+        """(3,) the cap tip."""
+        return self.verts[self.tip_index]
+
+    @property
+    def num_rings(self) -> int:
+        return len(self.profile)
+
+    def replay(self, verts_in: torch.Tensor, *, radial_offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Capped-mesh vertices from other positions of the *uncut* input vertices, differentiably.
+
+        verts_in: (V, 3) -> (V'', 3); the cap is rebuilt on the replayed loop with the stored
+        profile, heights and tip height (and optional (R, L) ``radial_offsets``); the axis is the
+        stored one.
+        """
+        cut_verts = self.cut.interpolate(verts_in)
+        loop = torch.as_tensor(self.cut.boundary_loop, device=verts_in.device)
+        as_t = lambda a: torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)  # noqa: E731
+        cap = cap_vertices(
+            cut_verts[loop],
+            as_t(self.cut.axis),
+            as_t(self.profile),
+            as_t(self.heights),
+            tip_height=self.tip_height,
+            radial_offsets=radial_offsets,
+        )
+        return torch.cat([cut_verts, cap], dim=0)
+
+
+def cap_cut(cut: LimbCut, *, config: CapConfig = CapConfig()) -> CappedLimb:
+    """Seal ``cut``'s boundary loop with a dome (see the module docstring)."""
+    loop = cut.boundary_loop
+    loop_pts = cut.verts[loop]
+    axis = cut.axis
+    centre = loop_pts.mean(axis=0)
+    rel = loop_pts - centre
+    in_plane = rel - np.outer(rel @ axis, axis)
+    radii = np.linalg.norm(in_plane, axis=1)
+    loop_radius = float(radii.mean())
+    if not loop_radius > 1e-6:
+        raise CutError(f"{cut.limb_name}: the cut boundary loop is degenerate (radius {loop_radius:.3g} m)")
+    height = config.height_fraction * loop_radius
+    profile, heights = dome_profile(config.num_rings, height)
+    cap = cap_vertices(
+        torch.from_numpy(loop_pts), torch.from_numpy(axis), profile, heights, tip_height=height
+    ).numpy()
+    first_new = len(cut.verts)
+    faces = np.concatenate([cut.faces, cap_faces(loop, first_new, config.num_rings)], axis=0)
+    verts = np.concatenate([cut.verts, cap], axis=0)
+    residual_id = SEGMENT_INDEX[cut.residual_segment]
+    labels = np.concatenate([cut.vertex_segment, np.full(len(cap), residual_id)])
+    num_cap = len(cap)
+    cap_ids = first_new + np.arange(num_cap)
+
+    # Angular position of each loop vertex about the axis (a right-handed in-plane basis).
+    ref = in_plane[int(np.argmax(radii))] / radii.max()
+    other = np.cross(axis, ref)
+    angles = np.arctan2(in_plane @ other, in_plane @ ref)
+    ring_index = np.concatenate([np.repeat(np.arange(1, config.num_rings + 1), len(loop)), [config.num_rings + 1]])
+    ring_angle = np.concatenate([np.tile(angles, config.num_rings), [0.0]])
+    return CappedLimb(
+        verts=verts,
+        faces=faces,
+        vertex_segment=labels,
+        residual_mask=np.concatenate([cut.residual_mask, np.ones(num_cap, dtype=bool)]),
+        cap_vertex_ids=cap_ids,
+        tip_index=int(cap_ids[-1]),
+        cap_ring_index=ring_index,
+        cap_ring_angle=ring_angle,
+        angle_ref=ref,
+        profile=profile.numpy(),
+        heights=heights.numpy(),
+        tip_height=float(height),
+        loop_radius=loop_radius,
+        cut=cut,
+    )
+
+
+@dataclass(frozen=True)
+class CutSpec:
+    """One residual limb to cut: the limb, its status, J_a, J_t and the endpoint R, all (3,)."""
+
+    limb: Limb
+    status: LimbStatus
+    anchor: np.ndarray
+    target: np.ndarray
+    endpoint: np.ndarray
+
+
+@dataclass(frozen=True)
+class ResidualBody:
+    """A body after one or more sequential cut+cap steps.
+
+    verts: (V'', 3); faces: (F'', 3); vertex_segment: (V'',); residual_mask: (V'',) bool, the
+    union of every residual limb's m_r; steps: the per-limb :class:`CappedLimb` in order (each
+    step's input is the previous step's output); tip_indices: each step's tip in the final mesh;
+    limb_masks: per step, the (V'',) bool m_r of that limb in the final mesh.
+    """
+
+    verts: np.ndarray
+    faces: np.ndarray
+    vertex_segment: np.ndarray
+    residual_mask: np.ndarray
+    steps: tuple[CappedLimb, ...]
+    tip_indices: tuple[int, ...]
+    limb_masks: tuple[np.ndarray, ...]
+
+    def replay(self, verts_in: torch.Tensor) -> torch.Tensor:
+        """Final vertices from other positions (V, 3) of the original body's vertices (differentiable)."""
+        for step in self.steps:
+            verts_in = step.replay(verts_in)
+        return verts_in
+
+
+def cut_and_cap(
+    *,
+    verts: np.ndarray | torch.Tensor,
+    faces: np.ndarray | torch.Tensor,
+    vertex_segment: np.ndarray | torch.Tensor,
+    cuts: Sequence[CutSpec],
+    config: CapConfig = CapConfig(),
+) -> ResidualBody:
+    """Cut and cap each residual limb in turn (bilateral / multi-limb loss).
+
+    verts: (V, 3) posed body, any frame; faces: (F, 3); vertex_segment: (V,). Each limb may
+    appear once. Raises CutError (see :func:`cut_limb`).
+    """
+    names = [spec.limb.name for spec in cuts]
+    if len(set(names)) != len(names):
+        raise CutError(f"each limb may be cut once, got {names}")
+    if not names:
+        raise CutError("no cuts given")
+    steps: list[CappedLimb] = []
+    tips: list[int] = []
+    cur_verts, cur_faces, cur_labels = verts, faces, vertex_segment
+    for spec in cuts:
+        cut = cut_limb(
+            verts=cur_verts,
+            faces=cur_faces,
+            vertex_segment=cur_labels,
+            limb=spec.limb,
+            status=spec.status,
+            anchor=spec.anchor,
+            target=spec.target,
+            endpoint=spec.endpoint,
+        )
+        capped = cap_cut(cut, config=config)
+        tips = [_map_index(cut.vertex_map, t) for t in tips] + [capped.tip_index]
+        steps.append(capped)
+        cur_verts, cur_faces, cur_labels = capped.verts, capped.faces, capped.vertex_segment
+    final = steps[-1]
+    masks = tuple(
+        final.vertex_segment == SEGMENT_INDEX[residual_segments(s.limb, s.status)[0]] for s in cuts
+    )
+    return ResidualBody(
+        verts=final.verts,
+        faces=final.faces,
+        vertex_segment=final.vertex_segment,
+        residual_mask=np.logical_or.reduce(masks),
+        steps=tuple(steps),
+        tip_indices=tuple(tips),
+        limb_masks=masks,
+    )
+
+
+def _map_index(vertex_map: np.ndarray, old: int) -> int:
+    new = np.flatnonzero(vertex_map == old)
+    if len(new) != 1:
+        raise CutError("a later cut removed an earlier cap (two cuts on overlapping segments?)")
+    return int(new[0])

@@ -22,13 +22,28 @@ COCO keypoints plus 8 residual-limb endpoints) and a person mask.
 
 
 def _add_body_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--body", choices=("anny", "smplx"), default="anny",
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML configuration (see configs/default.yaml); flags below override it")
+    parser.add_argument("--body", choices=("anny", "smplx"), default=None,
                         help="body model: 'anny' (default, ships with the package, offline) or 'smplx' "
-                             "(your own SMPL-X files, see --smplx-dir)")  # fmt: skip
+                             "(your own SMPL-X files, see --smplx-dir); config key body.model")  # fmt: skip
     parser.add_argument("--smplx-dir", type=Path, default=None,
                         help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz); "
-                             "default: $RESIHMR_SMPLX_DIR")  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+                             "config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR")  # fmt: skip
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu); config key body.device")
+
+
+def _body_from_args(args: argparse.Namespace):
+    """Build the body model from --config with the command-line flags taking precedence."""
+    from resihmr_dr.body.factory import build_body_model
+    from resihmr_dr.config import load_config
+
+    cfg = load_config(args.config).body
+    return build_body_model(
+        args.body or cfg.model,
+        smplx_dir=args.smplx_dir or cfg.smplx_dir,
+        device=args.device or cfg.device,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +99,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from resihmr_dr.atomic import atomic_directory
     from resihmr_dr.body.base import SEGMENT_NAMES
-    from resihmr_dr.body.factory import build_body_model
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.data.sample import sample_annotations_path
     from resihmr_dr.render.figures import save_annotation_overview
@@ -92,7 +106,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     dataset = load_annotations(sample_annotations_path())
     print(f"sample: {dataset.path}")
     t0 = time.perf_counter()
-    body = build_body_model(args.body, smplx_dir=args.smplx_dir, device=args.device)
+    body = _body_from_args(args)
     print(f"body model: {body.name} ({body.num_verts} vertices, {body.faces.shape[0]} faces) "
           f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
     summary = {"body_model": body.name, "people": []}
@@ -140,12 +154,13 @@ def _segment_palette(n: int):
 
 def main(argv: Sequence[str] | None = None) -> int:
     from resihmr_dr.body.errors import BodyModelError
+    from resihmr_dr.config import ConfigError
     from resihmr_dr.data.errors import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, BodyModelError) as err:
+    except (DataError, BodyModelError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,98 @@
+"""Typed configuration: YAML files in ``configs/`` map onto frozen dataclasses.
+
+Unknown keys and wrong types are errors that name the file and the key path, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class BodyConfig:
+    """Body model: ``model`` is "anny" (default) or "smplx" (``smplx_dir``, else $RESIHMR_SMPLX_DIR)."""
+
+    model: str = "anny"
+    smplx_dir: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.model not in ("anny", "smplx"):
+            raise ConfigError(f"body.model must be 'anny' or 'smplx', got {self.model!r}")
+
+
+@dataclass(frozen=True)
+class ResihmrConfig:
+    """Top-level configuration (``configs/default.yaml``)."""
+
+    body: BodyConfig = field(default_factory=BodyConfig)
+
+
+def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: str = "") -> T:
+    """Build dataclass ``cls`` from nested dicts, checking keys and scalar types."""
+    where = f"{source}: {key_path or 'top level'}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        sub_path = f"{key_path}.{name}" if key_path else name
+        values[name] = _convert(hints[name], value, source=source, key_path=sub_path)
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, *, source: str, key_path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, source=source, key_path=key_path)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(h for h in options if h is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key_path}: expected a list, got {type(value).__name__}")
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(item, v, source=source, key_path=f"{key_path}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise ConfigError(f"{source}: {key_path}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None) -> ResihmrConfig:
+    """Read a YAML config; ``None`` gives the defaults. Missing keys keep their defaults."""
+    if path is None:
+        return ResihmrConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    return from_dict(ResihmrConfig, data, source=str(path))

@@ -1,0 +1,58 @@
+"""Configuration files: defaults, overrides, and errors naming the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resihmr_dr.cli import main
+from resihmr_dr.config import ConfigError, ResihmrConfig, load_config
+
+DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def test_shipped_default_matches_code_defaults():
+    assert load_config(DEFAULT) == ResihmrConfig()
+    assert load_config(None) == ResihmrConfig()
+
+
+def test_partial_file_keeps_other_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("body:\n  smplx_dir: /models\n")
+    cfg = load_config(path)
+    assert cfg.body.smplx_dir == "/models" and cfg.body.model == "anny"
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("body:\n  modle: anny\n", "modle"),
+        ("bodyy: {}\n", "bodyy"),
+        ("body:\n  model: smpl\n", "body.model"),
+        ("body:\n  device: 3\n", "body.device"),
+        ("body: [1, 2]\n", "body"),
+        ("body: {model: anny\n", "invalid YAML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "bad.yaml" in str(exc.value) and needle in str(exc.value)
+
+
+def test_config_key_selects_smplx_and_its_folder(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"body:\n  model: smplx\n  smplx_dir: {tmp_path / 'missing'}\n")
+    assert main(["demo", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "smpl-x.is.tue.mpg.de" in err
+
+
+def test_cli_reports_bad_config(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("body:\n  modle: anny\n")
+    assert main(["demo", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "modle" in capsys.readouterr().err

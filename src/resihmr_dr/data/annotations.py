@@ -26,7 +26,6 @@ malformed JSON, wrong top-level structure) always raise.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.jsonio import read_json
 from resihmr_dr.data.init_fit import SUPPORTED_SUFFIXES, InitialFit, load_initial_fit
 from resihmr_dr.data.ldpose import NUM_KEYPOINTS, Limb, LimbStatus
 from resihmr_dr.data.masks import (
@@ -569,29 +569,6 @@ def parse_annotation(
 
 
 # --------------------------------------------------------------------------- file level
-def _read_json(path: Path) -> Any:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("annotation file not found", path=path) from None
-    except OSError as err:
-        raise DataError(f"cannot read file: {err}", path=path) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"not UTF-8 text: {err}", path=path) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path
-        ) from None
-    except RecursionError:
-        raise DataError("malformed JSON: nested too deeply", path=path) from None
-    except ValueError as err:  # e.g. an integer beyond Python's digit limit
-        raise DataError(f"malformed JSON: {err}", path=path) from None
-
-
 def _top_list(doc: Mapping[str, Any], key: str, *, path: Path, required: bool) -> list[Any]:
     if key not in doc:
         if required:
@@ -651,7 +628,7 @@ def load_annotations(
     img_dir = Path(images_dir) if images_dir is not None else json_dir
     search_dirs = (json_dir,) if img_dir == json_dir else (json_dir, img_dir)
 
-    doc = _read_json(path)
+    doc = read_json(path)
     if not isinstance(doc, Mapping):
         raise DataError(
             f"expected a JSON object at the top level, got {_type_name(doc)}", path=path

@@ -12,7 +12,6 @@ containers; pickles holding chumpy objects are refused with a hint to re-save th
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import zipfile
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.jsonio import read_json
 
 __all__ = ["InitialFit", "load_initial_fit", "SUPPORTED_SUFFIXES", "REQUIRED_KEYS"]
 
@@ -125,24 +125,6 @@ def _read_npz(path: Path) -> dict[str, Any]:
         raise DataError(f"cannot read .npz: {type(err).__name__}: {err}", path=path) from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"not UTF-8 text: {err}", path=path) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path
-        ) from None
-    except RecursionError:
-        raise DataError("JSON is nested too deeply", path=path) from None
-    except ValueError as err:  # e.g. an integer beyond Python's digit limit
-        raise DataError(f"malformed JSON: {err}", path=path) from None
-
-
-# --------------------------------------------------------------------------- validation
 def _drop_batch(arr: np.ndarray) -> np.ndarray:
     """Drop one leading batch dimension of size 1 from an array with ndim >= 2."""
     return arr[0] if arr.ndim >= 2 and arr.shape[0] == 1 else arr
@@ -246,7 +228,7 @@ def load_initial_fit(path: str | os.PathLike[str]) -> InitialFit:
         if suffix == ".npz":
             data = _read_npz(path)
         elif suffix == ".json":
-            data = _read_json(path)
+            data = read_json(path)
         else:
             data = _read_pickle(path)
     except OSError as err:

@@ -1,0 +1,33 @@
+"""Reading JSON files with errors that name the file and the position."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from resihmr_dr.data.errors import DataError
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; every failure is a DataError naming the file (and line/column)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=path) from None
+    except OSError as err:
+        raise DataError(f"cannot read file: {err}", path=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text: {err}", path=path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path
+        ) from None
+    except RecursionError:
+        raise DataError("malformed JSON: nested too deeply", path=path) from None
+    except ValueError as err:  # e.g. an integer beyond Python's digit limit
+        raise DataError(f"malformed JSON: {err}", path=path) from None

@@ -201,7 +201,7 @@ def _mirror(p) -> np.ndarray:
 def tube_specs(joints: np.ndarray) -> list[TubeSpec]:
     """The tubes of the tiny body, left side then mirrored right side."""
     J = joints
-    x, y, z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
+    x, z = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
     specs = [
         TubeSpec(  # torso
             nodes=np.stack([(0.0, -0.46, 0.0), J[0], J[3], J[6], J[9], J[12]]),

@@ -31,7 +31,7 @@ import numbers
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,7 +46,6 @@ from resihmr_dr.data.masks import (
     MAX_SIDE_PX,
     MaskSource,
     PngMask,
-    PolygonMask,
     RleMask,
     parse_segmentation,
     png_mask_size,

@@ -346,3 +346,32 @@ def test_segment_tables():
     assert limb_joint_names(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSHUMERAL) == ("left_shoulder", "left_elbow")
     assert limb_joint_names(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSTIBIAL) == ("right_knee", "right_ankle")
     assert set(SEGMENT_NAMES) >= {s for limb in LIMBS for st in (limb.above_status, limb.below_status) for s in (residual_segments(limb, st)[0],)}
+
+
+def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
+    """The SMPL-X path: a body made of separate closed tubes (tests/smplx_tiny.py), bent limbs."""
+    from smplx_tiny import write_tiny_smplx
+
+    from resihmr_dr.body.smplx_model import SmplxBody
+
+    tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_stump"))
+    body = SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids, dtype=torch.float64)
+    shape = torch.zeros(1, body.num_shape, dtype=torch.float64)
+    pose = 0.3 * torch.randn(1, body.num_pose_joints, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        out = body.forward_model(pose, shape)
+    verts, joints = out.verts[0].numpy(), out.joints[0].numpy()
+    faces, labels = body.faces.numpy(), body.vertex_segment.numpy()
+    for limb in LIMBS:
+        for status in (limb.above_status, limb.below_status):
+            spec = _spec(joints, limb, status, 0.55)
+            result = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=CONFIG)
+            _check_closed(result.verts, result.faces)
+            residual, distal = residual_segments(limb, status)
+            _check_other_limbs_untouched(result, verts, labels, (residual, *distal))
+            _check_cut_plane(result.steps[0])
+    both = [_spec(joints, LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5),
+            _spec(joints, LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL, 0.5)]  # fmt: skip
+    result = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=both, config=CONFIG)
+    _check_closed(result.verts, result.faces)
+    assert all(g.volume_m3 > 0 for g in residual_body_geometry(result))

@@ -10,11 +10,14 @@ The cut is a *level-set clip* of one scalar value per vertex (pure numpy functio
 
 Faces whose values change sign are split on their crossing edges (each crossing point is a new
 vertex, an interpolation of the edge's two end vertices with fixed weights), so the kept side is
-an edge-manifold mesh whose new boundary follows the plane across the residual segment. Distal
-pieces of the residual segment that are not connected to the removed distal segments are kept
-(they are not cut off: a cut there would open a second hole), and small kept pieces cut loose
-by the plane are dropped; the result must have exactly one new boundary loop, else
-:class:`CutError` is raised.
+an edge-manifold mesh whose new boundary follows the plane across the residual segment.
+
+Pieces of the residual segment beyond the plane are removed when they connect (through vertices
+beyond the plane) to the distal segments or to the residual segment's most distal vertex; other
+such pieces (islands of residual labels between torso labels, when the endpoint is close to the
+anchor joint) are kept, since cutting them would open further holes. Kept pieces cut loose by the
+plane are dropped; the result must have exactly one new boundary loop, else :class:`CutError`.
+Kept residual vertices within ``sliver_fraction`` of an edge from the plane are moved onto it.
 
 Frames: any (the body's vertices, joints and endpoint must share one frame, metres).
 """
@@ -207,7 +210,11 @@ def cut_limb(
     values = np.where(is_distal, np.maximum(signed, offset_m), np.minimum(signed, -offset_m))
     values = np.where(is_residual, signed, values)
     values[np.abs(values) < 1e-12] = -1e-12  # no vertex exactly on the level set
-    values = _keep_connected_distal(values, faces_np, is_distal, offset_m)
+    # The residual segment's distal end: its vertex farthest along the axis (this also finds it
+    # on bodies made of separate closed tubes, where the segments are not connected).
+    distal_end = np.zeros(num_verts, dtype=bool)
+    distal_end[np.flatnonzero(is_residual)[np.argmax(signed[is_residual])]] = True
+    values = _keep_connected_distal(values, faces_np, is_distal | distal_end, offset_m)
 
     new_verts, new_faces, src_index, src_weight = clip_by_values(verts_np, faces_np, values)
     new_verts, new_faces, src_index, src_weight = _collapse_slivers(
@@ -347,15 +354,15 @@ def vertex_components(num_verts: int, faces: np.ndarray) -> np.ndarray:
     return scipy.sparse.csgraph.connected_components(graph, directed=False)[1]
 
 
-def _keep_connected_distal(values: np.ndarray, faces: np.ndarray, is_distal: np.ndarray, offset: float) -> np.ndarray:
-    """Flip positive vertices not connected (through positive vertices) to a distal segment."""
+def _keep_connected_distal(values: np.ndarray, faces: np.ndarray, seeds: np.ndarray, offset: float) -> np.ndarray:
+    """Flip positive vertices not connected (through positive vertices) to a positive seed vertex."""
     positive = values > 0
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     edges = edges[positive[edges].all(axis=1)]
     num = len(values)
     graph = scipy.sparse.coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(num, num))
     comp = scipy.sparse.csgraph.connected_components(graph, directed=False)[1]
-    removed_comps = np.unique(comp[positive & is_distal])
+    removed_comps = np.unique(comp[positive & seeds])
     stray = positive & ~np.isin(comp, removed_comps)
     out = values.copy()
     out[stray] = -offset

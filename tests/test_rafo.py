@@ -15,6 +15,7 @@ segment used here).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -149,8 +150,9 @@ def test_energy_gradients_match_finite_differences():
     def energy(lam, anchor):
         terms = rafo_energy_terms(
             lam=lam, anchor_cam=anchor, anchor_init_cam=anchor_init, target_cam=target, endpoint_px=kp,
-            camera=camera, px_scale=torch.tensor([1.5, 2.0], dtype=D),
+            camera=camera, px_per_m=torch.tensor([300.0, 400.0], dtype=D),
             expected_length_m=torch.tensor([0.3, 0.4], dtype=D), config=config,
+            anchor_px=torch.tensor([[330.0, 180.0], [math.nan, math.nan]], dtype=D),
         )
         return sum(terms.values())
 
@@ -247,6 +249,24 @@ def test_random_anchor_error_bounded_and_along_segment_shift_is_absorbed(scenes)
                 assert float((res.endpoint_cam - truth).norm()) < 0.003
 
 
+def test_anchor_keypoint_resolves_the_along_segment_shift(scenes):
+    """Optional extension: with the anchor's own keypoint, lam is recovered despite the shift."""
+    joints, height, camera = scenes["apose"]
+    for limb_name, status in ALL_RESIDUALS:
+        anchor, target = _segment(joints, limb_name, status)
+        axis = (target - anchor) / (target - anchor).norm()
+        lam = 0.3
+        kp = camera.project(anchor + lam * (target - anchor))
+        item = ResidualLimbInput(LIMB_BY_NAME[limb_name], status, anchor + 0.03 * axis, target, kp,
+                                 anchor_px=camera.project(anchor))
+        with_kp = solve_rafo([item], camera=camera, body_height_m=height)[0]
+        without = solve_rafo([dataclasses.replace(item, anchor_px=None)], camera=camera, body_height_m=height)[0]
+        assert with_kp.accepted and with_kp.reproj_error_px < 2.0
+        assert abs(with_kp.lam - lam) < 0.05 < abs(without.lam - lam), (limb_name, status, with_kp.lam, without.lam)
+        off = RafoConfig(anchor_reproj_sigma_m=None)
+        assert solve_rafo([item], camera=camera, body_height_m=height, config=off)[0].lam == without.lam
+
+
 def test_several_limbs_in_one_call_are_independent(scenes):
     """Bilateral transtibial, and transradial arm + transfemoral leg: one call = separate calls."""
     joints, height, camera = scenes["tpose"]
@@ -300,6 +320,13 @@ def test_inputs_from_joints_maps_segments_and_keypoints(scenes):
     assert torch.equal(items[1].anchor_cam, joints[JOINT_NAMES.index("right_hip")])
     assert torch.equal(items[1].target_cam, joints[JOINT_NAMES.index("right_knee")])
     assert items[0].endpoint_px.tolist() == [11.0, 12.0] and items[1].endpoint_px.tolist() == [21.0, 22.0]
+    items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status,
+                               with_anchor_keypoints=True)
+    assert all(i.anchor_px is None for i in items)  # anchors not labelled
+    kp[KEYPOINT_INDEX["left_elbow"]] = torch.tensor([31.0, 32.0, 2.0])
+    items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status,
+                               with_anchor_keypoints=True)
+    assert items[0].anchor_px.tolist() == [31.0, 32.0] and items[1].anchor_px is None
     with pytest.raises(ValueError, match="joint_names lacks"):
         inputs_from_joints(joints_cam=joints[:3], joint_names=JOINT_NAMES[:3], keypoints_px=kp, status=status)
 
@@ -397,6 +424,7 @@ def test_bad_inputs_raise_clear_errors(scenes):
         ResidualLimbInput(arm, LimbStatus.TRANSHUMERAL, anchor * torch.tensor([1.0, 1.0, -1.0], dtype=D), target, kp),
         ResidualLimbInput(arm, LimbStatus.TRANSFEMORAL, anchor, target, kp),
         ResidualLimbInput(arm, LimbStatus.INTACT, anchor, target, kp),
+        ResidualLimbInput(arm, LimbStatus.TRANSHUMERAL, anchor, target, kp, anchor_px=torch.tensor([math.nan, 0.0])),
     ):
         with pytest.raises(ValueError, match="left_arm"):
             call([bad])

@@ -12,6 +12,7 @@ under
       + |J_a - J_a^init|^2 / sigma_anchor^2                    (the paper's alpha term)
       + (|J_t - J_a| - |J_t - J_a^init|)^2 / sigma_length^2    (the paper's mu term)
       + (|J_t - J_a| - L_H)^2 / (sigma_anthro L_H)^2           anthropometric length prior
+      [ + |pi(J_a) - k_a|^2 / s_a_px^2 ]                       optional anchor keypoint (not in the paper)
 
 where ``k_r`` is the endpoint keypoint (pixels), ``pi`` the pinhole projection, ``L_H`` the
 expected segment length for the body height (:mod:`resihmr_dr.fit.anthropometry`).
@@ -80,6 +81,9 @@ class RafoConfig:
         anthro_sigma_frac: relative width of the anthropometric length prior (0.25 = 25 % of the
             expected length, i.e. a weak prior: body-model rigs differ from Winter's ratios by up
             to ~17 %, e.g. Anny's upper arm). None disables the prior.
+        anchor_reproj_sigma_m: scale of the optional anchor-keypoint term (not in the paper),
+            used only for inputs that carry ``anchor_px``; None disables it. It pins the anchor's
+            image, which resolves the shift along the segment that one endpoint keypoint cannot.
         max_iter: L-BFGS iteration limit per limb.
         tolerance_grad, tolerance_change: L-BFGS convergence stops (gradient / change of E).
         history_size: L-BFGS memory.
@@ -99,6 +103,7 @@ class RafoConfig:
     anchor_sigma_m: float = 0.05
     length_sigma_m: float = 0.02
     anthro_sigma_frac: float | None = 0.25
+    anchor_reproj_sigma_m: float | None = 0.01
     max_iter: int = 100
     tolerance_grad: float = 1e-9
     tolerance_change: float = 1e-12
@@ -117,7 +122,7 @@ class RafoConfig:
         for name in ("reproj_sigma_m", "anchor_sigma_m", "length_sigma_m", "tolerance_grad",
                      "tolerance_change", "accept_px", "max_anchor_shift_m", "min_segment_length_m", "bound_tolerance"):
             positive(name)
-        for name in ("robust_scale_m", "anthro_sigma_frac"):
+        for name in ("robust_scale_m", "anthro_sigma_frac", "anchor_reproj_sigma_m"):
             if getattr(self, name) is not None:
                 positive(name)
         for name in ("max_iter", "history_size"):
@@ -142,7 +147,8 @@ class ResidualLimbInput:
     ``Limb.segment_joints``); anchor_cam (3,): initial anchor J_a^init (shoulder / hip for
     transhumeral / transfemoral, elbow / knee for transradial / transtibial) and target_cam (3,):
     the next joint J_t, both from the fitted intact body, camera frame, metres; endpoint_px (2,):
-    the residual-endpoint keypoint k_r in pixels.
+    the residual-endpoint keypoint k_r in pixels; anchor_px (2,) or None: the anchor joint's own
+    keypoint in pixels (optional extension, see ``RafoConfig.anchor_reproj_sigma_m``).
     """
 
     limb: Limb
@@ -150,6 +156,7 @@ class ResidualLimbInput:
     anchor_cam: torch.Tensor
     target_cam: torch.Tensor
     endpoint_px: torch.Tensor
+    anchor_px: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -223,22 +230,26 @@ def rafo_energy_terms(
     target_cam: torch.Tensor,
     endpoint_px: torch.Tensor,
     camera: PinholeCamera,
-    px_scale: torch.Tensor,
+    px_per_m: torch.Tensor,
     expected_length_m: torch.Tensor | None,
     config: RafoConfig,
+    anchor_px: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The four dimensionless RAFO terms per limb (see the module docstring).
+    """The dimensionless RAFO terms per limb (see the module docstring).
 
     Args:
         lam: (N,); anchor_cam, anchor_init_cam, target_cam: (N, 3) camera frame, metres;
-        endpoint_px: (N, 2) keypoints k_r in pixels; px_scale: (N,) pixels per ``reproj_sigma_m``
-        at each segment's depth; expected_length_m: (N,) anthropometric lengths, or None.
+        endpoint_px: (N, 2) keypoints k_r in pixels; px_per_m: (N,) pixels per metre at each
+        segment's depth (f / z); expected_length_m: (N,) anthropometric lengths, or None;
+        anchor_px: optional (N, 2) keypoints of the anchor joints in pixels (rows with NaN are
+        ignored), used only when ``config.anchor_reproj_sigma_m`` is set.
 
     Returns:
-        {"reproj", "anchor", "length", "anthro"} -> (N,) tensors ("anthro" is 0 when disabled).
+        {"reproj", "anchor", "length", "anthro", "anchor_reproj"} -> (N,) tensors (the last two
+        are 0 when disabled).
     """
     endpoint_cam = endpoint_on_segment(anchor_cam, target_cam, lam)
-    err2 = ((camera.project(endpoint_cam) - endpoint_px) ** 2).sum(-1) / px_scale**2
+    err2 = ((camera.project(endpoint_cam) - endpoint_px) ** 2).sum(-1) / (config.reproj_sigma_m * px_per_m) ** 2
     if config.robust_scale_m is not None:  # Geman-McClure, in units of reproj_sigma_m
         c2 = (config.robust_scale_m / config.reproj_sigma_m) ** 2
         err2 = c2 * err2 / (c2 + err2)
@@ -250,7 +261,13 @@ def rafo_energy_terms(
         anthro = torch.zeros_like(length)
     else:
         anthro = ((length - expected_length_m) / (config.anthro_sigma_frac * expected_length_m)) ** 2
-    return {"reproj": err2, "anchor": anchor, "length": length_term, "anthro": anthro}
+    anchor_reproj = torch.zeros_like(length)
+    if anchor_px is not None and config.anchor_reproj_sigma_m is not None:
+        seen = torch.isfinite(anchor_px).all(-1)
+        diff = camera.project(anchor_cam) - torch.where(seen[:, None], anchor_px, torch.zeros_like(anchor_px))
+        a2 = (diff**2).sum(-1) / (config.anchor_reproj_sigma_m * px_per_m) ** 2
+        anchor_reproj = torch.where(seen, a2, anchor_reproj)
+    return {"reproj": err2, "anchor": anchor, "length": length_term, "anthro": anthro, "anchor_reproj": anchor_reproj}
 
 
 def _projected_fraction_to_lambda(s: torch.Tensor, z_a: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
@@ -388,6 +405,7 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
     anchor0 = _as_vector(item.anchor_cam, 3, "anchor_cam", name)
     target = _as_vector(item.target_cam, 3, "target_cam", name)
     k = _as_vector(item.endpoint_px, 2, "endpoint_px", name)
+    k_anchor = None if item.anchor_px is None else _as_vector(item.anchor_px, 2, "anchor_px", name)[None]
     min_depth = 1e-3
     for what, point in (("anchor_cam", anchor0), ("target_cam", target)):
         if point[2] <= min_depth:
@@ -414,9 +432,9 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
                     f"{config.lam_init}"),
         )
 
-    # Pixels per reproj_sigma_m at the depth of the initial segment's midpoint.
+    # Pixels per metre at the depth of the initial segment's midpoint.
     depth = 0.5 * float(anchor0[2] + target[2])
-    px_scale = torch.tensor([config.reproj_sigma_m * 0.5 * (camera.fx + camera.fy) / depth], dtype=_DTYPE)
+    px_per_m = torch.tensor([0.5 * (camera.fx + camera.fy) / depth], dtype=_DTYPE)
     expected = None
     if config.anthro_sigma_frac is not None:
         expected = torch.tensor(
@@ -439,7 +457,7 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
             lam=lambda_from_logit(logit, lam_min=config.lam_min, lam_max=config.lam_max),
             anchor_cam=anchor_init + config.anchor_sigma_m * offset,
             anchor_init_cam=anchor_init, target_cam=target[None], endpoint_px=k[None], camera=camera,
-            px_scale=px_scale, expected_length_m=expected, config=config,
+            px_per_m=px_per_m, expected_length_m=expected, config=config, anchor_px=k_anchor,
         )
         return sum(terms.values()).sum()
 
@@ -511,6 +529,7 @@ def inputs_from_joints(
     joint_names: Sequence[str],
     keypoints_px: torch.Tensor,
     status: dict[str, LimbStatus],
+    with_anchor_keypoints: bool = False,
 ) -> list[ResidualLimbInput]:
     """Build the RAFO inputs of one person from its fitted joints and LDpose keypoints.
 
@@ -520,6 +539,8 @@ def inputs_from_joints(
             which must include the LDpose names of the anchor and target joints ("left_shoulder",
             ...); keypoints_px: (25, 2) or (25, 3) LDpose keypoints (x, y[, v]) in pixels;
             status: limb name -> status (``data.status.derive_limb_status``).
+        with_anchor_keypoints: also pass each anchor joint's keypoint as ``anchor_px`` where it
+            is labelled (``v > 0``, or always for (25, 2) input): the optional anchor term.
 
     Returns:
         One :class:`ResidualLimbInput` per residual limb, in ``LIMBS`` order.
@@ -548,6 +569,7 @@ def inputs_from_joints(
                 anchor_cam=joints_cam[index[KEYPOINT_NAMES[a]]],
                 target_cam=joints_cam[index[KEYPOINT_NAMES[t]]],
                 endpoint_px=kp[limb.endpoint_index(limb_status), :2],
+                anchor_px=kp[a, :2] if with_anchor_keypoints and (kp.shape[1] == 2 or kp[a, 2] > 0) else None,
             )
         )
     return inputs

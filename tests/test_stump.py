@@ -12,7 +12,14 @@ import trimesh
 
 from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, SEGMENT_NAMES
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LIMBS, LimbStatus
-from resihmr_dr.stump.cap import CapConfig, CutSpec, cap_cut, cap_faces, cap_vertices, cut_and_cap, dome_profile
+from resihmr_dr.stump.cap import (
+    CapConfig,
+    CutSpec,
+    cap_faces,
+    cap_vertices,
+    cut_and_cap,
+    dome_profile,
+)
 from resihmr_dr.stump.cut import (
     CutError,
     boundary_loops,
@@ -21,7 +28,11 @@ from resihmr_dr.stump.cut import (
     limb_joint_names,
     residual_segments,
 )
-from resihmr_dr.stump.geometry import closed_volume_distal, cross_section, residual_body_geometry
+from resihmr_dr.stump.geometry import (
+    closed_volume_distal,
+    cross_section,
+    residual_body_geometry,
+)
 
 # Anny pose (axis-angles in Anny's Z-up axes): knees bent ~66 / 50 deg, elbows ~67 / 59 deg, hips flexed.
 BENT = {
@@ -232,7 +243,7 @@ def test_cross_section_picks_the_loop_around_the_axis():
     b, fb, _ = _tube(radius=0.02)
     b = b + np.array([0.3, 0.0, 0.0])  # a second, thinner tube beside the first
     verts, faces = np.concatenate([a, b]), np.concatenate([fa, fb + len(a)])
-    area, perimeter, closed = cross_section(verts, faces, np.array([0.0, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
+    area, _, closed = cross_section(verts, faces, np.array([0.0, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
     assert closed and area == pytest.approx(math.pi * 0.05**2, rel=0.01)
     area, _, _ = cross_section(verts, faces, np.array([0.3, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
     assert area == pytest.approx(math.pi * 0.02**2, rel=0.01)
@@ -304,8 +315,8 @@ def test_bad_inputs(anny_meshes):
     verts, joints, faces, labels = anny_meshes["rest"]
     leg = LIMB_BY_NAME["left_leg"]
     spec = _spec(joints, leg, LimbStatus.TRANSTIBIAL, 0.5)
-    base = dict(verts=verts, faces=faces, vertex_segment=labels, limb=leg, status=spec.status,
-                anchor=spec.anchor, target=spec.target, endpoint=spec.endpoint)  # fmt: skip
+    base = {"verts": verts, "faces": faces, "vertex_segment": labels, "limb": leg, "status": spec.status,
+            "anchor": spec.anchor, "target": spec.target, "endpoint": spec.endpoint}  # fmt: skip
     with pytest.raises(CutError, match="not a residual"):
         cut_limb(**{**base, "status": LimbStatus.INTACT})
     with pytest.raises(CutError, match="does not apply"):

@@ -26,7 +26,12 @@ from resihmr_dr.stump.cut import (
     limb_joint_names,
     residual_segments,
 )
-from resihmr_dr.stump.geometry import StumpGeometry, residual_body_geometry, residual_length, stump_geometry
+from resihmr_dr.stump.geometry import (
+    StumpGeometry,
+    residual_body_geometry,
+    residual_length,
+    stump_geometry,
+)
 
 __all__ = [
     "CapConfig",

@@ -16,8 +16,8 @@ Frames: that of the cut mesh (metres).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -170,7 +170,7 @@ class CappedLimb:
         """
         cut_verts = self.cut.interpolate(verts_in)
         loop = torch.as_tensor(self.cut.boundary_loop, device=verts_in.device)
-        as_t = lambda a: torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)  # noqa: E731
+        as_t = lambda a: torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)
         cap = cap_vertices(
             cut_verts[loop],
             as_t(self.cut.axis),

@@ -32,7 +32,7 @@ import scipy.sparse.csgraph
 import torch
 
 from resihmr_dr.body.base import SEGMENT_INDEX, SEGMENT_NAMES
-from resihmr_dr.data.ldpose import KEYPOINT_NAMES, LimbKind, Limb, LimbStatus
+from resihmr_dr.data.ldpose import KEYPOINT_NAMES, Limb, LimbKind, LimbStatus
 
 __all__ = [
     "CutError",
@@ -318,13 +318,13 @@ def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
     n = int(faces.max()) + 1 if faces.size else 0
     code = directed[:, 0] * n + directed[:, 1]
     rev = directed[:, 1] * n + directed[:, 0]
-    uniq, counts = np.unique(code, return_counts=True)
+    counts = np.unique(code, return_counts=True)[1]
     if (counts > 1).any():
         raise CutError("the mesh has non-manifold or inconsistently wound edges")
     open_edges = directed[~np.isin(rev, code)]
     if len(open_edges) == 0:
         return []
-    starts, start_counts = np.unique(open_edges[:, 0], return_counts=True)
+    start_counts = np.unique(open_edges[:, 0], return_counts=True)[1]
     if (start_counts > 1).any():
         raise CutError("the mesh boundary touches itself (a non-manifold boundary vertex)")
     nxt = dict(zip(open_edges[:, 0].tolist(), open_edges[:, 1].tolist()))

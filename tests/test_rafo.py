@@ -27,7 +27,13 @@ import torch
 from resihmr_dr.body.anny_model import POSE_BONES
 from resihmr_dr.body.base import JOINT_NAMES
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.ldpose import KEYPOINT_INDEX, KEYPOINT_NAMES, LIMB_BY_NAME, LIMBS, LimbStatus
+from resihmr_dr.data.ldpose import (
+    KEYPOINT_INDEX,
+    KEYPOINT_NAMES,
+    LIMB_BY_NAME,
+    LIMBS,
+    LimbStatus,
+)
 from resihmr_dr.fit.anthropometry import (
     SEGMENT_LENGTH_FRACTIONS,
     expected_segment_length_m,
@@ -99,9 +105,10 @@ def _observable_offset(anchor: torch.Tensor, target: torch.Tensor, camera: Pinho
     return size_m * offset / offset.norm()
 
 
-def _solve1(limb_name, status, anchor, target, kp, camera, height, config=RafoConfig()) -> RafoResult:
-    item = ResidualLimbInput(limb=LIMB_BY_NAME[limb_name], status=status, anchor_cam=anchor, target_cam=target, endpoint_px=kp)
-    return solve_rafo([item], camera=camera, body_height_m=height, config=config)[0]
+def _solve1(limb_name, status, anchor, target, kp, camera, height, config=None) -> RafoResult:
+    item = ResidualLimbInput(limb=LIMB_BY_NAME[limb_name], status=status, anchor_cam=anchor, target_cam=target,
+                             endpoint_px=kp)
+    return solve_rafo([item], camera=camera, body_height_m=height, config=config or RafoConfig())[0]
 
 
 # --------------------------------------------------------------------------- anthropometry
@@ -305,7 +312,7 @@ def test_solution_does_not_depend_on_image_resolution(scenes):
 
 
 def test_inputs_from_joints_maps_segments_and_keypoints(scenes):
-    joints, height, camera = scenes["apose"]
+    joints = scenes["apose"][0]
     kp = torch.zeros(len(KEYPOINT_NAMES), 3, dtype=D)
     kp[KEYPOINT_INDEX["below_left_elbow_end"]] = torch.tensor([11.0, 12.0, 2.0])
     kp[KEYPOINT_INDEX["above_right_knee_end"]] = torch.tensor([21.0, 22.0, 2.0])
@@ -412,7 +419,7 @@ def test_bad_inputs_raise_clear_errors(scenes):
     arm = LIMB_BY_NAME["left_arm"]
 
     def call(items, **overrides):
-        kwargs = dict(camera=camera, body_height_m=height) | overrides
+        kwargs = {"camera": camera, "body_height_m": height} | overrides
         return solve_rafo(items, **kwargs)
 
     nan_anchor = anchor.clone()

@@ -12,8 +12,8 @@ larger ones in children and in body models whose rig differs from anatomical joi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 

@@ -39,26 +39,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.ldpose import KEYPOINT_NAMES, Limb, LimbStatus
+from resihmr_dr.data.ldpose import KEYPOINT_NAMES, LIMBS, Limb, LimbStatus
 from resihmr_dr.fit.anthropometry import expected_segment_length_m, residual_segment
 
 __all__ = [
     "RafoConfig",
-    "ResidualLimbInput",
     "RafoResult",
-    "solve_rafo",
+    "ResidualLimbInput",
+    "closed_form_lambda",
+    "endpoint_on_segment",
+    "inputs_from_joints",
     "lambda_from_logit",
     "logit_from_lambda",
-    "endpoint_on_segment",
     "rafo_energy_terms",
-    "closed_form_lambda",
-    "inputs_from_joints",
+    "solve_rafo",
 ]
 
 _DTYPE = torch.float64  # the solve runs in double precision; results come back in the input dtype
@@ -165,8 +165,8 @@ class RafoResult:
 
     lam: the anchor factor; anchor_cam (3,): the optimised anchor J_a (the initial one for a
     fallback); endpoint_cam (3,) = anchor + lam (target - anchor); target_cam (3,): J_t
-    (unchanged); reproj_error_px: |pi(endpoint) - k_r| in pixels; accepted: reproj_error_px <
-    accept_px from the optimisation; clamped: k_r lies beyond a lam bound (lam set to the bound);
+    (unchanged); reproj_error_px: |pi(endpoint) - k_r| in pixels; accepted: the optimum has
+    reproj_error_px < accept_px and moved the anchor at most max_anchor_shift_m; clamped: k_r lies beyond a lam bound (lam set to the bound);
     fallback: the closed-form fallback (or, for a degenerate segment, the initial guess) was
     returned instead of the optimum; reason: a human-readable note; iterations: L-BFGS
     iterations; solve_time_s: wall time of this limb.
@@ -353,9 +353,9 @@ def _validate(limbs: Sequence[ResidualLimbInput], body_height_m: float) -> None:
     seen: set[str] = set()
     for item in limbs:
         if not isinstance(item, ResidualLimbInput):
-            raise ValueError(f"expected ResidualLimbInput items, got {type(item).__name__}")
+            raise TypeError(f"expected ResidualLimbInput items, got {type(item).__name__}")
         if not isinstance(item.limb, Limb):
-            raise ValueError(f"ResidualLimbInput.limb must be a Limb, got {type(item.limb).__name__}")
+            raise TypeError(f"ResidualLimbInput.limb must be a Limb, got {type(item.limb).__name__}")
         name = item.limb.name
         if name in seen:
             raise ValueError(f"{name}: given twice; a limb has at most one residual endpoint")
@@ -415,7 +415,7 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
                reason: str, iterations: int) -> RafoResult:
         endpoint = endpoint_on_segment(anchor[None], target[None], torch.tensor([lam], dtype=_DTYPE))[0]
         err = float((camera.project(endpoint) - k).norm())
-        cast = lambda t: t.to(device=out_device, dtype=out_dtype)  # noqa: E731
+        cast = lambda t: t.to(device=out_device, dtype=out_dtype)
         return RafoResult(
             limb_name=name, status=status, lam=float(lam), anchor_cam=cast(anchor), endpoint_cam=cast(endpoint),
             target_cam=cast(target), reproj_error_px=err, accepted=accepted, clamped=clamped, fallback=fallback,
@@ -492,7 +492,8 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
             optimum = result(lam, anchor, accepted=False, clamped=clamped, fallback=False, reason="", iterations=iterations)
             shift = float((anchor - anchor0).norm())
             if optimum.reproj_error_px < config.accept_px and shift <= config.max_anchor_shift_m:
-                reason = "; ".join(["converged"] + notes)
+                stop = "iteration limit reached" if iterations >= config.max_iter else "converged"
+                reason = "; ".join([stop] + notes)
                 return dataclasses.replace(optimum, accepted=True, reason=reason, solve_time_s=time.perf_counter() - start)
             if optimum.reproj_error_px >= config.accept_px:
                 why = (f"optimised endpoint reprojects {optimum.reproj_error_px:.1f} px from the keypoint "
@@ -545,8 +546,6 @@ def inputs_from_joints(
     Returns:
         One :class:`ResidualLimbInput` per residual limb, in ``LIMBS`` order.
     """
-    from resihmr_dr.data.ldpose import LIMBS
-
     index = {n: i for i, n in enumerate(joint_names)}
     if joints_cam.ndim != 2 or joints_cam.shape[-1] != 3 or joints_cam.shape[0] != len(index):
         raise ValueError(f"joints_cam must be (len(joint_names)={len(index)}, 3), got {tuple(joints_cam.shape)}")

@@ -23,6 +23,8 @@ import time
 import pytest
 import roma
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resihmr_dr.body.anny_model import POSE_BONES
 from resihmr_dr.body.base import JOINT_NAMES
@@ -34,6 +36,7 @@ from resihmr_dr.data.ldpose import (
     LIMBS,
     LimbStatus,
 )
+from resihmr_dr.data.status import derive_limb_status
 from resihmr_dr.fit.anthropometry import (
     SEGMENT_LENGTH_FRACTIONS,
     expected_segment_length_m,
@@ -466,3 +469,54 @@ def test_solve_time_per_limb(scenes):
     print(f"\nRAFO: {per_limb * 1e3:.1f} ms per limb, iterations {[r.iterations for r in results]}")
     assert all(r.accepted for r in results)
     assert per_limb < 0.5
+
+
+def test_end_to_end_from_ldpose_keypoints(scenes):
+    """25 LDpose keypoints (intact joints projected, residual endpoints labelled) -> statuses ->
+    inputs_from_joints -> solve: a transradial left arm and a transfemoral right leg."""
+    joints, height, camera = scenes["random"]
+    kp = torch.zeros(len(KEYPOINT_NAMES), 3, dtype=D)
+    for name in KEYPOINT_NAMES:
+        if name in JOINT_NAMES:
+            kp[KEYPOINT_INDEX[name]] = torch.cat((camera.project(joints[JOINT_NAMES.index(name)]), torch.ones(1, dtype=D)))
+    truth = {"left_arm": (LimbStatus.TRANSRADIAL, 0.45), "right_leg": (LimbStatus.TRANSFEMORAL, 0.6)}
+    for limb_name, (status, lam) in truth.items():
+        limb = LIMB_BY_NAME[limb_name]
+        anchor, target = _segment(joints, limb_name, status)
+        kp[limb.endpoint_index(status), :2] = camera.project(anchor + lam * (target - anchor))
+        kp[limb.endpoint_index(status), 2] = 2.0
+        replaced = limb.middle if status is limb.above_status else limb.distal
+        kp[[replaced, limb.distal]] = 0.0  # the replaced joint and anything beyond are absent
+    statuses = derive_limb_status(kp.numpy())
+    assert statuses == {"left_arm": LimbStatus.TRANSRADIAL, "right_arm": LimbStatus.INTACT,
+                        "left_leg": LimbStatus.INTACT, "right_leg": LimbStatus.TRANSFEMORAL}  # fmt: skip
+    items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=statuses,
+                               with_anchor_keypoints=True)
+    results = solve_rafo(items, camera=camera, body_height_m=height)
+    for res in results:
+        status, lam = truth[res.limb_name]
+        assert res.status is status and res.accepted and res.reproj_error_px < 1.0
+        assert abs(res.lam - lam) < 0.02
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    anchor=st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(0.5, 6)),
+    target=st.tuples(st.floats(-1, 1), st.floats(-1, 1), st.floats(0.5, 6)),
+    kp=st.tuples(st.floats(-3000, 3000), st.floats(-3000, 3000)),
+    robust=st.sampled_from([None, 0.03]),
+)
+def test_never_crashes_and_reports_consistently(anchor, target, kp, robust):
+    camera = PinholeCamera(1000.0, 1000.0, 500.0, 400.0, 1000, 800)
+    config = RafoConfig(robust_scale_m=robust)
+    res = _solve1("left_leg", LimbStatus.TRANSTIBIAL, torch.tensor(anchor, dtype=D), torch.tensor(target, dtype=D),
+                  torch.tensor(kp, dtype=D), camera, 1.7, config)
+    assert config.lam_min <= res.lam <= config.lam_max
+    assert torch.isfinite(res.endpoint_cam).all() and math.isfinite(res.reproj_error_px)
+    assert torch.allclose(res.endpoint_cam, res.anchor_cam + res.lam * (res.target_cam - res.anchor_cam))
+    assert res.reproj_error_px == pytest.approx(float((camera.project(res.endpoint_cam) - torch.tensor(kp, dtype=D)).norm()))
+    if res.accepted:
+        assert res.reproj_error_px < config.accept_px and not res.fallback
+        assert float((res.anchor_cam - torch.tensor(anchor, dtype=D)).norm()) <= config.max_anchor_shift_m
+    else:
+        assert res.fallback and res.reason

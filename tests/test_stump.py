@@ -18,6 +18,7 @@ from resihmr_dr.stump.cap import (
     cap_faces,
     cap_vertices,
     cut_and_cap,
+    cut_spec,
     dome_profile,
 )
 from resihmr_dr.stump.cut import (
@@ -71,9 +72,11 @@ def anny_meshes(anny_body):
 
 
 def _spec(joints, limb, status, lam) -> CutSpec:
+    spec = cut_spec(joints=joints, limb=limb, status=status, lam=lam)
     a_name, t_name = limb_joint_names(limb, status)
-    anchor, target = joints[JOINT_INDEX[a_name]], joints[JOINT_INDEX[t_name]]
-    return CutSpec(limb, status, anchor, target, endpoint_from_lambda(anchor, target, lam))
+    np.testing.assert_array_equal(spec.anchor, joints[JOINT_INDEX[a_name]])
+    np.testing.assert_allclose(spec.endpoint, (1 - lam) * spec.anchor + lam * joints[JOINT_INDEX[t_name]])
+    return spec
 
 
 def _check_closed(verts, faces):
@@ -186,6 +189,16 @@ def test_replay_reproduces_the_mesh_and_is_differentiable(anny_meshes):
     np.testing.assert_allclose(body.replay(verts_t + shift).detach().numpy(), body.verts + shift.numpy(), atol=1e-12)
     replayed[body.tip_indices[0]].sum().backward()
     assert verts_t.grad.abs().sum() > 0
+    # Per-step radial offsets move only that step's cap vertices (its last R L + 1 vertices there).
+    first = body.steps[0]
+    offsets = torch.full((first.num_rings, len(first.cut.boundary_loop)), 0.005, dtype=torch.float64, requires_grad=True)
+    moved = body.replay(torch.tensor(verts), radial_offsets=[offsets, None])
+    changed = np.flatnonzero(np.abs(moved.detach().numpy() - body.verts).max(axis=1) > 1e-9)
+    assert len(changed) == first.num_rings * len(first.cut.boundary_loop)
+    moved.sum().backward()
+    assert offsets.grad is not None and offsets.grad.abs().sum() > 0
+    with pytest.raises(CutError, match="one entry per step"):
+        body.replay(torch.tensor(verts), radial_offsets=[offsets])
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +346,10 @@ def test_bad_inputs(anny_meshes):
         cut_limb(**{**base, "faces": faces + len(verts)})
     with pytest.raises(CutError, match="no left_foot"):
         cut_limb(**{**base, "vertex_segment": np.where(labels == SEGMENT_INDEX["left_foot"], 0, labels)})
+    with pytest.raises(CutError, match="joints must have shape"):
+        cut_spec(joints=joints[:5], limb=leg, status=LimbStatus.TRANSTIBIAL, lam=0.5)
+    with pytest.raises(CutError, match="lam must lie"):
+        cut_spec(joints=joints, limb=leg, status=LimbStatus.TRANSTIBIAL, lam=1.5)
     with pytest.raises(CutError, match="once"):
         cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec, spec])
     with pytest.raises(CutError, match="num_rings"):

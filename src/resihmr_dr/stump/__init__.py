@@ -15,6 +15,7 @@ from resihmr_dr.stump.cap import (
     cap_faces,
     cap_vertices,
     cut_and_cap,
+    cut_spec,
     dome_profile,
 )
 from resihmr_dr.stump.cut import (
@@ -46,6 +47,7 @@ __all__ = [
     "cap_vertices",
     "cut_and_cap",
     "cut_limb",
+    "cut_spec",
     "dome_profile",
     "endpoint_from_lambda",
     "limb_axis",

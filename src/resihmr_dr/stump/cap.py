@@ -22,9 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import SEGMENT_INDEX
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
 from resihmr_dr.data.ldpose import Limb, LimbStatus
-from resihmr_dr.stump.cut import CutError, LimbCut, cut_limb, residual_segments
+from resihmr_dr.stump.cut import (
+    CutError,
+    LimbCut,
+    cut_limb,
+    endpoint_from_lambda,
+    limb_joint_names,
+    residual_segments,
+)
 
 __all__ = [
     "CapConfig",
@@ -35,6 +42,7 @@ __all__ = [
     "cap_faces",
     "cap_vertices",
     "cut_and_cap",
+    "cut_spec",
     "dome_profile",
 ]
 
@@ -99,7 +107,7 @@ def cap_vertices(
 
 
 def cap_faces(loop: np.ndarray, first_new: int, num_rings: int) -> np.ndarray:
-    """(2 R L + L... , 3) cap triangles; consistent with a mesh whose boundary runs along ``loop``.
+    """Cap triangles continuing the winding of a mesh whose open boundary runs along ``loop``.
 
     loop: (L,) boundary vertex ids in the faces' edge direction; the ring vertices are numbered
     ``first_new + (k - 1) * L + j`` (ring k >= 1, loop position j) and the tip last, as returned
@@ -242,6 +250,20 @@ class CutSpec:
     endpoint: np.ndarray
 
 
+def cut_spec(*, joints: np.ndarray | torch.Tensor, limb: Limb, status: LimbStatus, lam: float) -> CutSpec:
+    """The :class:`CutSpec` of ``limb`` ending at ``lam`` along its residual segment.
+
+    joints: (len(JOINT_NAMES), 3) named joints (``BodyOutput.joints[b]``), any frame.
+    """
+    joints_np = joints.detach().cpu().numpy() if isinstance(joints, torch.Tensor) else np.asarray(joints)
+    if joints_np.shape != (len(JOINT_INDEX), 3):
+        raise CutError(f"joints must have shape ({len(JOINT_INDEX)}, 3), got {joints_np.shape}")
+    anchor_name, target_name = limb_joint_names(limb, status)
+    anchor = joints_np[JOINT_INDEX[anchor_name]].astype(np.float64)
+    target = joints_np[JOINT_INDEX[target_name]].astype(np.float64)
+    return CutSpec(limb, status, anchor, target, endpoint_from_lambda(anchor, target, lam))
+
+
 @dataclass(frozen=True)
 class ResidualBody:
     """A body after one or more sequential cut+cap steps.
@@ -260,10 +282,19 @@ class ResidualBody:
     tip_indices: tuple[int, ...]
     limb_masks: tuple[np.ndarray, ...]
 
-    def replay(self, verts_in: torch.Tensor) -> torch.Tensor:
-        """Final vertices from other positions (V, 3) of the original body's vertices (differentiable)."""
-        for step in self.steps:
-            verts_in = step.replay(verts_in)
+    def replay(
+        self, verts_in: torch.Tensor, *, radial_offsets: Sequence[torch.Tensor | None] | None = None
+    ) -> torch.Tensor:
+        """Final vertices from other positions of the original body's vertices (differentiable).
+
+        verts_in: (V, 3) -> (V'', 3); radial_offsets: optional, per step an (R, L_step) tensor
+        (or None) of outward ring offsets, metres (see :func:`cap_vertices`).
+        """
+        if radial_offsets is not None and len(radial_offsets) != len(self.steps):
+            raise CutError(f"radial_offsets needs one entry per step ({len(self.steps)}), got {len(radial_offsets)}")
+        for i, step in enumerate(self.steps):
+            offsets = None if radial_offsets is None else radial_offsets[i]
+            verts_in = step.replay(verts_in, radial_offsets=offsets)
         return verts_in
 
 

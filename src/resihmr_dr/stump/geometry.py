@@ -11,7 +11,10 @@ m_r), so planes that also cross the torso or another limb never pick those up.
   Divergence theorem about J_a (a point of the plane, so plane lids contribute nothing).
 - *profile*: area and perimeter of the cross-section at ``N`` stations ``(i + 1/2) / N`` of the
   way from J_a to the tip; at each station the section loop around the axis is used (the one
-  enclosing the axis point, else the one nearest to it).
+  enclosing the axis point, else the one nearest to it). Near the anchor the residual segment's
+  label border can cross the plane, leaving an open section; the whole mesh's loop is used
+  there when it is barely longer (it then closes the gap), else the open section closed by a
+  chord (``section_closed`` False).
 
 Frames: any, metres (the mesh, joints and tip must share one).
 """
@@ -171,6 +174,7 @@ def stump_geometry(
     target: np.ndarray,
     tip: np.ndarray,
     num_stations: int = 10,
+    max_perimeter_ratio: float = 1.25,
     limb_name: str = "",
     status: str = "",
 ) -> StumpGeometry:
@@ -178,6 +182,9 @@ def stump_geometry(
 
     verts: (V, 3) capped mesh; faces: (F, 3); residual_mask: (V,) bool m_r of this limb;
     anchor, target: (3,) J_a, J_t; tip: (3,) the cap tip; num_stations: N >= 1.
+    max_perimeter_ratio: where the residual faces' section is open, the whole mesh's closed loop
+    around the axis replaces it if its perimeter is at most this times the open section's
+    (closed by a chord), i.e. if it does not run around the torso or another limb.
     """
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
@@ -194,7 +201,14 @@ def stump_geometry(
     region = faces[mask[faces].all(axis=1)]
     volume = closed_volume_distal(verts, region, anchor, axis)
     stations = length * (np.arange(num_stations) + 0.5) / num_stations
-    sections = [cross_section(verts, region, anchor + s * axis, axis) for s in stations]
+    sections = []
+    for station in stations:
+        section = cross_section(verts, region, anchor + station * axis, axis)
+        if not section[2]:  # open: the residual segment's label border crosses this plane
+            whole = cross_section(verts, faces, anchor + station * axis, axis)
+            if whole[2] and whole[1] <= max_perimeter_ratio * section[1]:
+                section = whole
+        sections.append(section)
     return StumpGeometry(
         limb_name=limb_name,
         status=status,

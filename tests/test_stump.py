@@ -7,8 +7,12 @@ import math
 
 import numpy as np
 import pytest
+import scipy.spatial
+import scipy.spatial.transform
 import torch
 import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, SEGMENT_NAMES
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LIMBS, LimbStatus
@@ -403,3 +407,44 @@ def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
     result = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=both, config=CONFIG)
     _check_closed(result.verts, result.faces)
     assert all(g.volume_m3 > 0 for g in residual_body_geometry(result))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lam=st.floats(0.15, 0.95),
+    around=st.integers(12, 48),
+    radius=st.floats(0.02, 0.09),
+    rotation=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
+    height_fraction=st.floats(0.2, 1.2),
+)
+def test_rotated_tube_any_endpoint(lam, around, radius, rotation, height_fraction):
+    """Any orientation, endpoint, resolution and dome height: closed, convex cap, exact volume."""
+    rot = scipy.spatial.transform.Rotation.from_rotvec(rotation).as_matrix()
+    verts, faces, labels = _tube(radius=radius, around=around)
+    verts = verts @ rot.T + np.array([0.3, -0.1, 2.0])
+    anchor, target = np.array([0.3, -0.1, 2.0]), np.array([0.0, -LENGTH, 0.0]) @ rot.T + np.array([0.3, -0.1, 2.0])
+    config = CapConfig(num_rings=4, height_fraction=height_fraction)
+    spec = CutSpec(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, lam))
+    labels = np.where(labels == SEGMENT_INDEX["left_thigh"], SEGMENT_INDEX["right_thigh"], labels)
+    labels = np.where(labels == SEGMENT_INDEX["left_shank"], SEGMENT_INDEX["right_shank"], labels)
+    body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=config)
+    mesh = _check_closed(body.verts, body.faces)
+    (step,) = body.steps
+    tip_height = float((step.tip - step.cut.plane_point) @ step.cut.axis)
+    assert tip_height == pytest.approx(height_fraction * step.loop_radius, rel=1e-9)
+    # The dome closed by the cut disc is convex: its volume equals its convex hull's.
+    loop = step.cut.boundary_loop
+    dome_pts = np.concatenate([body.verts[loop], body.verts[step.cap_vertex_ids]])
+    hull = scipy.spatial.ConvexHull(dome_pts)
+    disc_centre = body.verts[loop].mean(axis=0)
+    dome = trimesh.Trimesh(
+        np.concatenate([body.verts, disc_centre[None]]),
+        np.concatenate([body.faces[-len(loop) * (2 * config.num_rings + 1):],
+                        np.stack([loop, np.roll(loop, -1), np.full(len(loop), len(body.verts))], axis=1)]),
+        process=False,
+    )  # fmt: skip
+    assert dome.is_watertight and dome.volume == pytest.approx(hull.volume, rel=1e-6)
+    (geom,) = residual_body_geometry(body, num_stations=3)
+    sliced = trimesh.intersections.slice_mesh_plane(mesh, plane_normal=step.cut.axis, plane_origin=anchor, cap=True)
+    assert geom.volume_m3 == pytest.approx(sliced.volume, rel=1e-6)
+    assert geom.length_m == pytest.approx(lam * LENGTH + tip_height, rel=1e-6)

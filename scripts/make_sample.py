@@ -1,7 +1,7 @@
 """Regenerate the built-in sample person (src/resihmr_dr/assets/sample/).
 
 An Anny body in a natural standing pose with a left transtibial residual limb, rendered with
-PyTorch3D: image.png, mask.png and annotations.json (LDpose format, 25 keypoints).
+the project's z-buffer renderer: image.png, mask.png and annotations.json (LDpose format, 25 keypoints).
 The residual limb is made by hiding the faces distal to the endpoint (the sample needs only a
 plausible image, mask and keypoints); the synthetic benchmark makes real capped stumps.
 
@@ -22,7 +22,7 @@ from resihmr_dr.body.anny_model import AnnyBody
 from resihmr_dr.body.base import SEGMENT_INDEX, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX, NUM_KEYPOINTS
-from resihmr_dr.render.shaded import render_shaded
+from resihmr_dr.render.zbuffer import rasterize, shade
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "resihmr_dr" / "assets" / "sample"
 LAMBDA = 0.45  # residual endpoint along the left shank (knee -> ankle)
@@ -61,14 +61,14 @@ def main() -> None:
         (seg == SEGMENT_INDEX["left_shank"]) & (((verts - endpoint) @ axis) > 0)
     )
     keep_faces = body.faces[~distal[body.faces].any(dim=1)]
-    render = render_shaded(verts_cam=verts, faces=keep_faces, camera=camera)
-
+    fragments = rasterize(verts_cam=verts, faces=keep_faces, camera=camera)
     yy = np.linspace(0.0, 1.0, camera.height)[:, None, None]
-    background = (0.93 - 0.25 * yy) * np.array([0.85, 0.9, 1.0])
-    rgb = np.where(render.mask[..., None], render.rgb, background)
+    background = (0.93 - 0.25 * yy) * np.array([0.85, 0.9, 1.0]) * np.ones((1, camera.width, 1))
+    rgb = shade(verts_cam=verts, faces=keep_faces, fragments=fragments, background=background)
+    mask = fragments.mask.numpy()
     OUT.mkdir(parents=True, exist_ok=True)
     Image.fromarray((rgb * 255).round().astype(np.uint8)).save(OUT / "image.png", optimize=True)
-    Image.fromarray(render.mask.astype(np.uint8) * 255).save(OUT / "mask.png", optimize=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(OUT / "mask.png", optimize=True)
 
     kp = np.zeros((NUM_KEYPOINTS, 3))
     coco_px = camera.project(out.coco_kp[0]).numpy()
@@ -76,7 +76,7 @@ def main() -> None:
     kp[:17, 2] = 2
     kp[KEYPOINT_INDEX["left_ankle"]] = 0
     kp[KEYPOINT_INDEX["below_left_knee_end"]] = [*camera.project(endpoint).numpy(), 2]
-    ys, xs = np.nonzero(render.mask)
+    ys, xs = np.nonzero(mask)
     bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
     dataset = {
         "info": {"description": "resihmr_dr built-in sample: left transtibial residual limb (Anny render)"},
@@ -88,7 +88,7 @@ def main() -> None:
             "id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
             "keypoints": [round(float(v), 2) for v in kp.flatten()],
             "num_keypoints": int((kp[:, 2] > 0).sum()),
-            "bbox": bbox, "area": float(render.mask.sum()),
+            "bbox": bbox, "area": float(mask.sum()),
             "mask_path": "mask.png",
         }],
         "categories": [{"id": 1, "name": "person"}],

@@ -24,6 +24,7 @@ Frames: any (the body's vertices, joints and endpoint must share one frame, metr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,6 +176,10 @@ def cut_limb(
         CutError: bad shapes or labels, an endpoint not beyond the anchor, nothing to remove, or
             a cut that does not leave exactly one new boundary loop.
     """
+    if not (math.isfinite(offset_m) and offset_m > 0):
+        raise CutError(f"offset_m must be > 0, got {offset_m}")
+    if not 0.0 <= sliver_fraction < 0.5:
+        raise CutError(f"sliver_fraction must lie in [0, 0.5), got {sliver_fraction}")
     verts_np = _array(verts, np.float64, "verts")
     faces_np = _array(faces, np.int64, "faces")
     labels = _array(vertex_segment, np.int64, "vertex_segment")

@@ -201,6 +201,15 @@ def test_replay_reproduces_the_mesh_and_is_differentiable(anny_meshes):
     assert len(changed) == first.num_rings * len(first.cut.boundary_loop)
     moved.sum().backward()
     assert offsets.grad is not None and offsets.grad.abs().sum() > 0
+    # A new axis (e.g. from re-posed joints) tilts the dome: the tip follows it, the loop stays.
+    last = body.steps[-1]
+    tilted = torch.tensor(last.cut.axis + np.array([0.3, 0.0, 0.0]), dtype=torch.float64)
+    step_in = torch.tensor(body.steps[0].verts)
+    tilted_verts = last.replay(step_in, axis=tilted).numpy()
+    loop = last.cut.boundary_loop
+    np.testing.assert_allclose(tilted_verts[loop], last.verts[loop], atol=1e-12)
+    expected_tip = last.verts[loop].mean(axis=0) + last.tip_height * (tilted / tilted.norm()).numpy()
+    np.testing.assert_allclose(tilted_verts[last.tip_index], expected_tip, atol=1e-12)
     with pytest.raises(CutError, match="one entry per step"):
         body.replay(torch.tensor(verts), radial_offsets=[offsets])
 

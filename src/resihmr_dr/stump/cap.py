@@ -169,19 +169,26 @@ class CappedLimb:
     def num_rings(self) -> int:
         return len(self.profile)
 
-    def replay(self, verts_in: torch.Tensor, *, radial_offsets: torch.Tensor | None = None) -> torch.Tensor:
+    def replay(
+        self,
+        verts_in: torch.Tensor,
+        *,
+        radial_offsets: torch.Tensor | None = None,
+        axis: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Capped-mesh vertices from other positions of the *uncut* input vertices, differentiably.
 
         verts_in: (V, 3) -> (V'', 3); the cap is rebuilt on the replayed loop with the stored
-        profile, heights and tip height (and optional (R, L) ``radial_offsets``); the axis is the
-        stored one.
+        profile, heights and tip height (and optional (R, L) ``radial_offsets``), along ``axis``
+        (3,) when given (e.g. from re-posed joints), else the stored axis. The cut itself (which
+        vertices, the crossing weights) stays fixed.
         """
         cut_verts = self.cut.interpolate(verts_in)
         loop = torch.as_tensor(self.cut.boundary_loop, device=verts_in.device)
         as_t = lambda a: torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)
         cap = cap_vertices(
             cut_verts[loop],
-            as_t(self.cut.axis),
+            as_t(self.cut.axis) if axis is None else axis,
             as_t(self.profile),
             as_t(self.heights),
             tip_height=self.tip_height,

@@ -34,6 +34,7 @@ from resihmr_dr.stump.cut import (
     residual_segments,
 )
 from resihmr_dr.stump.geometry import (
+    EMPTY_SECTION,
     closed_volume_distal,
     cross_section,
     residual_body_geometry,
@@ -269,11 +270,12 @@ def test_cross_section_picks_the_loop_around_the_axis():
     b, fb, _ = _tube(radius=0.02)
     b = b + np.array([0.3, 0.0, 0.0])  # a second, thinner tube beside the first
     verts, faces = np.concatenate([a, b]), np.concatenate([fa, fb + len(a)])
-    area, _, closed = cross_section(verts, faces, np.array([0.0, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
-    assert closed and area == pytest.approx(math.pi * 0.05**2, rel=0.01)
-    area, _, _ = cross_section(verts, faces, np.array([0.3, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
-    assert area == pytest.approx(math.pi * 0.02**2, rel=0.01)
-    assert cross_section(verts, faces, np.array([0.0, 5.0, 0.0]), np.array([0.0, 1.0, 0.0])) == (0.0, 0.0, False)
+    section = cross_section(verts, faces, np.array([0.0, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
+    assert section.closed and section.area_m2 == pytest.approx(math.pi * 0.05**2, rel=0.01)
+    assert section.max_radius_m == pytest.approx(0.05, rel=1e-6)
+    section = cross_section(verts, faces, np.array([0.3, -0.1, 0.0]), np.array([0.0, -1.0, 0.0]))
+    assert section.area_m2 == pytest.approx(math.pi * 0.02**2, rel=0.01)
+    assert cross_section(verts, faces, np.array([0.0, 5.0, 0.0]), np.array([0.0, 1.0, 0.0])) == EMPTY_SECTION
 
 
 def test_closed_volume_fans_holes_off_the_plane():

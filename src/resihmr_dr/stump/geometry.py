@@ -1,7 +1,8 @@
 """Stump geometry of a capped residual limb: length, volume, cross-section profile (numpy).
 
-All measurements use the residual-limb faces only (faces whose three vertices are in the mask
-m_r), so planes that also cross the torso or another limb never pick those up.
+Measurements use the residual-limb faces (faces whose three vertices are in the mask m_r), so
+planes that also cross the torso or another limb do not pick those up (sections near the anchor
+may fall back to the whole mesh, see *profile*).
 
 - *length*: from the anchor joint J_a to the cap tip along the limb axis ``a = (J_t - J_a)/|.|``,
   in metres and as a fraction of the intact segment length ``|J_t - J_a|``.
@@ -13,8 +14,8 @@ m_r), so planes that also cross the torso or another limb never pick those up.
   way from J_a to the tip; at each station the section loop around the axis is used (the one
   enclosing the axis point, else the one nearest to it). Near the anchor the residual segment's
   label border can cross the plane, leaving an open section; the whole mesh's loop is used
-  there when it is barely longer (it then closes the gap), else the open section closed by a
-  chord (``section_closed`` False).
+  there when it stays within the limb's girth (``max_radius_ratio`` times the closed sections'
+  median radius), else the open section closed by a chord (``section_closed`` False).
 
 Frames: any, metres (the mesh, joints and tip must share one).
 """
@@ -31,6 +32,8 @@ from resihmr_dr.stump.cap import ResidualBody
 from resihmr_dr.stump.cut import CutError, clip_by_values, limb_axis
 
 __all__ = [
+    "EMPTY_SECTION",
+    "Section",
     "StumpGeometry",
     "closed_volume_distal",
     "cross_section",
@@ -114,15 +117,26 @@ def closed_volume_distal(verts: np.ndarray, faces: np.ndarray, origin: np.ndarra
     return volume
 
 
-def cross_section(
-    verts: np.ndarray, faces: np.ndarray, origin: np.ndarray, normal: np.ndarray
-) -> tuple[float, float, bool]:
-    """(area m^2, perimeter m, closed) of the section loop around ``origin`` of a plane cut.
+@dataclass(frozen=True)
+class Section:
+    """One plane section: area (m^2) and perimeter (m) of the polyline (an open one closed by a
+    chord), whether it was closed, and its largest distance from the plane origin (m)."""
+
+    area_m2: float
+    perimeter_m: float
+    closed: bool
+    max_radius_m: float
+
+
+EMPTY_SECTION = Section(0.0, 0.0, False, 0.0)
+
+
+def cross_section(verts: np.ndarray, faces: np.ndarray, origin: np.ndarray, normal: np.ndarray) -> Section:
+    """The section polyline around ``origin`` of a plane cut through a triangle mesh.
 
     verts: (V, 3); faces: (F, 3); origin, normal: (3,) the plane. The section's polylines are
-    chained exactly through shared mesh edges; the one enclosing ``origin`` (else the nearest)
-    is measured; an open polyline is closed by a straight segment. (0, 0, False) when the plane
-    misses the surface.
+    chained exactly through shared mesh edges; the one enclosing ``origin`` (else the one whose
+    centroid is nearest) is measured. ``EMPTY_SECTION`` when the plane misses the surface.
     """
     normal = np.asarray(normal, dtype=np.float64)
     normal = normal / np.linalg.norm(normal)
@@ -132,7 +146,7 @@ def cross_section(
     sign = values[faces] > 0
     crossing = faces[sign.any(axis=1) & ~sign.all(axis=1)]
     if len(crossing) == 0:
-        return 0.0, 0.0, False
+        return EMPTY_SECTION
     # The two crossing edges of each face, as keys of undirected edges.
     n = len(verts)
     pairs = []
@@ -161,8 +175,8 @@ def cross_section(
         perimeter = float(np.linalg.norm(np.diff(ring, axis=0), axis=1).sum())
         score = (0 if _contains_origin(poly) else 1, float(np.linalg.norm(poly.mean(axis=0))))
         if best is None or score < best[0]:
-            best = (score, area, perimeter, closed)
-    return best[1], best[2], best[3]
+            best = (score, Section(area, perimeter, closed, float(np.linalg.norm(poly, axis=1).max())))
+    return best[1]
 
 
 def stump_geometry(
@@ -174,7 +188,7 @@ def stump_geometry(
     target: np.ndarray,
     tip: np.ndarray,
     num_stations: int = 10,
-    max_perimeter_ratio: float = 1.25,
+    max_radius_ratio: float = 1.5,
     limb_name: str = "",
     status: str = "",
 ) -> StumpGeometry:
@@ -182,9 +196,9 @@ def stump_geometry(
 
     verts: (V, 3) capped mesh; faces: (F, 3); residual_mask: (V,) bool m_r of this limb;
     anchor, target: (3,) J_a, J_t; tip: (3,) the cap tip; num_stations: N >= 1.
-    max_perimeter_ratio: where the residual faces' section is open, the whole mesh's closed loop
-    around the axis replaces it if its perimeter is at most this times the open section's
-    (closed by a chord), i.e. if it does not run around the torso or another limb.
+    max_radius_ratio: where the residual faces' section is open, the whole mesh's closed loop
+    around the axis replaces it if it stays within this times the median largest radius of the
+    closed sections, i.e. if it does not run around the torso or another limb.
     """
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
@@ -201,14 +215,15 @@ def stump_geometry(
     region = faces[mask[faces].all(axis=1)]
     volume = closed_volume_distal(verts, region, anchor, axis)
     stations = length * (np.arange(num_stations) + 0.5) / num_stations
-    sections = []
-    for station in stations:
-        section = cross_section(verts, region, anchor + station * axis, axis)
-        if not section[2]:  # open: the residual segment's label border crosses this plane
-            whole = cross_section(verts, faces, anchor + station * axis, axis)
-            if whole[2] and whole[1] <= max_perimeter_ratio * section[1]:
-                section = whole
-        sections.append(section)
+    sections = [cross_section(verts, region, anchor + station * axis, axis) for station in stations]
+    closed_radii = [sec.max_radius_m for sec in sections if sec.closed]
+    if closed_radii:
+        limit = max_radius_ratio * float(np.median(closed_radii))
+        for i, station in enumerate(stations):
+            if not sections[i].closed:  # the residual segment's label border crosses this plane
+                whole = cross_section(verts, faces, anchor + station * axis, axis)
+                if whole.closed and whole.max_radius_m <= limit:
+                    sections[i] = whole
     return StumpGeometry(
         limb_name=limb_name,
         status=status,
@@ -217,9 +232,9 @@ def stump_geometry(
         segment_length_m=float(np.linalg.norm(target - anchor)),
         volume_m3=volume,
         station_m=tuple(float(s) for s in stations),
-        area_m2=tuple(float(a) for a, _, _ in sections),
-        perimeter_m=tuple(float(p) for _, p, _ in sections),
-        section_closed=tuple(bool(c) for _, _, c in sections),
+        area_m2=tuple(sec.area_m2 for sec in sections),
+        perimeter_m=tuple(sec.perimeter_m for sec in sections),
+        section_closed=tuple(sec.closed for sec in sections),
     )
 
 

@@ -459,3 +459,16 @@ def test_rotated_tube_any_endpoint(lam, around, radius, rotation, height_fractio
     sliced = trimesh.intersections.slice_mesh_plane(mesh, plane_normal=step.cut.axis, plane_origin=anchor, cap=True)
     assert geom.volume_m3 == pytest.approx(sliced.volume, rel=1e-6)
     assert geom.length_m == pytest.approx(lam * LENGTH + tip_height, rel=1e-6)
+
+
+def test_shank_profile_is_closed_and_smooth(anny_meshes):
+    """Near the knee the shank's label border crosses the section planes; the whole mesh's loop
+    around the knee closes those sections, so the profile has no spurious near-zero areas."""
+    verts, joints, faces, labels = anny_meshes["rest"]
+    spec = _spec(joints, LIMB_BY_NAME["right_leg"], LimbStatus.TRANSTIBIAL, 0.5)
+    body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=CONFIG)
+    (geom,) = residual_body_geometry(body, num_stations=10)
+    assert all(geom.section_closed)
+    areas = np.asarray(geom.area_m2)
+    assert 0.004 < areas[:-1].min() and areas.max() < 0.015  # a shank: ~5-7 cm radius
+    assert np.all(areas[1:-1] / areas[:-2] > 0.8)  # no jumps before the dome

@@ -159,11 +159,14 @@ class IntactFitResult:
 
     params: fitted parameters (B = 1, detached); the body's own shape units (Anny phenotypes in
     [0, 1], SMPL-X betas). stages: every stage run, in order (for the kept orientation).
-    converged: no NaN/Inf, and the last stage stopped on ftol/gtol. reason: how it ended.
+    converged: strict: no NaN/Inf *and* the last stage stopped on ftol/gtol (a last stage that
+    used up its ``max_iters``, as SMPLify-X's schedule usually does, gives False; ``aborted``
+    tells the NaN/Inf case apart). reason: how it ended.
     keypoint_error_px: mean 2D distance over the keypoints used (those with weight > 0).
     used_keypoints: indices (into 0-16) of the keypoints that pulled on the body.
     flipped: the kept orientation is the 180°-turned candidate of the one chosen first.
     seconds: wall time of the whole fit. warnings: non-fatal remarks about the input.
+    orientation_losses: final loss of each start orientation tried (inf if it aborted).
     """
 
     params: BodyParams
@@ -175,6 +178,12 @@ class IntactFitResult:
     flipped: bool
     seconds: float
     warnings: tuple[str, ...] = field(default=())
+    orientation_losses: tuple[float, ...] = field(default=())
+
+    @property
+    def aborted(self) -> bool:
+        """A NaN/Inf stopped the optimisation (params are the last finite iterate)."""
+        return any(s.reason is StopReason.NON_FINITE for s in self.stages)
 
     @property
     def stage_losses(self) -> dict[str, tuple[float, ...]]:
@@ -595,6 +604,7 @@ def fit_intact(
     used = tuple(int(i) for i in np.nonzero(weights_np > 0)[0])
     notes: list[str] = []
     flipped = False
+    finals: list[float] = []
     if init is not None:
         state = _state_from_init(problem, init)
         stages: list[StageOutcome] = []
@@ -615,6 +625,7 @@ def fit_intact(
                         break
             aborted = any(s.reason is StopReason.NON_FINITE for s in stages)
             final = math.inf if aborted else stages[-1].final_loss
+            finals.append(final)
             if best is None or final < best[0]:
                 best = (final, state, stages, k)
         _, state, stages, k = best  # type: ignore[misc]  # candidates is never empty
@@ -622,8 +633,13 @@ def fit_intact(
         if len(candidates) > 1:
             notes.append(f"shoulders closer than {config.flip_threshold_px:g} px: fitted both orientations")
     converged, reason = _summarise(stages)
+    if init is not None and not stages:  # kept exactly as imported
+        kw = dict(device=body.device, dtype=body.dtype)
+        params = BodyParams(*(t.detach().to(**kw).clone() for t in init.as_tuple()))
+    else:
+        params = state.params(problem.space)
     return IntactFitResult(
-        params=state.params(problem.space),
+        params=params,
         stages=tuple(stages),
         converged=converged,
         reason=reason,
@@ -632,4 +648,5 @@ def fit_intact(
         flipped=flipped,
         seconds=time.perf_counter() - start,
         warnings=tuple(notes),
+        orientation_losses=tuple(finals),
     )

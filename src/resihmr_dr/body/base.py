@@ -208,6 +208,11 @@ class BodyModel(torch.nn.Module, abc.ABC):
         """The body of ``params``'s shape in the T-pose, model frame (Y up, facing +Z)."""
         return self.forward_model(self.tpose_body_pose(params.shape), params.shape)
 
+    def stature_m(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B,) standing height in metres: the vertical extent of the T-pose for ``shape`` (B, S)."""
+        verts = self.forward_model(self.tpose_body_pose(shape), shape).verts
+        return verts[..., 1].amax(dim=1) - verts[..., 1].amin(dim=1)
+
     def segment_vertex_ids(self, segment: str) -> torch.Tensor:
         """Indices of the vertices labelled ``segment``."""
         return torch.nonzero(self.vertex_segment == SEGMENT_INDEX[segment]).flatten()

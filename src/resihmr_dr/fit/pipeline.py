@@ -1,0 +1,218 @@
+"""The ResiHMR pipeline for one person: intact fit -> RAFO -> cut and cap -> measurements.
+
+Pure orchestration: every stage lives in its own module; this one wires them and returns a
+``PersonFit`` (writing files is ``resihmr_dr.outputs``'s job).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from resihmr_dr.body.base import JOINT_NAMES, BodyModel, BodyParams
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.annotations import PersonAnnotation
+from resihmr_dr.data.init_fit import InitialFit
+from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
+from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
+from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
+from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
+from resihmr_dr.render.zbuffer import rasterize
+from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap
+from resihmr_dr.stump.cut import limb_joint_names
+from resihmr_dr.stump.geometry import StumpGeometry, residual_body_geometry
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of every stage (``configs/default.yaml``'s ``fit`` section)."""
+
+    intact: IntactFitConfig = field(default_factory=IntactFitConfig)
+    rafo: RafoConfig = field(default_factory=RafoConfig)
+    cap: CapConfig = field(default_factory=CapConfig)
+    num_stations: int = 10  # cross-section stations along each residual limb
+
+
+@dataclass(frozen=True)
+class PersonFit:
+    """Everything fitted for one person (camera frame: OpenCV, metres).
+
+    verts_cam: (V', 3) posed mesh after cutting and capping (the intact mesh if no residual
+    limb); faces: (F', 3); residual_mask: (V',) bool m_r. verts_tpose, faces_tpose,
+    residual_mask_tpose: the body cut and capped at the same λ in the T-pose (model frame; its own
+    cut, so its vertex count can differ slightly from the posed mesh's); pred_keypoints_px: (25, 2) the fit's LDpose keypoints
+    (residual endpoints from RAFO); metrics: Table-1 metrics; stump / stump_tpose: per residual
+    limb measurements in the pose and the T-pose.
+    """
+
+    ann_id: int
+    image_id: int
+    body_name: str
+    camera: PinholeCamera
+    params: BodyParams
+    intact: IntactFitResult
+    rafo: tuple[RafoResult, ...]
+    lambda_mesh: tuple[float, ...]
+    verts_cam: np.ndarray
+    verts_tpose: np.ndarray
+    faces: np.ndarray
+    residual_mask: np.ndarray
+    faces_tpose: np.ndarray
+    residual_mask_tpose: np.ndarray
+    keypoints_px: np.ndarray  # (25, 3) the annotation's [x, y, v]
+    pred_keypoints_px: np.ndarray
+    stump: tuple[StumpGeometry, ...]
+    stump_tpose: tuple[StumpGeometry, ...]
+    metrics: dict
+    root_model: np.ndarray  # (3,) root joint in the model frame (undoes the global transform)
+    seconds: float
+
+
+def params_from_initial_fit(body: BodyModel, init: InitialFit) -> BodyParams:
+    """BodyParams from another method's fit; its parameter counts must match ``body``'s."""
+    pose = np.asarray(init.body_pose, dtype=np.float64).reshape(-1, 3)
+    if pose.shape[0] != body.num_pose_joints:
+        raise FitInputError(
+            f"{init.path}: body_pose has {pose.shape[0]} joints but the {body.name} body model has "
+            f"{body.num_pose_joints}; initial fits must come from the same body model (use --body smplx "
+            "for SMPL-X fits)"
+        )
+    betas = np.zeros(body.num_shape)
+    n = min(body.num_shape, len(init.betas))
+    betas[:n] = np.asarray(init.betas)[:n]
+    kw = dict(device=body.device, dtype=body.dtype)
+    return BodyParams(
+        global_orient=torch.as_tensor(np.asarray(init.global_orient), **kw).reshape(1, 3),
+        body_pose=torch.as_tensor(pose, **kw)[None],
+        shape=torch.as_tensor(betas, **kw)[None],
+        transl=torch.as_tensor(np.asarray(init.transl), **kw).reshape(1, 3),
+    )
+
+
+def fit_person(
+    *,
+    body: BodyModel,
+    person: PersonAnnotation,
+    camera: PinholeCamera,
+    mask: np.ndarray | None = None,
+    init: BodyParams | None = None,
+    config: PipelineConfig = PipelineConfig(),
+) -> PersonFit:
+    """Run the ResiHMR stages for one annotated person.
+
+    mask: (H, W) bool person mask (for the IoU metric), or None. init: start parameters from
+    another method (skips the SMPLify-X-style stages). Raises FitInputError on unusable input.
+    """
+    start = time.perf_counter()
+    keypoints = np.array(person.keypoints_px, dtype=np.float64)  # a writable copy
+    intact = fit_intact(body=body, keypoints_px=keypoints, camera=camera, config=config.intact, init=init)
+    params = intact.params
+    with torch.no_grad():
+        posed = body(params)
+        stature = float(body.stature_m(params.shape)[0])
+        root_model = body.forward_model(params.body_pose, params.shape).joints[0, 0].double().cpu().numpy()
+    joints_cam = posed.joints[0]
+
+    rafo: tuple[RafoResult, ...] = ()
+    limb_inputs = inputs_from_joints(
+        joints_cam=joints_cam.double(), joint_names=JOINT_NAMES, keypoints_px=torch.as_tensor(keypoints),
+        status=dict(person.limb_status),
+    )  # fmt: skip
+    if limb_inputs:
+        rafo = tuple(solve_rafo(limb_inputs, camera=camera, body_height_m=stature, config=config.rafo))
+
+    faces = body.faces.cpu().numpy()
+    verts_cam = posed.verts[0].cpu().numpy().astype(np.float64)
+    with torch.no_grad():
+        tpose_verts = body.tpose(params).verts[0].double()
+        tpose_joints = body.tpose(params).joints[0].double().cpu().numpy()
+    lambda_mesh: tuple[float, ...] = ()
+    stump: tuple[StumpGeometry, ...] = ()
+    stump_tpose: tuple[StumpGeometry, ...] = ()
+    residual_mask = np.zeros(len(verts_cam), dtype=bool)
+    verts_tpose = tpose_verts.cpu().numpy()
+    faces_tpose, residual_mask_tpose = faces, residual_mask
+    if rafo:
+        joints_np = joints_cam.cpu().numpy().astype(np.float64)
+        specs, tpose_specs, lams = [], [], []
+        for result, item in zip(rafo, limb_inputs):
+            anchor_name, target_name = limb_joint_names(item.limb, item.status)
+            lam = _lambda_on_segment(
+                endpoint=result.endpoint_cam.detach().cpu().numpy(),
+                anchor=joints_np[JOINT_NAMES.index(anchor_name)],
+                target=joints_np[JOINT_NAMES.index(target_name)],
+                lam_min=config.rafo.lam_min,
+                lam_max=config.rafo.lam_max,
+            )
+            lams.append(lam)
+            specs.append(_spec(joints_np, item.limb, item.status, lam, anchor_name, target_name))
+            tpose_specs.append(_spec(tpose_joints, item.limb, item.status, lam, anchor_name, target_name))
+        lambda_mesh = tuple(lams)
+        residual: ResidualBody = cut_and_cap(
+            verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), cuts=specs, config=config.cap
+        )
+        residual_t: ResidualBody = cut_and_cap(
+            verts=verts_tpose, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), cuts=tpose_specs,
+            config=config.cap,
+        )  # fmt: skip
+        verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
+        verts_tpose, faces_tpose, residual_mask_tpose = residual_t.verts, residual_t.faces, residual_t.residual_mask
+        stump = residual_body_geometry(residual, num_stations=config.num_stations)
+        stump_tpose = residual_body_geometry(residual_t, num_stations=config.num_stations)
+
+    pred_kp = _predicted_keypoints(camera, posed.coco_kp[0], rafo, limb_inputs)
+    metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
+    if mask is not None:
+        rendered = rasterize(verts_cam=torch.as_tensor(verts_cam), faces=torch.as_tensor(faces), camera=camera).mask
+        metrics["mask_iou"] = mask_iou(rendered.numpy(), mask)
+    metrics["intact_fit_converged"] = bool(intact.converged)
+    metrics["rafo_accepted"] = [bool(r.accepted) for r in rafo]
+    return PersonFit(
+        ann_id=person.ann_id,
+        image_id=person.image_id,
+        body_name=body.name,
+        camera=camera,
+        params=params,
+        intact=intact,
+        rafo=rafo,
+        lambda_mesh=lambda_mesh,
+        verts_cam=np.asarray(verts_cam, dtype=np.float64),
+        verts_tpose=np.asarray(verts_tpose, dtype=np.float64),
+        faces=np.asarray(faces, dtype=np.int64),
+        residual_mask=residual_mask,
+        faces_tpose=np.asarray(faces_tpose, dtype=np.int64),
+        residual_mask_tpose=residual_mask_tpose,
+        keypoints_px=keypoints,
+        pred_keypoints_px=pred_kp,
+        stump=stump,
+        stump_tpose=stump_tpose,
+        metrics=metrics,
+        root_model=root_model,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _spec(joints: np.ndarray, limb, status, lam: float, anchor_name: str, target_name: str) -> CutSpec:
+    anchor = joints[JOINT_NAMES.index(anchor_name)]
+    target = joints[JOINT_NAMES.index(target_name)]
+    return CutSpec(limb, status, anchor, target, anchor + lam * (target - anchor))
+
+
+def _lambda_on_segment(*, endpoint, anchor, target, lam_min: float, lam_max: float) -> float:
+    """λ of the point of the mesh's segment nearest RAFO's endpoint (RAFO may move the anchor)."""
+    seg = target - anchor
+    lam = float(np.dot(endpoint - anchor, seg) / max(float(np.dot(seg, seg)), 1e-12))
+    return float(np.clip(lam, lam_min, lam_max))
+
+
+def _predicted_keypoints(camera, coco_cam: torch.Tensor, rafo, limb_inputs) -> np.ndarray:
+    """(25, 2) px: the body's COCO keypoints, and each residual endpoint from RAFO."""
+    pred = np.full((NUM_KEYPOINTS, 2), np.nan)
+    pred[:NUM_COCO_KEYPOINTS] = camera.project(coco_cam.double()).cpu().numpy()
+    for result, item in zip(rafo, limb_inputs):
+        pred[item.limb.endpoint_index(item.status)] = camera.project(result.endpoint_cam.double()).cpu().numpy()
+    # Endpoints of intact limbs have no prediction; they are unlabelled in the annotation too.
+    return np.nan_to_num(pred, nan=0.0)

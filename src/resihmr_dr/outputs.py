@@ -1,0 +1,115 @@
+"""Write one person's fit to a folder, atomically (``atomic.atomic_directory``).
+
+Files: params.json, mesh.ply, mesh_tpose.ply, residual_mask.npy, stump.json,
+cross_sections.png, metrics.json, report.png. ``metrics.json`` is written last inside the
+temporary folder, and the folder appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from resihmr_dr.atomic import atomic_directory
+from resihmr_dr.fit.pipeline import PersonFit
+from resihmr_dr.render.views import RESIDUAL_RGB, SKIN_RGB
+
+OUTPUT_FILES = (
+    "params.json",
+    "mesh.ply",
+    "mesh_tpose.ply",
+    "residual_mask.npy",
+    "stump.json",
+    "cross_sections.png",
+    "report.png",
+    "metrics.json",
+)
+
+
+def person_folder_name(fit_or_ids) -> str:
+    """``image<IMAGE_ID>_ann<ANN_ID>``."""
+    image_id, ann_id = (fit_or_ids.image_id, fit_or_ids.ann_id) if hasattr(fit_or_ids, "ann_id") else fit_or_ids
+    return f"image{image_id}_ann{ann_id}"
+
+
+def params_dict(fit: PersonFit) -> dict:
+    """The paper's Θ (body parameters and each λ_r), the camera and the residual limbs."""
+    residual = []
+    for result, lam_mesh in zip(fit.rafo, fit.lambda_mesh):
+        d = result.to_dict()
+        residual.append({
+            "limb": d["limb_name"],
+            "side": d["limb_name"].split("_")[0],
+            "type": d["status"],
+            "lambda": d["lam"],
+            "lambda_mesh": lam_mesh,
+            "anchor_cam": d["anchor_cam"],
+            "endpoint_cam": d["endpoint_cam"],
+            "target_cam": d["target_cam"],
+            "accepted": d["accepted"],
+            "reprojection_error_px": d["reproj_error_px"],
+            "fallback": d["fallback"],
+            "reason": d["reason"],
+        })  # fmt: skip
+    return {
+        "body_model": fit.body_name,
+        "ann_id": fit.ann_id,
+        "image_id": fit.image_id,
+        "params": {k: v[0] for k, v in fit.params.to_dict().items()},
+        "camera": fit.camera.to_dict(),
+        "frame": "camera: OpenCV (x right, y down, z forward), metres",
+        "residual_limbs": residual,
+        "intact_fit": {
+            "converged": fit.intact.converged,
+            "reason": fit.intact.reason,
+            "keypoint_error_px": fit.intact.keypoint_error_px,
+            "flipped": fit.intact.flipped,
+            "stage_losses": {k: list(v) for k, v in fit.intact.stage_losses.items()},
+            "seconds": fit.intact.timings,
+        },
+    }
+
+
+def _mesh(verts: np.ndarray, faces: np.ndarray, residual_mask: np.ndarray) -> trimesh.Trimesh:
+    colours = np.tile(np.array([*SKIN_RGB, 1.0]) * 255, (len(verts), 1))
+    colours[residual_mask] = np.array([*RESIDUAL_RGB, 1.0]) * 255
+    return trimesh.Trimesh(vertices=verts, faces=faces, vertex_colors=colours.astype(np.uint8), process=False)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(_json_safe(data), indent=2))
+
+
+def write_person(fit: PersonFit, out_dir: str | Path, *, image_rgb: np.ndarray | None = None, mask: np.ndarray | None = None) -> Path:
+    """Write ``fit`` to ``out_dir/<person folder>`` atomically; returns the folder."""
+    from resihmr_dr.render.report import save_cross_sections, save_report
+
+    final = Path(out_dir) / person_folder_name(fit)
+    with atomic_directory(final) as tmp:
+        _write_json(tmp / "params.json", params_dict(fit))
+        _mesh(fit.verts_cam, fit.faces, fit.residual_mask).export(tmp / "mesh.ply")
+        _mesh(fit.verts_tpose, fit.faces_tpose, fit.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
+        np.save(tmp / "residual_mask.npy", fit.residual_mask)
+        _write_json(tmp / "stump.json", {
+            "posed": [s.to_dict() for s in fit.stump],
+            "tpose": [s.to_dict() for s in fit.stump_tpose],
+            "units": "metres, square metres, cubic metres",
+        })  # fmt: skip
+        save_cross_sections(tmp / "cross_sections.png", posed=fit.stump, tpose=fit.stump_tpose)
+        save_report(tmp / "report.png", fit=fit, image_rgb=image_rgb, mask=mask)
+        _write_json(tmp / "metrics.json", fit.metrics | {"seconds": fit.seconds})
+    return final

@@ -1,0 +1,88 @@
+"""Report figures: the per-person overview (as the supplement's Fig. 7) and cross-sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from resihmr_dr.render.figures import draw_keypoints  # noqa: E402
+from resihmr_dr.render.views import camera_to_model, face_colours, render_view  # noqa: E402
+from resihmr_dr.render.zbuffer import rasterize, shade  # noqa: E402
+
+
+def overlay(*, image_rgb: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray, face_rgb: np.ndarray, camera, alpha: float = 0.7) -> np.ndarray:
+    """(H, W, 3) float image: the shaded mesh blended over the input image."""
+    verts = torch.as_tensor(verts_cam)
+    faces_t = torch.as_tensor(faces)
+    fragments = rasterize(verts_cam=verts, faces=faces_t, camera=camera)
+    base = image_rgb.astype(np.float64) / 255.0
+    rendered = shade(verts_cam=verts, faces=faces_t, fragments=fragments, face_rgb=face_rgb, background=base)
+    covered = fragments.mask.numpy()[..., None]
+    return np.where(covered, alpha * rendered + (1 - alpha) * base, base)
+
+
+def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np.ndarray | None) -> None:
+    """Input, overlay, front, back, side and T-pose views, the residual limb in red."""
+    rgb_posed = face_colours(len(fit.faces), fit.faces, fit.residual_mask)
+    rgb_tpose = face_colours(len(fit.faces_tpose), fit.faces_tpose, fit.residual_mask_tpose)
+    verts_model = camera_to_model(
+        torch.as_tensor(fit.verts_cam),
+        global_orient=fit.params.global_orient[0].double().cpu(),
+        transl=fit.params.transl[0].double().cpu(),
+        root_model=torch.as_tensor(fit.root_model),
+    )
+    faces = torch.as_tensor(fit.faces)
+    panels = []
+    if image_rgb is not None:
+        panels.append(("input", image_rgb.astype(np.float64) / 255.0, True))
+        panels.append(("overlay", overlay(image_rgb=image_rgb, verts_cam=fit.verts_cam, faces=fit.faces,
+                                          face_rgb=rgb_posed, camera=fit.camera), False))  # fmt: skip
+    for title, yaw in (("front", 0.0), ("back", 180.0), ("side", 90.0)):
+        panels.append((title, render_view(verts_model=verts_model, faces=faces, face_rgb=rgb_posed, yaw_deg=yaw), False))
+    panels.append(("T-pose", render_view(verts_model=torch.as_tensor(fit.verts_tpose), faces=torch.as_tensor(fit.faces_tpose),
+                                         face_rgb=rgb_tpose, yaw_deg=0.0, size=(480, 480)), False))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 4.2), dpi=110)
+    for ax, (title, img, with_kp) in zip(axes, panels):
+        ax.imshow(np.clip(img, 0, 1))
+        if with_kp:
+            draw_keypoints(ax, fit.keypoints_px)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    residual = ", ".join(f"{r.limb_name} {r.status.value} λ={r.lam:.2f}{'' if r.accepted else ' (fallback)'}" for r in fit.rafo)
+    iou = fit.metrics.get("mask_iou")
+    fig.suptitle(
+        f"image {fit.image_id} / annotation {fit.ann_id} — {residual or 'no residual limb'} — "
+        f"keypoint error {fit.metrics['body']:.1f} px" + (f", mask IoU {iou:.3f}" if iou is not None else ""),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_cross_sections(path: str | Path, *, posed, tpose) -> None:
+    """Cross-section area and perimeter along each residual limb (posed and T-pose)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110)
+    if not posed:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no residual limb", ha="center", va="center")
+            ax.set_axis_off()
+    for geometry, style in ((posed, "-o"), (tpose, "--s")):
+        for g in geometry:
+            label = f"{g.limb_name} ({'T-pose' if geometry is tpose else 'posed'})"
+            station_cm = np.asarray(g.station_m) * 100
+            axes[0].plot(station_cm, np.asarray(g.area_m2) * 1e4, style, ms=3, label=label)
+            axes[1].plot(station_cm, np.asarray(g.perimeter_m) * 100, style, ms=3, label=label)
+    if posed:
+        axes[0].set(xlabel="distance from anchor joint (cm)", ylabel="area (cm²)", title="cross-section area")
+        axes[1].set(xlabel="distance from anchor joint (cm)", ylabel="perimeter (cm)", title="cross-section perimeter")
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -17,6 +17,15 @@ def test_shipped_default_matches_code_defaults():
     assert load_config(None) == ResihmrConfig()
 
 
+def test_fit_stage_schedule_from_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("fit:\n  intact:\n    stages:\n    - {pose_prior: 10, shape_prior: 5, angle_limit: 1}\n"
+                    "  rafo:\n    accept_px: 8\n")
+    cfg = load_config(path)
+    assert len(cfg.fit.intact.stages) == 1 and cfg.fit.intact.stages[0].pose_prior == 10.0
+    assert cfg.fit.rafo.accept_px == 8.0 and cfg.fit.cap == ResihmrConfig().fit.cap
+
+
 def test_partial_file_keeps_other_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("body:\n  smplx_dir: /models\n")
@@ -33,6 +42,9 @@ def test_partial_file_keeps_other_defaults(tmp_path):
         ("body:\n  device: 3\n", "body.device"),
         ("body: [1, 2]\n", "body"),
         ("body: {model: anny\n", "invalid YAML"),
+        ("fit:\n  rafo:\n    accept_px: fifteen\n", "fit.rafo.accept_px"),
+        ("fit:\n  cap:\n    num_rings: 0\n", "fit.cap"),
+        ("fit:\n  intact:\n    stages:\n    - pose_prior: 1.0\n", "fit.intact.stages[0]"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, text, needle):

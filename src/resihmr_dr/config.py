@@ -35,11 +35,18 @@ class BodyConfig:
             raise ConfigError(f"body.model must be 'anny' or 'smplx', got {self.model!r}")
 
 
+def _pipeline_config():
+    from resihmr_dr.fit.pipeline import PipelineConfig
+
+    return PipelineConfig()
+
+
 @dataclass(frozen=True)
 class ResihmrConfig:
-    """Top-level configuration (``configs/default.yaml``)."""
+    """Top-level configuration (``configs/default.yaml``): the body model and every fit stage."""
 
     body: BodyConfig = field(default_factory=BodyConfig)
+    fit: "PipelineConfig" = field(default_factory=_pipeline_config)
 
 
 def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: str = "") -> T:
@@ -51,15 +58,36 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: st
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
+    missing = sorted(
+        f.name for f in fields.values()
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )  # fmt: skip
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
+    hints = typing.get_type_hints(cls, localns=_type_namespace())
     values = {}
     for name, value in data.items():
         sub_path = f"{key_path}.{name}" if key_path else name
         values[name] = _convert(hints[name], value, source=source, key_path=sub_path)
     try:
         return cls(**values)
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+    except ValueError as err:  # the dataclasses' own range checks
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _type_namespace() -> dict[str, Any]:
+    from resihmr_dr.fit.pipeline import PipelineConfig
+
+    return {"PipelineConfig": PipelineConfig}
+
+
+def to_dict(config: Any) -> Any:
+    """A config dataclass as plain nested dicts/lists (YAML- and JSON-friendly)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [to_dict(v) for v in config]
+    return config
 
 
 def _convert(hint: Any, value: Any, *, source: str, key_path: str) -> Any:

@@ -120,7 +120,10 @@ class IntactFitConfig:
     ``(data_weight_ref_px / max(width, height))^2`` (SMPLify-X: 1000 / image height).
     camera_max_iters / depth_prior_weight: the torso stage (a) and its pull to the initial depth
     (``weight^2 * (t_z - z0)^2``, metres). flip_threshold_px: 2D shoulder distance below which the
-    180°-turned orientation is also fitted. phenotype_sigma: Anny phenotypes' prior scale about
+    180°-turned orientation is also fitted. camera_yaw_starts_deg: stage (a) starts from each of
+    these turns about the vertical axis (a torso alone cannot tell a turn to the left from one to
+    the right) and keeps the one whose rest body best fits all keypoints (robust term: mostly the
+    face decides). phenotype_sigma: Anny phenotypes' prior scale about
     0.5. refine_iters: with ``init``, L-BFGS iterations of refinement (0: none).
     """
 
@@ -130,6 +133,7 @@ class IntactFitConfig:
     camera_max_iters: int = 30
     depth_prior_weight: float = 100.0
     flip_threshold_px: float = 25.0
+    camera_yaw_starts_deg: tuple[float, ...] = (0.0, 45.0, -45.0)
     phenotype_sigma: float = 0.25
     ftol: float = 1e-7
     gtol: float = 1e-7
@@ -145,6 +149,8 @@ class IntactFitConfig:
         for name in ("rho_px", "data_weight_ref_px", "phenotype_sigma", "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"IntactFitConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not self.camera_yaw_starts_deg or not all(math.isfinite(a) for a in self.camera_yaw_starts_deg):
+            raise ValueError(f"IntactFitConfig.camera_yaw_starts_deg must be finite angles, got {self.camera_yaw_starts_deg}")
         for name in ("camera_max_iters", "refine_iters", "history_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"IntactFitConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -440,9 +446,10 @@ class _Problem:
         return loss.sum()
 
 
-def _camera_stage(problem: _Problem, state: _State, *, torso_model: torch.Tensor, root_model: torch.Tensor, depth0: float) -> StageOutcome:
+def _camera_stage(problem: _Problem, state: _State, rest: _RestBody) -> StageOutcome:
     """Stage (a): fit ``delta`` and ``transl`` on the torso keypoints, body at rest (plain L2)."""
     idx = list(TORSO_KEYPOINTS)
+    torso_model, root_model, depth0 = rest.coco_model[:, idx], rest.root_model, rest.depth
     target, weights = problem.target[:, idx], problem.weights[:, idx]
     cfg = problem.config
 
@@ -461,6 +468,27 @@ def _camera_stage(problem: _Problem, state: _State, *, torso_model: torch.Tensor
     )
 
 
+def _rest_fit_loss(problem: _Problem, state: _State, rest: _RestBody) -> float:
+    """Robust keypoint term of the rest body placed by ``state`` (all used keypoints)."""
+    with torch.no_grad():
+        kp = _project(_to_camera(rest.coco_model, rest.root_model, state.rot(), state.transl), problem.camera)
+        loss = keypoint_data_term(kp, problem.target, problem.weights, rho=problem.config.rho_px)
+    value = float(loss.sum())
+    return value if math.isfinite(value) else math.inf
+
+
+def _fit_camera(problem: _Problem, group: list[_State], rest: _RestBody) -> tuple[_State, StageOutcome]:
+    """Stage (a) from every yaw start of one orientation; keep the best rest-body fit."""
+    best: tuple[float, _State, StageOutcome] | None = None
+    for state in group:
+        outcome = _camera_stage(problem, state, rest)
+        score = math.inf if outcome.reason is StopReason.NON_FINITE else _rest_fit_loss(problem, state, rest)
+        if best is None or score < best[0]:
+            best = (score, state, outcome)
+    _, state, outcome = best  # type: ignore[misc]  # the group is never empty
+    return state, outcome
+
+
 def _pose_stage(problem: _Problem, state: _State, weights: StageWeights, name: str) -> StageOutcome:
     cfg = problem.config
     return minimize_lbfgs(
@@ -473,8 +501,18 @@ def _pose_stage(problem: _Problem, state: _State, weights: StageWeights, name: s
     )
 
 
-def _initial_states(problem: _Problem, notes: list[str]) -> tuple[list[_State], torch.Tensor, torch.Tensor, float]:
-    """Start states for stage (a): the orientation candidates, translation from depth and centroid."""
+@dataclass(frozen=True)
+class _RestBody:
+    """The start body (rest pose, mean shape), model frame: coco (1, 17, 3), root (1, 3); start depth (m)."""
+
+    coco_model: torch.Tensor
+    root_model: torch.Tensor
+    depth: float
+
+
+def _initial_states(problem: _Problem, notes: list[str]) -> tuple[list[list[_State]], _RestBody]:
+    """Start states for stage (a): per orientation candidate (facing / turned away), one state per
+    yaw start; translation from the torso-edge depth and the torso centroid."""
     body, camera = problem.body, problem.camera
     kw = dict(device=body.device, dtype=body.dtype)
     target = problem.target[0].cpu().numpy().astype(np.float64)
@@ -511,21 +549,24 @@ def _initial_states(problem: _Problem, notes: list[str]) -> tuple[list[_State], 
     centre_model = torch.as_tensor(coco_model[used].mean(0), **kw)[None, None]
     ray = torch.tensor([(centre_px[0] - camera.cx) / camera.fx, (centre_px[1] - camera.cy) / camera.fy, 1.0], **kw)
 
-    states = []
-    for rot0 in rotations:
-        at_zero = _to_camera(centre_model, root_model, rot0[None], torch.zeros(1, 3, **kw))[0, 0]
-        transl = (ray * depth - at_zero)[None]
-        states.append(
-            _State(
-                rot0=rot0[None].clone(),
-                delta=torch.zeros(1, 3, **kw).requires_grad_(True),
-                transl=transl.clone().requires_grad_(True),
-                body_pose=pose.clone().requires_grad_(True),
-                shape_latent=problem.space.to_latent(shape).requires_grad_(True),
+    groups: list[list[_State]] = []
+    for base in rotations:
+        group = []
+        for yaw in problem.config.camera_yaw_starts_deg:
+            rot0 = _rot_y(math.radians(yaw), **kw) @ base
+            at_zero = _to_camera(centre_model, root_model, rot0[None], torch.zeros(1, 3, **kw))[0, 0]
+            transl = (ray * depth - at_zero)[None]
+            group.append(
+                _State(
+                    rot0=rot0[None].clone(),
+                    delta=torch.zeros(1, 3, **kw).requires_grad_(True),
+                    transl=transl.clone().requires_grad_(True),
+                    body_pose=pose.clone().requires_grad_(True),
+                    shape_latent=problem.space.to_latent(shape).requires_grad_(True),
+                )
             )
-        )
-    torso_model = rest.coco_kp[:, list(TORSO_KEYPOINTS)]
-    return states, torso_model, root_model, depth
+        groups.append(group)
+    return groups, _RestBody(coco_model=rest.coco_kp, root_model=root_model, depth=depth)
 
 
 def _state_from_init(problem: _Problem, init: BodyParams) -> _State:
@@ -614,10 +655,11 @@ def fit_intact(
     else:
         if not used:
             raise FitInputError("no visible intact keypoint (0-16) to fit")
-        candidates, torso_model, root_model, depth0 = _initial_states(problem, notes)
+        candidates, rest = _initial_states(problem, notes)
         best: tuple[float, _State, list[StageOutcome], int] | None = None
-        for k, state in enumerate(candidates):
-            stages = [_camera_stage(problem, state, torso_model=torso_model, root_model=root_model, depth0=depth0)]
+        for k, group in enumerate(candidates):
+            state, camera_outcome = _fit_camera(problem, group, rest)
+            stages = [camera_outcome]
             if stages[-1].reason is not StopReason.NON_FINITE:
                 for i, weights in enumerate(config.stages):
                     stages.append(_pose_stage(problem, state, weights, f"stage{i}"))

@@ -9,6 +9,7 @@ import pytest
 from resihmr_dr.atomic import atomic_directory
 from resihmr_dr.cli import main
 from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.outputs import OUTPUT_FILES
 
 
 def test_help_explains_each_command(capsys):
@@ -31,20 +32,24 @@ def test_demo_help_mentions_body_flags(capsys):
     assert "--body" in text and "--smplx-dir" in text and "--out" in text
 
 
-def test_demo_writes_outputs(anny_body, tmp_path, capsys):
+def test_demo_fits_the_sample_and_writes_every_output(anny_body, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["body_model"] == "anny"
-    assert summary["people"][0]["limb_status"]["left_leg"] == "transtibial"
-    assert summary["people"][0]["limb_status"]["right_arm"] == "intact"
-    assert "not run" in summary["fit"]  # the demo does not pretend to fit
-    assert (out / "person_1_input.png").stat().st_size > 10_000
+    folder = out / "image1_ann1"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUT_FILES)
+    params = json.loads((folder / "params.json").read_text())
+    assert params["body_model"] == "anny"
+    (limb,) = params["residual_limbs"]
+    assert limb["limb"] == "left_leg" and limb["type"] == "transtibial" and limb["accepted"]
+    assert abs(limb["lambda"] - 0.45) < 0.06  # the sample was made at lambda = 0.45
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["body"] < 5.0 and metrics["mask_iou"] > 0.85
     import trimesh
 
-    mesh = trimesh.load(out / "body_tpose_segments.ply", process=False)
-    assert mesh.vertices.shape[0] == anny_body.num_verts
-    assert not list(tmp_path.glob(".demo.partial-*"))
+    mesh = trimesh.load(folder / "mesh.ply", process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
+    assert "residual length" in capsys.readouterr().out
+    assert not list(out.glob(".*partial*"))
 
 
 def test_validate_reports_good_and_bad_people(tmp_path, capsys):

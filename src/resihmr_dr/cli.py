@@ -55,13 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run the pipeline on the built-in sample person (left transtibial residual limb)",
-        description="Load the built-in sample (an image, its person mask and LDpose keypoints of a "
-        "person with a left transtibial residual limb), validate it, build the body model and write "
-        "an overview to --out. Runs offline with the embedded Anny body model.",
+        description="Fit the built-in sample (an image, its person mask and LDpose keypoints of a "
+        "person with a left transtibial residual limb) with the whole pipeline and write its folder "
+        "(report.png, meshes, parameters, stump measurements, metrics) to --out, as `fit` does. Runs "
+        "offline with the embedded Anny body model.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     _add_body_args(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit every annotated person: intact body, RAFO residual endpoints, capped stump, measurements",
+        description="Fit every person of an LDpose annotation file and write one folder per person to "
+        "--out: params.json (body parameters, camera, each residual limb's lambda, endpoint, anchor and "
+        "acceptance), mesh.ply and mesh_tpose.ply (residual limb in red), residual_mask.npy, stump.json "
+        "and cross_sections.png (residual length, volume, cross-sections), metrics.json (2D keypoint "
+        "error, mask IoU) and report.png. Folders appear only when complete; finished people are skipped "
+        "on a rerun (unless --overwrite); people that fail are listed with the reason in failures.json "
+        "and the exit code is 1.",
+    )
+    fit.add_argument("--annotations", type=Path, required=True, help="LDpose COCO-style JSON file")
+    fit.add_argument("--images", type=Path, default=None, help="image folder (default: the JSON's folder)")
+    fit.add_argument("--out", type=Path, required=True, help="output folder")
+    fit.add_argument("--overwrite", action="store_true", help="refit people whose output folder exists")
+    _add_body_args(fit)
+    fit.set_defaults(func=_cmd_fit)
 
     validate = sub.add_parser(
         "validate",
@@ -94,62 +113,56 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if dataset.errors else 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import trimesh
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from resihmr_dr.batch import FAILURES_FILE, fit_dataset
+    from resihmr_dr.config import load_config
+    from resihmr_dr.data.annotations import load_annotations
 
-    from resihmr_dr.atomic import atomic_directory
-    from resihmr_dr.body.base import SEGMENT_NAMES
+    config = load_config(args.config)
+    dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
+    body = _body_from_args(args)
+    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=args.overwrite)
+    print(f"{len(summary.written)} fitted, {len(summary.skipped)} skipped (already done), "
+          f"{len(summary.failures)} failed in {summary.seconds:.1f} s -> {args.out}")  # fmt: skip
+    for failure in summary.failures:
+        print(f"FAILED annotation {failure['ann_id']} ({failure['stage']}): {failure['reason']}", file=sys.stderr)
+    if summary.failures:
+        print(f"see {args.out / FAILURES_FILE}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from resihmr_dr.batch import fit_dataset
+    from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.data.sample import sample_annotations_path
-    from resihmr_dr.render.figures import save_annotation_overview
 
+    config = load_config(args.config)
     dataset = load_annotations(sample_annotations_path())
     print(f"sample: {dataset.path}")
+    for person in dataset:
+        print(_status_line(person))
     t0 = time.perf_counter()
     body = _body_from_args(args)
     print(f"body model: {body.name} ({body.num_verts} vertices, {body.faces.shape[0]} faces) "
           f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-    summary = {"body_model": body.name, "people": []}
-    with atomic_directory(args.out) as tmp:
-        for person in dataset:
-            image = dataset.image_of(person)
-            print(_status_line(person))
-            save_annotation_overview(
-                tmp / f"person_{person.ann_id}_input.png",
-                image_rgb=dataset.load_image(image),
-                keypoints_px=person.keypoints_px,
-                mask=dataset.mask(person),
-                title=_status_line(person),
-            )
-            summary["people"].append({
-                "ann_id": person.ann_id,
-                "image": image.file_name,
-                "limb_status": {name: status.value for name, status in person.limb_status.items()},
-            })  # fmt: skip
-        # The body model in the T-pose, coloured by limb segment (the labels the cut relies on).
-        params = body.default_params(1)
-        tpose = body.tpose(params)
-        palette = (_segment_palette(len(SEGMENT_NAMES)) * 255).astype("uint8")
-        mesh = trimesh.Trimesh(
-            vertices=tpose.verts[0].detach().cpu().numpy(),
-            faces=body.faces.cpu().numpy(),
-            vertex_colors=palette[body.vertex_segment.cpu().numpy()],
-            process=False,
-        )
-        mesh.export(tmp / "body_tpose_segments.ply")
-        summary["fit"] = "not run: the fitting pipeline is not implemented yet"
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}/ (input overview, body_tpose_segments.ply, summary.json)")
-    print("note: fitting is not implemented yet; this demo loads the sample and builds the body model.")
-    return 0
-
-
-def _segment_palette(n: int):
-    import matplotlib
-
-    colors = matplotlib.colormaps["tab20"](range(n))[:, :3]
-    colors[0] = (0.75, 0.75, 0.75)  # "other": grey
-    return colors
+    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=True)
+    for failure in summary.failures:
+        print(f"FAILED annotation {failure['ann_id']} ({failure['stage']}): {failure['reason']}", file=sys.stderr)
+    for name in summary.written:
+        folder = args.out / name
+        params = json.loads((folder / "params.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+        stump = json.loads((folder / "stump.json").read_text())
+        print(f"{name}: keypoint error {metrics['body']:.1f} px, mask IoU {metrics.get('mask_iou', float('nan')):.3f}, "
+              f"{metrics['seconds']:.1f} s")  # fmt: skip
+        for limb, geometry in zip(params["residual_limbs"], stump["posed"]):
+            print(f"  {limb['limb']} {limb['type']}: lambda {limb['lambda']:.3f} "
+                  f"({'accepted' if limb['accepted'] else 'fallback'}, {limb['reprojection_error_px']:.1f} px), "
+                  f"residual length {geometry['length_m'] * 100:.1f} cm ({geometry['length_fraction']:.2f} of the "
+                  f"segment), stump volume {geometry['volume_m3'] * 1e6:.0f} cm^3")  # fmt: skip
+        print(f"  wrote {folder}/ (report.png, mesh.ply, params.json, stump.json, metrics.json, ...)")
+    return 0 if summary.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,11 @@ def gmof(sq_dist: torch.Tensor, *, rho: float) -> torch.Tensor:
 
 
 def keypoint_data_term(
-    kp2d_px: torch.Tensor, target_px: torch.Tensor, weights: torch.Tensor, *, rho: float | None
+    kp2d_px: torch.Tensor,
+    target_px: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    rho: float | None,
 ) -> torch.Tensor:
     """Weighted (robust) 2D keypoint reprojection term.
 
@@ -36,7 +40,12 @@ def keypoint_data_term(
     return (weights * per_kp).sum(-1)
 
 
-def l2_prior(values: torch.Tensor, *, mean: torch.Tensor | float = 0.0, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+def l2_prior(
+    values: torch.Tensor,
+    *,
+    mean: torch.Tensor | float = 0.0,
+    scale: torch.Tensor | float = 1.0,
+) -> torch.Tensor:
     """Sum of squared standardised deviations, ``sum ((x - mean) / scale)^2`` over all but dim 0.
 
     values: (B, ...). Returns (B,).
@@ -46,7 +55,11 @@ def l2_prior(values: torch.Tensor, *, mean: torch.Tensor | float = 0.0, scale: t
 
 
 def flexion_angles(
-    body_pose: torch.Tensor, *, pose_index: torch.Tensor, flex_axis: torch.Tensor, rest_flexion: torch.Tensor
+    body_pose: torch.Tensor,
+    *,
+    pose_index: torch.Tensor,
+    flex_axis: torch.Tensor,
+    rest_flexion: torch.Tensor,
 ) -> torch.Tensor:
     """Flexion of hinge joints (elbows, knees) from the body pose, radians.
 
@@ -60,7 +73,9 @@ def flexion_angles(
     return rest_flexion + (rotvec * flex_axis).sum(-1)
 
 
-def hyperextension_penalty(flexion: torch.Tensor, *, margin: float = 0.0) -> torch.Tensor:
+def hyperextension_penalty(
+    flexion: torch.Tensor, *, margin: float = 0.0
+) -> torch.Tensor:
     """Hinge penalty on hyper-extension: ``sum relu(-(flexion + margin))^2`` over hinges.
 
     flexion: (B, H) radians (see ``flexion_angles``). Zero for any flexed joint; quadratic in
@@ -69,6 +84,8 @@ def hyperextension_penalty(flexion: torch.Tensor, *, margin: float = 0.0) -> tor
     return torch.relu(-(flexion + margin)).square().sum(-1)
 
 
-def depth_prior(transl_cam: torch.Tensor, *, depth_m: torch.Tensor | float) -> torch.Tensor:
+def depth_prior(
+    transl_cam: torch.Tensor, *, depth_m: torch.Tensor | float
+) -> torch.Tensor:
     """``(t_z - depth)^2`` keeping the camera-frame depth near its initial estimate. transl_cam: (B, 3)."""
     return (transl_cam[:, 2] - depth_m).square()

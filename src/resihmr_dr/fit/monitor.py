@@ -41,7 +41,9 @@ class MonitorConfig:
         if self.max_iters < 0:
             raise ValueError(f"max_iters must be >= 0, got {self.max_iters}")
         if self.ftol < 0 or self.gtol < 0:
-            raise ValueError(f"ftol and gtol must be >= 0, got {self.ftol}, {self.gtol}")
+            raise ValueError(
+                f"ftol and gtol must be >= 0, got {self.ftol}, {self.gtol}"
+            )
 
 
 def relative_change(previous: float, current: float) -> float:
@@ -73,7 +75,9 @@ class ConvergenceMonitor:
         if len(self.losses) > 1:
             change = relative_change(self.losses[-2], loss)
             if change <= self.config.ftol:
-                self.message = f"relative loss change {change:.3g} <= ftol {self.config.ftol:g}"
+                self.message = (
+                    f"relative loss change {change:.3g} <= ftol {self.config.ftol:g}"
+                )
                 return StopReason.FTOL
         if self.iterations >= self.config.max_iters:
             self.message = f"reached max_iters {self.config.max_iters}"
@@ -109,7 +113,12 @@ class _CachedObjective:
     was already evaluated by the previous line search, and its parameters are bitwise equal.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], objective: Callable[[], torch.Tensor], keep: int = 32) -> None:
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        objective: Callable[[], torch.Tensor],
+        keep: int = 32,
+    ) -> None:
         self.params = list(params)
         self.objective = objective
         self.keep = keep
@@ -135,7 +144,10 @@ class _CachedObjective:
             if not math.isfinite(loss):
                 raise _NonFinite(f"non-finite loss {loss}")
             loss_t.backward()
-        grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params]
+        grads = [
+            torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+            for p in self.params
+        ]
         for p, g in zip(self.params, grads):
             if not bool(torch.isfinite(g).all()):
                 raise _NonFinite("non-finite gradient")
@@ -145,7 +157,14 @@ class _CachedObjective:
         return loss_t.detach()
 
     def grad_max(self) -> float:
-        return max((float(p.grad.abs().max()) for p in self.params if p.grad is not None and p.numel()), default=0.0)
+        return max(
+            (
+                float(p.grad.abs().max())
+                for p in self.params
+                if p.grad is not None and p.numel()
+            ),
+            default=0.0,
+        )
 
 
 def minimize_lbfgs(

@@ -1,1 +1,1 @@
-"""Rendering: shaded images and masks (PyTorch3D), figures."""
+"""Rendering: z-buffer rasterisation and shading, turntable views, report figures, soft silhouettes."""

@@ -11,9 +11,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from resihmr_dr.render.figures import draw_keypoints  # noqa: E402
-from resihmr_dr.render.views import camera_to_model, face_colours, render_view  # noqa: E402
+from resihmr_dr.data.ldpose import COCO_SKELETON, KEYPOINT_NAMES, LIMBS, NUM_COCO_KEYPOINTS  # noqa: E402
+from resihmr_dr.render.views import RESIDUAL_RGB, camera_to_model, face_colours, render_view  # noqa: E402
 from resihmr_dr.render.zbuffer import rasterize, shade  # noqa: E402
+
+
+def draw_keypoints(ax, keypoints_px: np.ndarray) -> None:
+    """LDpose keypoints (25, 3) on an image axis: COCO skeleton in white, residual endpoints red."""
+    kp = keypoints_px
+    for a, b in COCO_SKELETON:
+        if kp[a, 2] > 0 and kp[b, 2] > 0:
+            ax.plot(kp[[a, b], 0], kp[[a, b], 1], "-", color="white", lw=1.5, alpha=0.8)
+    # Connect each residual endpoint to its anchor joint.
+    for limb in LIMBS:
+        for end, anchor in ((limb.above_end, limb.root), (limb.below_end, limb.middle)):
+            if kp[end, 2] > 0 and kp[anchor, 2] > 0:
+                ax.plot(kp[[anchor, end], 0], kp[[anchor, end], 1], "-", color=RESIDUAL_RGB, lw=2.5)
+    coco = kp[:NUM_COCO_KEYPOINTS]
+    vis = coco[:, 2] > 0
+    ax.scatter(coco[vis, 0], coco[vis, 1], s=14, c="tab:blue", edgecolors="white", linewidths=0.5, zorder=3)
+    ends = kp[NUM_COCO_KEYPOINTS:]
+    for i in np.flatnonzero(ends[:, 2] > 0):
+        ax.scatter(ends[i, 0], ends[i, 1], s=40, c=[RESIDUAL_RGB], marker="X", edgecolors="white", zorder=4)
+        ax.annotate(KEYPOINT_NAMES[NUM_COCO_KEYPOINTS + i], ends[i, :2], color="white", fontsize=7,
+                    xytext=(6, -6), textcoords="offset points")  # fmt: skip
 
 
 def overlay(*, image_rgb: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray, face_rgb: np.ndarray, camera, alpha: float = 0.7) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""PyTorch3D soft-silhouette backend: ``MeshRasterizer`` + ``SoftSilhouetteShader``.
+
+The pinhole camera is converted with ``pytorch3d.utils.cameras_from_opencv_projection``. That
+conversion puts the centre of pixel ``j`` at pixel coordinate ``j + 0.5`` (pixel *edges* at
+integers), while :class:`~resihmr_dr.camera.PinholeCamera` puts it at ``j``; the principal point is
+therefore shifted by +0.5 px so that a vertex projected with ``PinholeCamera.project`` lands on the
+pixel where PyTorch3D draws it. Only the K = ``faces_per_pixel`` faces nearest in depth are blended
+per pixel (see DESIGN.md section 7 for the holes this leaves on dense parts of a body).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from resihmr_dr.render.silhouette import RenderIntrinsics, SilhouetteConfig
+
+MIN_DEPTH_M = 1e-6
+
+
+def opencv_cameras(intrinsics: RenderIntrinsics, *, batch_size: int, device: torch.device, dtype: torch.dtype):
+    """PyTorch3D ``PerspectiveCameras`` (identity extrinsics) equal to ``intrinsics`` on its output grid."""
+    from pytorch3d.utils import cameras_from_opencv_projection
+
+    K = torch.tensor(
+        [
+            [intrinsics.fx, 0.0, intrinsics.cx + 0.5],
+            [0.0, intrinsics.fy, intrinsics.cy + 0.5],
+            [0.0, 0.0, 1.0],
+        ],
+        device=device,
+        dtype=dtype,
+    )
+    return cameras_from_opencv_projection(
+        R=torch.eye(3, device=device, dtype=dtype).expand(batch_size, 3, 3),
+        tvec=torch.zeros(batch_size, 3, device=device, dtype=dtype),
+        camera_matrix=K.expand(batch_size, 3, 3),
+        image_size=torch.tensor([[intrinsics.height, intrinsics.width]], device=device).expand(batch_size, 2),
+    )
+
+
+def rasterize_soft(
+    *, verts_cam: torch.Tensor, faces: torch.Tensor, intrinsics: RenderIntrinsics, config: SilhouetteConfig
+):
+    """PyTorch3D ``Fragments`` of the soft rasterisation (float32), and the mesh batch."""
+    from pytorch3d.renderer import MeshRasterizer, RasterizationSettings
+    from pytorch3d.structures import Meshes
+
+    verts = verts_cam.float()
+    B = verts.shape[0]
+    faces = faces.to(device=verts.device, dtype=torch.long)
+    cameras = opencv_cameras(intrinsics, batch_size=B, device=verts.device, dtype=verts.dtype)
+    settings = RasterizationSettings(
+        image_size=(intrinsics.height, intrinsics.width),
+        blur_radius=config.effective_blur_radius,
+        faces_per_pixel=config.faces_per_pixel,
+        # CPU: bin_size=None falls back to the naive rasteriser anyway (DESIGN.md section 7);
+        # GPU: let PyTorch3D pick its coarse-to-fine bins.
+        bin_size=0 if verts.device.type == "cpu" else None,
+        perspective_correct=False,
+    )
+    meshes = Meshes(verts=list(verts), faces=[faces] * B)
+    rasterizer = MeshRasterizer(cameras=cameras, raster_settings=settings)
+    return rasterizer(meshes), meshes
+
+
+def render_silhouette_pytorch3d(
+    *, verts_cam: torch.Tensor, faces: torch.Tensor, intrinsics: RenderIntrinsics, config: SilhouetteConfig
+) -> torch.Tensor:
+    """(B, V, 3) camera-frame vertices, (F, 3) faces -> (B, H, W) soft silhouette alpha (float32)."""
+    from pytorch3d.renderer import BlendParams, SoftSilhouetteShader
+
+    if bool((verts_cam[..., 2] <= MIN_DEPTH_M).any()):
+        # Faces behind the camera do not render correctly in PyTorch3D; drop them like the native
+        # backend does (per batch element would need per-mesh faces; do it on the union).
+        in_front = (verts_cam[..., 2] > MIN_DEPTH_M).all(dim=0)
+        faces = faces[in_front[faces].all(dim=1)]
+        if faces.shape[0] == 0:
+            return torch.zeros(verts_cam.shape[0], intrinsics.height, intrinsics.width, device=verts_cam.device)
+    fragments, meshes = rasterize_soft(verts_cam=verts_cam, faces=faces, intrinsics=intrinsics, config=config)
+    shader = SoftSilhouetteShader(blend_params=BlendParams(sigma=config.sigma, gamma=config.gamma))
+    return shader(fragments, meshes)[..., 3]

@@ -15,7 +15,13 @@ import roma
 import torch
 
 from resihmr_dr.body.anny_model import POSE_BONES
-from resihmr_dr.body.base import FACING_CAMERA_ORIENT, JOINT_INDEX, BodyModel, BodyOutput, BodyParams
+from resihmr_dr.body.base import (
+    FACING_CAMERA_ORIENT,
+    JOINT_INDEX,
+    BodyModel,
+    BodyOutput,
+    BodyParams,
+)
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX
 from resihmr_dr.fit import losses
@@ -27,14 +33,25 @@ from resihmr_dr.fit.intact import (
     fit_intact,
     intact_targets,
 )
-from resihmr_dr.fit.monitor import MonitorConfig, StopReason, minimize_lbfgs, relative_change
+from resihmr_dr.fit.monitor import (
+    MonitorConfig,
+    StopReason,
+    minimize_lbfgs,
+    relative_change,
+)
 
-CAMERA = PinholeCamera(fx=1500.0, fy=1500.0, cx=500.0, cy=500.0, width=1000, height=1000)
+CAMERA = PinholeCamera(
+    fx=1500.0, fy=1500.0, cx=500.0, cy=500.0, width=1000, height=1000
+)
 # A shorter schedule (3 stages, 50 iterations) for the tests that check behaviour, not accuracy.
 FAST = IntactFitConfig(
     stages=(
-        StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=5),
-        StageWeights(pose_prior=57.4, shape_prior=10.0, angle_limit=100.0, max_iters=15),
+        StageWeights(
+            pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=5
+        ),
+        StageWeights(
+            pose_prior=57.4, shape_prior=10.0, angle_limit=100.0, max_iters=15
+        ),
         StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=30),
     )
 )
@@ -42,48 +59,70 @@ K = KEYPOINT_INDEX
 
 
 # --------------------------------------------------------------------------- helpers
-def person_params(body, *, yaw_deg: float = 0.0, raise_arm: bool = True, bend_knee: bool = True) -> BodyParams:
+def person_params(
+    body, *, yaw_deg: float = 0.0, raise_arm: bool = True, bend_knee: bool = True
+) -> BodyParams:
     """A known Anny person: right arm raised sideways, left knee bent, non-mean build, 3 m away."""
     p = body.default_params()
     pose = p.body_pose.clone()
     if raise_arm:
-        pose[0, POSE_BONES.index("upperarm01.R")] = torch.tensor([0.0, 1.2, 0.0])  # Anny +Y: lateral raise
+        pose[0, POSE_BONES.index("upperarm01.R")] = torch.tensor(
+            [0.0, 1.2, 0.0]
+        )  # Anny +Y: lateral raise
     if bend_knee:
         pose[0, POSE_BONES.index("lowerleg01.L"), 0] = 0.8  # Anny +X flexes the knee
     pose[0, POSE_BONES.index("lowerarm01.L"), 0] = -0.3
-    shape = torch.tensor([[0.3, 0.5, 0.6, 0.4, 0.5, 0.5]])  # gender, age, muscle, weight, height, proportions
+    shape = torch.tensor(
+        [[0.3, 0.5, 0.6, 0.4, 0.5, 0.5]]
+    )  # gender, age, muscle, weight, height, proportions
     turn = roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(yaw_deg), 0.0]))
     rot = turn @ roma.rotvec_to_rotmat(torch.tensor(FACING_CAMERA_ORIENT))
-    return BodyParams(roma.rotmat_to_rotvec(rot)[None], pose, shape, torch.tensor([[0.1, 0.2, 3.0]]))
+    return BodyParams(
+        roma.rotmat_to_rotvec(rot)[None], pose, shape, torch.tensor([[0.1, 0.2, 3.0]])
+    )
 
 
-def project_keypoints(body, params: BodyParams, *, noise_px: float = 0.0, seed: int = 0) -> np.ndarray:
+def project_keypoints(
+    body, params: BodyParams, *, noise_px: float = 0.0, seed: int = 0
+) -> np.ndarray:
     """(25, 3) LDpose array: the body's COCO keypoints projected, v = 2; endpoints absent."""
     with torch.no_grad():
         kp = CAMERA.project(body(params).coco_kp[0]).double().numpy()
-    kp = kp + np.random.default_rng(seed).normal(scale=noise_px, size=kp.shape) if noise_px else kp
+    kp = (
+        kp + np.random.default_rng(seed).normal(scale=noise_px, size=kp.shape)
+        if noise_px
+        else kp
+    )
     out = np.zeros((25, 3))
     out[:17, :2] = kp
     out[:17, 2] = 2.0
     return out
 
 
-def root_aligned_joint_errors_m(body, fit: BodyParams, truth: BodyParams) -> torch.Tensor:
+def root_aligned_joint_errors_m(
+    body, fit: BodyParams, truth: BodyParams
+) -> torch.Tensor:
     """(15,) 3D joint distances after subtracting each body's pelvis (camera frame)."""
     with torch.no_grad():
         a, b = body(fit).joints[0], body(truth).joints[0]
     return ((a - a[0]) - (b - b[0])).norm(dim=-1)
 
 
-def reprojection_error_px(body, params: BodyParams, keypoints: np.ndarray, used) -> float:
+def reprojection_error_px(
+    body, params: BodyParams, keypoints: np.ndarray, used
+) -> float:
     with torch.no_grad():
         kp = CAMERA.project(body(params).coco_kp[0]).double().numpy()
-    return float(np.linalg.norm(kp[list(used)] - keypoints[list(used), :2], axis=1).mean())
+    return float(
+        np.linalg.norm(kp[list(used)] - keypoints[list(used), :2], axis=1).mean()
+    )
 
 
 def facing_camera(params: BodyParams) -> bool:
     """The body's forward axis (+Z, model frame) points towards the camera (-z, camera frame)."""
-    forward = roma.rotvec_to_rotmat(params.global_orient[0]) @ torch.tensor([0.0, 0.0, 1.0])
+    forward = roma.rotvec_to_rotmat(params.global_orient[0]) @ torch.tensor(
+        [0.0, 0.0, 1.0]
+    )
     return bool(forward[2] < 0)
 
 
@@ -91,21 +130,27 @@ def facing_camera(params: BodyParams) -> bool:
 def test_gmof_values_and_gradient():
     d = torch.tensor([0.0, 1.0, 1e4, 1e8], dtype=torch.float64)
     g = losses.gmof(d, rho=100.0)
-    assert torch.allclose(g[:2], torch.tensor([0.0, 1.0 * 1e4 / (1 + 1e4)], dtype=torch.float64))
+    assert torch.allclose(
+        g[:2], torch.tensor([0.0, 1.0 * 1e4 / (1 + 1e4)], dtype=torch.float64)
+    )
     assert g[2] == pytest.approx(5e3)  # half the saturation value at r = rho
     assert g[3] < 1e4 and g[3] > 0.999e4
     x = torch.rand(7, dtype=torch.float64, requires_grad=True) * 300
-    assert torch.autograd.gradcheck(lambda s: losses.gmof(s, rho=50.0), (x.detach().requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda s: losses.gmof(s, rho=50.0), (x.detach().requires_grad_(),)
+    )
     with pytest.raises(ValueError):
         losses.gmof(d, rho=0.0)
 
 
 def test_keypoint_data_term_gradient_and_weights():
     gen = torch.Generator().manual_seed(0)
-    kp = (torch.rand(2, 5, 2, generator=gen, dtype=torch.float64) * 200).requires_grad_()
+    kp = (
+        torch.rand(2, 5, 2, generator=gen, dtype=torch.float64) * 200
+    ).requires_grad_()
     target = torch.rand(5, 2, generator=gen, dtype=torch.float64) * 200
     weights = torch.tensor([1.0, 0.5, 0.0, 1.0, 0.2], dtype=torch.float64)
-    fn = lambda k: losses.keypoint_data_term(k, target, weights, rho=100.0)  # noqa: E731
+    fn = lambda k: losses.keypoint_data_term(k, target, weights, rho=100.0)
     assert torch.autograd.gradcheck(fn, (kp,))
     assert fn(kp).shape == (2,)
     moved = target.clone()
@@ -119,19 +164,29 @@ def test_flexion_and_hyperextension_penalty():
     pose = torch.zeros(1, 4, 3, dtype=torch.float64)
     pose[0, 2] = torch.tensor([0.3, 0.0, 0.0])
     axis = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
-    kw = dict(pose_index=torch.tensor([2, 3]), flex_axis=axis, rest_flexion=torch.tensor([0.1, -0.2], dtype=torch.float64))
+    kw = {
+        "pose_index": torch.tensor([2, 3]),
+        "flex_axis": axis,
+        "rest_flexion": torch.tensor([0.1, -0.2], dtype=torch.float64),
+    }
     flex = losses.flexion_angles(pose, **kw)
     assert torch.allclose(flex, torch.tensor([[0.4, -0.2]], dtype=torch.float64))
     assert losses.hyperextension_penalty(flex).item() == pytest.approx(0.04)
     assert losses.hyperextension_penalty(flex.clamp_min(0)).item() == 0.0
     x = (torch.randn(2, 4, 3, dtype=torch.float64) * 0.5).requires_grad_()
-    assert torch.autograd.gradcheck(lambda p: losses.hyperextension_penalty(losses.flexion_angles(p, **kw)), (x,))
+    assert torch.autograd.gradcheck(
+        lambda p: losses.hyperextension_penalty(losses.flexion_angles(p, **kw)), (x,)
+    )
 
 
 def test_l2_and_depth_priors():
     x = torch.tensor([[0.5, 0.7], [0.1, 0.5]])
-    assert torch.allclose(losses.l2_prior(x, mean=0.5, scale=0.1), torch.tensor([4.0, 16.0]))
-    assert losses.depth_prior(torch.tensor([[0.0, 0.0, 3.5]]), depth_m=3.0).item() == pytest.approx(0.25)
+    assert torch.allclose(
+        losses.l2_prior(x, mean=0.5, scale=0.1), torch.tensor([4.0, 16.0])
+    )
+    assert losses.depth_prior(
+        torch.tensor([[0.0, 0.0, 3.5]]), depth_m=3.0
+    ).item() == pytest.approx(0.25)
 
 
 # --------------------------------------------------------------------------- monitor
@@ -139,7 +194,10 @@ def test_lbfgs_converges_on_a_quadratic():
     x = torch.tensor([3.0, -2.0, 1.0], dtype=torch.float64, requires_grad=True)
     scales = torch.tensor([1.0, 10.0, 100.0], dtype=torch.float64)
     out = minimize_lbfgs(
-        name="quad", params=[x], objective=lambda: (scales * (x - 1).square()).sum(), monitor=MonitorConfig(max_iters=50)
+        name="quad",
+        params=[x],
+        objective=lambda: (scales * (x - 1).square()).sum(),
+        monitor=MonitorConfig(max_iters=50),
     )
     assert out.reason.converged and out.reason in (StopReason.FTOL, StopReason.GTOL)
     assert torch.allclose(x.detach(), torch.ones(3, dtype=torch.float64), atol=1e-4)
@@ -150,10 +208,19 @@ def test_lbfgs_converges_on_a_quadratic():
 def test_monitor_max_iters_and_relative_change():
     x = torch.tensor([5.0], dtype=torch.float64, requires_grad=True)
     out = minimize_lbfgs(
-        name="slow", params=[x], objective=lambda: (x.abs() + 1e-3) ** 1.5, monitor=MonitorConfig(max_iters=2, ftol=0, gtol=0)
+        name="slow",
+        params=[x],
+        objective=lambda: (x.abs() + 1e-3) ** 1.5,
+        monitor=MonitorConfig(max_iters=2, ftol=0, gtol=0),
     )
-    assert out.reason is StopReason.MAX_ITERS and out.iterations == 2 and not out.reason.converged
-    assert relative_change(2.0, 1.0) == 0.5 and relative_change(0.1, 0.0) == pytest.approx(0.1)
+    assert (
+        out.reason is StopReason.MAX_ITERS
+        and out.iterations == 2
+        and not out.reason.converged
+    )
+    assert relative_change(2.0, 1.0) == 0.5 and relative_change(
+        0.1, 0.0
+    ) == pytest.approx(0.1)
     with pytest.raises(ValueError):
         MonitorConfig(max_iters=-1)
 
@@ -167,12 +234,19 @@ def test_monitor_aborts_on_nan_and_restores_the_last_finite_iterate():
         loss = (x - 1).square().sum() + 0.1 * x.pow(4).sum()
         return loss * torch.nan if calls["n"] > 3 else loss
 
-    out = minimize_lbfgs(name="nan", params=[x], objective=objective, monitor=MonitorConfig(max_iters=50))
+    out = minimize_lbfgs(
+        name="nan", params=[x], objective=objective, monitor=MonitorConfig(max_iters=50)
+    )
     assert out.reason is StopReason.NON_FINITE and "non-finite" in out.message
     assert torch.isfinite(x).all() and all(math.isfinite(v) for v in out.losses)
     # Immediately non-finite: the start point is kept.
     y = torch.tensor([2.0], requires_grad=True)
-    out = minimize_lbfgs(name="nan0", params=[y], objective=lambda: y.sum() * torch.inf, monitor=MonitorConfig())
+    out = minimize_lbfgs(
+        name="nan0",
+        params=[y],
+        objective=lambda: y.sum() * torch.inf,
+        monitor=MonitorConfig(),
+    )
     assert out.reason is StopReason.NON_FINITE and y.item() == 2.0 and out.losses == ()
 
 
@@ -183,7 +257,11 @@ def test_intact_targets_masks_missing_and_replaced_joints():
     kp[:17, 2] = 2.0
     kp[[K["left_knee"], K["left_ankle"]], 2] = 0.0  # left leg: transfemoral
     kp[K["above_left_knee_end"]] = (10.0, 20.0, 2.0)
-    kp[K["below_right_elbow_end"]] = (10.0, 20.0, 2.0)  # right arm transradial, wrist still annotated
+    kp[K["below_right_elbow_end"]] = (
+        10.0,
+        20.0,
+        2.0,
+    )  # right arm transradial, wrist still annotated
     target, weights = intact_targets(kp)
     assert target.shape == (17, 2) and weights.shape == (17,)
     zero = {K["left_knee"], K["left_ankle"], K["right_wrist"]}
@@ -195,7 +273,10 @@ def test_intact_targets_masks_missing_and_replaced_joints():
     intact_targets(kp)
     for bad, match in (
         (np.zeros((17, 3)), "shape"),
-        (np.where((np.arange(25)[:, None] == 0) & (np.arange(3) < 2), np.nan, kp), "non-finite"),
+        (
+            np.where((np.arange(25)[:, None] == 0) & (np.arange(3) < 2), np.nan, kp),
+            "non-finite",
+        ),
         (kp * np.array([1, 1, -1]), "visibilities"),
     ):
         with pytest.raises(FitInputError, match=match):
@@ -205,20 +286,37 @@ def test_intact_targets_masks_missing_and_replaced_joints():
 def test_anny_hinges_flex_the_right_way(anny_body):
     hinges = find_joint_hinges(anny_body)
     assert hinges.names == ("left_elbow", "right_elbow", "left_knee", "right_knee")
-    assert [POSE_BONES[i] for i in hinges.pose_index] == ["lowerarm01.L", "lowerarm01.R", "lowerleg01.L", "lowerleg01.R"]
+    assert [POSE_BONES[i] for i in hinges.pose_index] == [
+        "lowerarm01.L",
+        "lowerarm01.R",
+        "lowerleg01.L",
+        "lowerleg01.R",
+    ]
     # The knee flexes about Anny's +X (brief); the A-pose elbow is already bent ~40 degrees.
     assert hinges.flex_axis[2, 0] > 0.99 and hinges.flex_axis[3, 0] > 0.99
-    assert torch.allclose(hinges.rest_flexion[:2], torch.full((2,), math.radians(42.0)), atol=0.05)
+    assert torch.allclose(
+        hinges.rest_flexion[:2], torch.full((2,), math.radians(42.0)), atol=0.05
+    )
     rest = anny_body.default_params()
     base = anny_body.forward_model(rest.body_pose, rest.shape).joints[0]
     for h, (name, child, forward) in enumerate(
-        [("left_elbow", "left_wrist", 1), ("right_elbow", "right_wrist", 1), ("left_knee", "left_ankle", -1), ("right_knee", "right_ankle", -1)]
+        [
+            ("left_elbow", "left_wrist", 1),
+            ("right_elbow", "right_wrist", 1),
+            ("left_knee", "left_ankle", -1),
+            ("right_knee", "right_ankle", -1),
+        ]
     ):
         pose = rest.body_pose.clone()
         pose[0, hinges.pose_index[h]] = 0.5 * hinges.flex_axis[h]
         moved = anny_body.forward_model(pose, rest.shape).joints[0]
-        assert forward * (moved[JOINT_INDEX[child], 2] - base[JOINT_INDEX[child], 2]) > 0.03, name
-        assert hinges.flexion(pose)[0, h] == pytest.approx(hinges.rest_flexion[h].item() + 0.5, abs=1e-5)
+        assert (
+            forward * (moved[JOINT_INDEX[child], 2] - base[JOINT_INDEX[child], 2])
+            > 0.03
+        ), name
+        assert hinges.flexion(pose)[0, h] == pytest.approx(
+            hinges.rest_flexion[h].item() + 0.5, abs=1e-5
+        )
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +332,16 @@ def smplx_body(tmp_path_factory):
 def test_smplx_hinges_match_smplify_angle_prior(smplx_body):
     body = smplx_body
     hinges = find_joint_hinges(body)
-    assert [body.pose_joint_names[i] for i in hinges.pose_index] == ["left_elbow", "right_elbow", "left_knee", "right_knee"]
+    assert [body.pose_joint_names[i] for i in hinges.pose_index] == [
+        "left_elbow",
+        "right_elbow",
+        "left_knee",
+        "right_knee",
+    ]
     # SMPLify: the left elbow bends at -pi/2 about y, the right at +pi/2, knees at +pi/2 about x.
-    expected = torch.tensor([[0.0, -1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    expected = torch.tensor(
+        [[0.0, -1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    )
     # (The tiny model's thighs slant outwards, tilting the knee axis by ~7 degrees.)
     assert (hinges.flex_axis * expected).sum(-1).min() > math.cos(math.radians(10.0))
     assert torch.allclose(hinges.rest_flexion, torch.zeros(4), atol=0.2)
@@ -248,13 +353,20 @@ def test_round_trip_front_view(anny_body):
     keypoints = project_keypoints(anny_body, truth)
     result = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA)
     assert result.used_keypoints == tuple(range(17)) and not result.flipped
-    assert [s.name for s in result.stages] == ["camera", "stage0", "stage1", "stage2", "stage3", "stage4"]
+    assert [s.name for s in result.stages] == [
+        "camera",
+        "stage0",
+        "stage1",
+        "stage2",
+        "stage3",
+        "stage4",
+    ]
     assert all(len(s.losses) == s.iterations + 1 for s in result.stages)
     assert result.keypoint_error_px < 3.0  # measured ~1 px
     # The reported error is the error of the returned parameters through the public forward pass.
-    assert reprojection_error_px(anny_body, result.params, keypoints, result.used_keypoints) == pytest.approx(
-        result.keypoint_error_px, rel=1e-3
-    )
+    assert reprojection_error_px(
+        anny_body, result.params, keypoints, result.used_keypoints
+    ) == pytest.approx(result.keypoint_error_px, rel=1e-3)
     errors = root_aligned_joint_errors_m(anny_body, result.params, truth)
     assert errors.mean() < 0.05  # measured ~2.6 cm
     assert abs(result.params.transl[0, 2].item() - 3.0) < 0.2
@@ -266,11 +378,15 @@ def test_round_trip_front_view(anny_body):
 def test_round_trip_three_quarter_view_with_noise(anny_body):
     truth = person_params(anny_body, yaw_deg=40.0)
     keypoints = project_keypoints(anny_body, truth, noise_px=1.0)
-    result = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=FAST)
+    result = fit_intact(
+        body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=FAST
+    )
     assert result.keypoint_error_px < 3.0
     # The torso alone cannot tell a 40-degree turn to the left from one to the right: the yaw
     # starts of stage (a) and the face keypoints must pick the right one.
-    turn = roma.rotmat_geodesic_distance(*(roma.rotvec_to_rotmat(p.global_orient[0]) for p in (result.params, truth)))
+    turn = roma.rotmat_geodesic_distance(
+        *(roma.rotvec_to_rotmat(p.global_orient[0]) for p in (result.params, truth))
+    )
     assert math.degrees(turn) < 10.0
     errors = root_aligned_joint_errors_m(anny_body, result.params, truth)
     assert errors.mean() < 0.06
@@ -281,13 +397,19 @@ def test_missing_limb_keypoints_never_pull(anny_body):
     truth = person_params(anny_body)
     keypoints = project_keypoints(anny_body, truth)
     keypoints[[K["left_knee"], K["left_ankle"]], 2] = 0.0
-    keypoints[K["above_left_knee_end"]] = (*keypoints[K["left_hip"], :2] + (5.0, 60.0), 2.0)
+    keypoints[K["above_left_knee_end"]] = (
+        *keypoints[K["left_hip"], :2] + (5.0, 60.0),
+        2.0,
+    )
     short = IntactFitConfig(stages=FAST.stages[-1:], camera_max_iters=10)
     a = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=short)
     moved = keypoints.copy()
     moved[[K["left_knee"], K["left_ankle"]], :2] = ((-5e4, 7e5), (1e9, -3e3))
     b = fit_intact(body=anny_body, keypoints_px=moved, camera=CAMERA, config=short)
-    assert K["left_knee"] not in a.used_keypoints and K["left_ankle"] not in a.used_keypoints
+    assert (
+        K["left_knee"] not in a.used_keypoints
+        and K["left_ankle"] not in a.used_keypoints
+    )
     for x, y in zip(a.params.as_tuple(), b.params.as_tuple()):
         assert torch.equal(x, y)
     assert a.keypoint_error_px < 10.0
@@ -296,8 +418,12 @@ def test_missing_limb_keypoints_never_pull(anny_body):
 def test_person_seen_from_the_back(anny_body):
     truth = person_params(anny_body, yaw_deg=180.0, raise_arm=False, bend_knee=False)
     keypoints = project_keypoints(anny_body, truth)
-    assert keypoints[K["left_shoulder"], 0] < keypoints[K["right_shoulder"], 0]  # swapped in 2D
-    result = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=FAST)
+    assert (
+        keypoints[K["left_shoulder"], 0] < keypoints[K["right_shoulder"], 0]
+    )  # swapped in 2D
+    result = fit_intact(
+        body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=FAST
+    )
     assert not facing_camera(result.params)
     assert result.keypoint_error_px < 3.0
     assert root_aligned_joint_errors_m(anny_body, result.params, truth).mean() < 0.05
@@ -306,14 +432,31 @@ def test_person_seen_from_the_back(anny_body):
 def test_close_shoulders_try_both_orientations(anny_body):
     truth = person_params(anny_body, yaw_deg=-85.0, raise_arm=False, bend_knee=False)
     keypoints = project_keypoints(anny_body, truth)
-    gap = np.linalg.norm(keypoints[K["left_shoulder"], :2] - keypoints[K["right_shoulder"], :2])
+    gap = np.linalg.norm(
+        keypoints[K["left_shoulder"], :2] - keypoints[K["right_shoulder"], :2]
+    )
     assert gap < 25.0
-    short = IntactFitConfig(stages=(StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=15),), camera_max_iters=10)
-    result = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=short)
+    short = IntactFitConfig(
+        stages=(
+            StageWeights(
+                pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=15
+            ),
+        ),
+        camera_max_iters=10,
+    )
+    result = fit_intact(
+        body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=short
+    )
     assert any("both orientations" in w for w in result.warnings)
-    assert len(result.orientation_losses) == 2 and result.stages[-1].final_loss == min(result.orientation_losses)
-    assert len(result.stages) == 2 and result.keypoint_error_px < 15.0  # a side view, 15 iterations
-    forward = lambda p: roma.rotvec_to_rotmat(p.global_orient[0]) @ torch.tensor([0.0, 0.0, 1.0])  # noqa: E731
+    assert len(result.orientation_losses) == 2 and result.stages[-1].final_loss == min(
+        result.orientation_losses
+    )
+    assert (
+        len(result.stages) == 2 and result.keypoint_error_px < 15.0
+    )  # a side view, 15 iterations
+    forward = lambda p: (
+        roma.rotvec_to_rotmat(p.global_orient[0]) @ torch.tensor([0.0, 0.0, 1.0])
+    )
     assert forward(result.params) @ forward(truth) > 0.5  # front/back decided right
 
 
@@ -327,14 +470,16 @@ def test_round_trip_smplx(smplx_body):
     pose[0, names.index("right_elbow"), 1] = 0.8  # right elbow flexes about +y
     pose[0, names.index("left_shoulder"), 2] = 0.6
     truth = truth.replace(
-        body_pose=pose, shape=torch.tensor([[0.5, -0.5] + [0.0] * (body.num_shape - 2)]), transl=torch.tensor([[0.1, 0.2, 3.0]])
+        body_pose=pose,
+        shape=torch.tensor([[0.5, -0.5] + [0.0] * (body.num_shape - 2)]),
+        transl=torch.tensor([[0.1, 0.2, 3.0]]),
     )
     keypoints = project_keypoints(body, truth)
     result = fit_intact(body=body, keypoints_px=keypoints, camera=CAMERA, config=FAST)
     assert result.keypoint_error_px < 3.0
-    assert reprojection_error_px(body, result.params, keypoints, result.used_keypoints) == pytest.approx(
-        result.keypoint_error_px, rel=1e-3
-    )
+    assert reprojection_error_px(
+        body, result.params, keypoints, result.used_keypoints
+    ) == pytest.approx(result.keypoint_error_px, rel=1e-3)
     assert root_aligned_joint_errors_m(body, result.params, truth).mean() < 0.06
     assert find_joint_hinges(body).flexion(result.params.body_pose).min() > -0.05
 
@@ -347,22 +492,38 @@ def test_imported_init_is_kept_or_refined(anny_body):
     assert same.stages == () and same.converged and same.keypoint_error_px < 1e-2
     for kept, given in zip(same.params.as_tuple(), truth.as_tuple()):
         assert torch.equal(kept, given)
-    off = truth.replace(transl=truth.transl + torch.tensor([[0.05, -0.03, 0.1]]), body_pose=truth.body_pose * 0.7)
-    start_error = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, init=off).keypoint_error_px
+    off = truth.replace(
+        transl=truth.transl + torch.tensor([[0.05, -0.03, 0.1]]),
+        body_pose=truth.body_pose * 0.7,
+    )
+    start_error = fit_intact(
+        body=anny_body, keypoints_px=keypoints, camera=CAMERA, init=off
+    ).keypoint_error_px
     refined = fit_intact(
-        body=anny_body, keypoints_px=keypoints, camera=CAMERA, init=off, config=IntactFitConfig(refine_iters=15)
+        body=anny_body,
+        keypoints_px=keypoints,
+        camera=CAMERA,
+        init=off,
+        config=IntactFitConfig(refine_iters=15),
     )
     assert [s.name for s in refined.stages] == ["refine"]
     assert refined.keypoint_error_px < 0.3 * start_error
     with pytest.raises(FitInputError, match="body_pose"):
-        fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, init=off.replace(body_pose=torch.zeros(1, 3, 3)))
+        fit_intact(
+            body=anny_body,
+            keypoints_px=keypoints,
+            camera=CAMERA,
+            init=off.replace(body_pose=torch.zeros(1, 3, 3)),
+        )
 
 
 # --------------------------------------------------------------------------- bad inputs
 def test_degenerate_inputs_raise_clear_errors_or_flag(anny_body):
     keypoints = project_keypoints(anny_body, person_params(anny_body))
     no_torso = keypoints.copy()
-    no_torso[[K["left_shoulder"], K["right_shoulder"], K["left_hip"], K["right_hip"]], 2] = 0.0
+    no_torso[
+        [K["left_shoulder"], K["right_shoulder"], K["left_hip"], K["right_hip"]], 2
+    ] = 0.0
     with pytest.raises(FitInputError, match="shoulder"):
         fit_intact(body=anny_body, keypoints_px=no_torso, camera=CAMERA)
     one_point = keypoints.copy()
@@ -370,11 +531,22 @@ def test_degenerate_inputs_raise_clear_errors_or_flag(anny_body):
     with pytest.raises(FitInputError, match="degenerate torso"):
         fit_intact(body=anny_body, keypoints_px=one_point, camera=CAMERA)
     with pytest.raises(FitInputError, match="intrinsics"):
-        fit_intact(body=anny_body, keypoints_px=keypoints, camera=PinholeCamera(0.0, 1.0, 0.0, 0.0, 10, 10))
+        fit_intact(
+            body=anny_body,
+            keypoints_px=keypoints,
+            camera=PinholeCamera(0.0, 1.0, 0.0, 0.0, 10, 10),
+        )
     # All keypoints on one vertical line: a valid (side-on looking) input; fitted, flagged, finite.
     line = keypoints.copy()
     line[:17, 0] = 500.0
-    short = IntactFitConfig(stages=(StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=5),), camera_max_iters=5)
+    short = IntactFitConfig(
+        stages=(
+            StageWeights(
+                pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=5
+            ),
+        ),
+        camera_max_iters=5,
+    )
     result = fit_intact(body=anny_body, keypoints_px=line, camera=CAMERA, config=short)
     assert any("collinear" in w for w in result.warnings)
     assert all(torch.isfinite(t).all() for t in result.params.as_tuple())
@@ -409,7 +581,11 @@ class _NanAfter(BodyModel):
         self.calls_left -= 1
         if self.calls_left >= 0:
             return out
-        return BodyOutput(verts=out.verts * torch.nan, joints=out.joints * torch.nan, coco_kp=out.coco_kp * torch.nan)
+        return BodyOutput(
+            verts=out.verts * torch.nan,
+            joints=out.joints * torch.nan,
+            coco_kp=out.coco_kp * torch.nan,
+        )
 
 
 def test_nan_during_the_fit_is_reported_not_raised(anny_body):
@@ -420,7 +596,9 @@ def test_nan_during_the_fit_is_reported_not_raised(anny_body):
     assert not result.converged and "non-finite" in result.reason
     assert all(torch.isfinite(t).all() for t in result.params.as_tuple())
     assert result.stages[-1].reason is StopReason.NON_FINITE
-    assert len(result.stages) < 1 + len(FAST.stages) or result.stages[-1].name == "stage2"
+    assert (
+        len(result.stages) < 1 + len(FAST.stages) or result.stages[-1].name == "stage2"
+    )
 
 
 def test_config_validation():

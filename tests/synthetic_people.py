@@ -1,0 +1,65 @@
+"""Synthetic people with known residual limbs, for round-trip tests of the pipeline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import roma
+import torch
+
+from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.annotations import PersonAnnotation
+from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
+from resihmr_dr.data.status import derive_limb_status
+
+CAMERA = PinholeCamera(fx=1200.0, fy=1200.0, cx=320.0, cy=400.0, width=640, height=800)
+
+
+def anny_pose(body: BodyModel, *, yaw_deg: float = 15.0) -> BodyParams:
+    """A natural pose: arms lowered a little forward, one knee bent, 3.2 m from the camera."""
+    params = body.default_params(1, depth_m=3.2)
+    pose = torch.zeros_like(params.body_pose)
+    names = body.pose_joint_names
+    pose[0, names.index("upperarm01.R")] = torch.tensor([0.2, 0.0, -0.3])
+    pose[0, names.index("lowerarm01.R")] = torch.tensor([-0.5, 0.0, 0.0])
+    pose[0, names.index("lowerarm01.L")] = torch.tensor([-0.3, 0.0, 0.0])
+    pose[0, names.index("upperleg01.L")] = torch.tensor([-0.25, 0.0, 0.05])
+    pose[0, names.index("lowerleg01.L")] = torch.tensor([0.35, 0.0, 0.0])
+    turn = roma.rotvec_to_rotmat(torch.tensor([[0.0, math.radians(yaw_deg), 0.0]]))
+    orient = roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(params.global_orient) @ turn)
+    shape = torch.tensor([[0.4, 0.5, 0.5, 0.45, 0.6, 0.5]])
+    return BodyParams(global_orient=orient, body_pose=pose, shape=shape, transl=torch.tensor([[0.0, 0.1, 3.2]]))
+
+
+def make_person(
+    body: BodyModel, params: BodyParams, residual: dict[str, tuple[LimbStatus, float]], *, ann_id: int = 1
+) -> tuple[PersonAnnotation, dict[str, np.ndarray]]:
+    """Keypoints of ``params`` seen by CAMERA with the given residual limbs (limb -> (status, λ)).
+
+    Returns the annotation and, per residual limb, the true endpoint in the camera frame.
+    """
+    with torch.no_grad():
+        out = body(params)
+    kp = np.zeros((NUM_KEYPOINTS, 3))
+    kp[:17, :2] = CAMERA.project(out.coco_kp[0]).numpy()
+    kp[:17, 2] = 2
+    truth = {}
+    for name, (status, lam) in residual.items():
+        limb = LIMB_BY_NAME[name]
+        anchor_kp, target_kp = limb.segment_joints(status)
+        from resihmr_dr.data.ldpose import KEYPOINT_NAMES
+
+        anchor = out.joints[0, JOINT_INDEX[KEYPOINT_NAMES[anchor_kp]]]
+        target = out.joints[0, JOINT_INDEX[KEYPOINT_NAMES[target_kp]]]
+        endpoint = anchor + lam * (target - anchor)
+        truth[name] = endpoint.numpy()
+        # The replaced joint and everything distal are absent.
+        absent = (limb.middle, limb.distal) if status is limb.above_status else (limb.distal,)
+        kp[list(absent), 2] = 0
+        kp[list(absent), :2] = 0
+        kp[limb.endpoint_index(status)] = [*CAMERA.project(endpoint).numpy(), 2]
+    kp.setflags(write=False)
+    person = PersonAnnotation(ann_id=ann_id, image_id=1, keypoints_px=kp, limb_status=derive_limb_status(kp))
+    return person, truth

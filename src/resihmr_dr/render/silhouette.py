@@ -92,6 +92,8 @@ class RenderIntrinsics:
     """Pinhole intrinsics of the *output* image (after crop and rescale), centre-of-pixel convention.
 
     ``project`` maps (..., 3) camera-frame points to (..., 2) output pixel coordinates.
+    ndc_scale_px: output pixels per NDC unit in which sigma and the blur radius are measured
+    (``min(H, W) / 2`` of the whole camera image at the output's pixel size).
     """
 
     fx: float
@@ -100,11 +102,7 @@ class RenderIntrinsics:
     cy: float
     height: int
     width: int
-
-    @property
-    def ndc_scale_px(self) -> float:
-        """Output pixels per PyTorch3D NDC unit: ``min(H, W) / 2``."""
-        return min(self.height, self.width) / 2.0
+    ndc_scale_px: float
 
     def project(self, points_cam: torch.Tensor, *, min_depth: float = 1e-6) -> torch.Tensor:
         z = points_cam[..., 2:3].clamp_min(min_depth)
@@ -137,6 +135,7 @@ def render_intrinsics(
         cy=(camera.cy + 0.5 - y0) * sy - 0.5,
         height=height,
         width=width,
+        ndc_scale_px=min(camera.height * sy, camera.width * sx) / 2.0,
     )
 
 

@@ -116,108 +116,93 @@ def plan_chunks(
     return chunks
 
 
-def _pair_geometry(tri: torch.Tensor, chunk: _Chunk, *, need_grad_terms: bool):
-    """Squared distances from the chunk's window pixels to their triangles.
+def pair_log_terms(tri: torch.Tensor, chunk: _Chunk, *, inv_sigma_px: float, blur_px: float) -> torch.Tensor:
+    """Per-pair terms logsigmoid(d / sigma) of a chunk, zero for pairs beyond the blur radius.
 
-    tri: (n, 3, 2) triangles in pixels. Returns dist2 (n, kh, kw) unsigned squared pixel distance to
-    the nearest edge, inside (n, kh, kw) bool, and when need_grad_terms also the nearest edge index
-    (n, kh, kw) long in {0, 1, 2} (edges (0,1), (1,2), (2,0)), its clamped parameter t and
-    q = nearest point - pixel (two (n, kh, kw) tensors).
+    tri: (n, 3, 2) triangles in output pixels. Returns (n, kh * kw) terms for the pixels of each
+    face's window in row-major order (see :func:`pixel_index`). Differentiable w.r.t. ``tri``.
+    ``d`` is the squared distance to the nearest edge, negated inside the triangle (all three edge
+    functions with the strict sign of the face's area, as PyTorch3D's barycentric test); a pixel
+    on the line of an edge counts as outside (its distance is then 0 when it is on the edge).
     """
     n, kh, kw = tri.shape[0], chunk.kh, chunk.kw
     dtype, device = tri.dtype, tri.device
-    px = (chunk.x0.to(dtype)[:, None] + torch.arange(kw, device=device, dtype=dtype)).view(n, 1, kw)
-    py = (chunk.y0.to(dtype)[:, None] + torch.arange(kh, device=device, dtype=dtype)).view(n, kh, 1)
-    best = best_t = best_qx = best_qy = best_e = None
-    signs = []
-    for e, (ia, ib) in enumerate(((0, 1), (1, 2), (2, 0))):
-        ax = tri[:, ia, 0].view(n, 1, 1)
-        ay = tri[:, ia, 1].view(n, 1, 1)
-        ex = (tri[:, ib, 0] - tri[:, ia, 0]).view(n, 1, 1)
-        ey = (tri[:, ib, 1] - tri[:, ia, 1]).view(n, 1, 1)
+    lx = torch.arange(kw, device=device, dtype=dtype).repeat(kh)  # (P,)
+    ly = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw)  # (P,)
+    v = tri.detach()
+    # Orientation sign of each face, so that "inside" is "all edge functions > 0".
+    area_sign = torch.sign(
+        (v[:, 1, 0] - v[:, 0, 0]) * (v[:, 2, 1] - v[:, 0, 1]) - (v[:, 1, 1] - v[:, 0, 1]) * (v[:, 2, 0] - v[:, 0, 0])
+    ).view(n, 1)
+    ox = chunk.x0.to(dtype).view(n, 1)
+    oy = chunk.y0.to(dtype).view(n, 1)
+    d2_min = None
+    edge_min = None
+    for ia, ib in ((0, 1), (1, 2), (2, 0)):
+        # Window-local coordinates: pixel - a = (l + origin - a).
+        ax = (tri[:, ia, 0:1] - ox)  # (n, 1)
+        ay = (tri[:, ia, 1:2] - oy)
+        ex = tri[:, ib, 0:1] - tri[:, ia, 0:1]
+        ey = tri[:, ib, 1:2] - tri[:, ia, 1:2]
         inv_l2 = 1.0 / (ex * ex + ey * ey).clamp_min(1e-30)
-        wx = px - ax  # (n, 1, kw)
-        wy = py - ay  # (n, kh, 1)
-        t = ((wx * ex) * inv_l2 + (wy * ey) * inv_l2).clamp_(0.0, 1.0)  # (n, kh, kw)
-        qx = t * ex - wx
-        qy = t * ey - wy
-        d2 = qx * qx + qy * qy
-        signs.append((ex * wy - ey * wx) > 0)  # edge-function sign
-        if best is None:
-            best, best_t, best_qx, best_qy = d2, t, qx, qy
-            best_e = torch.zeros_like(d2, dtype=torch.long) if need_grad_terms else None
-        else:
-            closer = d2 < best
-            best = torch.where(closer, d2, best)
-            if need_grad_terms:
-                best_t = torch.where(closer, t, best_t)
-                best_qx = torch.where(closer, qx, best_qx)
-                best_qy = torch.where(closer, qy, best_qy)
-                best_e = best_e.masked_fill(closer, e)
-    s0, s1, s2 = signs
-    # Inside when the three edge functions have the same strict sign; a pixel exactly on an edge
-    # (edge function 0) has distance 0 and contributes 1/2 either way.
-    inside = (s0 == s1) & (s1 == s2) & (best > 0)
-    return best, inside, best_e, best_t, best_qx, best_qy
+        wx = lx - ax  # (n, P)
+        wy = ly - ay
+        t = torch.addcmul(wx * (ex * inv_l2), wy, ey * inv_l2).clamp(0.0, 1.0)
+        rx = torch.addcmul(wx, t, ex, value=-1.0)  # pixel - nearest point
+        ry = torch.addcmul(wy, t, ey, value=-1.0)
+        d2 = torch.addcmul(rx * rx, ry, ry)
+        with torch.no_grad():
+            edge_fn = torch.addcmul(wy * (ex * area_sign), wx, ey * area_sign, value=-1.0)
+            edge_min = edge_fn if edge_min is None else torch.minimum(edge_min, edge_fn)
+        d2_min = d2 if d2_min is None else torch.minimum(d2_min, d2)
+    # inside <=> all edge functions > 0 ; signed distance = -d2 inside, +d2 outside.
+    inside = edge_min > 0
+    signed = torch.where(inside, -d2_min, d2_min)
+    x = signed * inv_sigma_px
+    term = torch.clamp_max(x, 0.0) - torch.log1p(torch.exp(-x.abs()))  # logsigmoid(x), stable
+    return term * (signed < blur_px)
 
 
-def _pixel_index(chunk: _Chunk, width: int) -> torch.Tensor:
-    """(n, kh, kw) flat pixel indices of the chunk's windows."""
+def pixel_index(chunk: _Chunk, width: int) -> torch.Tensor:
+    """(n, kh * kw) flat pixel indices (row * width + column) of the chunk's windows."""
     device = chunk.x0.device
-    base = chunk.y0 * width + chunk.x0  # (n,)
-    local = (torch.arange(chunk.kh, device=device)[:, None] * width + torch.arange(chunk.kw, device=device)).view(1, chunk.kh, chunk.kw)
-    return base.view(-1, 1, 1) + local
+    local = (torch.arange(chunk.kh, device=device)[:, None] * width + torch.arange(chunk.kw, device=device)).view(1, -1)
+    return (chunk.y0 * width + chunk.x0).view(-1, 1) + local
 
 
 class _SoftSilhouetteLogSum(torch.autograd.Function):
-    """verts_px (V, 2) -> S (H*W,), S_p = sum_f logsigmoid(d_fp / sigma) over faces near p."""
+    """verts_px (V, 2) -> S (H*W,), S_p = sum_f logsigmoid(d_fp / sigma) over faces near p.
+
+    The backward pass recomputes each chunk with autograd (memory bounded by the chunk size).
+    """
 
     @staticmethod
-    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, max_pairs):  # noqa: D401
+    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, max_pairs):
         with torch.no_grad():
             tri_all = verts_px[faces]  # (F, 3, 2)
             chunks = plan_chunks(tri_all, height=height, width=width, blur_px=blur_px, max_pairs=max_pairs)
             log_sum = torch.zeros(height * width, dtype=verts_px.dtype, device=verts_px.device)
             for chunk in chunks:
-                tri = tri_all[chunk.face_ids]
-                d2, inside, *_ = _pair_geometry(tri, chunk, need_grad_terms=False)
-                signed = torch.where(inside, -d2, d2)
-                term = F.logsigmoid(signed * (1.0 / sigma_px))
-                term = term.masked_fill_(~(inside | (d2 < blur_px)), 0.0)
-                log_sum.index_add_(0, _pixel_index(chunk, width).view(-1), term.view(-1))
+                term = pair_log_terms(tri_all[chunk.face_ids], chunk, inv_sigma_px=1.0 / sigma_px, blur_px=blur_px)
+                log_sum.index_add_(0, pixel_index(chunk, width).view(-1), term.view(-1))
         ctx.save_for_backward(verts_px, faces)
         ctx.chunks = chunks
-        ctx.consts = (height, width, sigma_px, blur_px)
+        ctx.consts = (width, sigma_px, blur_px)
         return log_sum
 
     @staticmethod
     def backward(ctx, grad_log_sum):
-        verts_px, faces = ctx.saved_tensors
-        height, width, sigma_px, blur_px = ctx.consts
-        grad_verts = torch.zeros_like(verts_px)
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
+        verts_px, faces = ctx.saved_tensors
+        width, sigma_px, blur_px = ctx.consts
+        grad_verts = torch.zeros_like(verts_px)
         grad_log_sum = grad_log_sum.contiguous()
-        tri_all = verts_px[faces]
+        tri_all = verts_px.detach()[faces]
         for chunk in ctx.chunks:
-            tri = tri_all[chunk.face_ids]
-            pix = _pixel_index(chunk, width)
-            g_pix = grad_log_sum[pix]  # (n, kh, kw)
-            d2, inside, edge, t, qx, qy = _pair_geometry(tri, chunk, need_grad_terms=True)
-            signed = torch.where(inside, -d2, d2)
-            # d logsigmoid(x)/dx = sigmoid(-x); x = signed / sigma; signed = +-d2.
-            coef = g_pix * torch.sigmoid(signed * (-1.0 / sigma_px)) * (2.0 / sigma_px)
-            coef = torch.where(inside, -coef, coef).masked_fill_(~(inside | (d2 < blur_px)), 0.0)
-            gqx, gqy = coef * qx, coef * qy  # d term / d(nearest point), up to the (1-t), t split
-            one_t = 1.0 - t
-            zero = torch.zeros((), dtype=t.dtype, device=t.device)
-            # Weight of each triangle vertex in the nearest point: edges (0,1), (1,2), (2,0).
-            w0 = torch.where(edge == 0, one_t, torch.where(edge == 2, t, zero))
-            w1 = torch.where(edge == 0, t, torch.where(edge == 1, one_t, zero))
-            w2 = torch.where(edge == 1, t, torch.where(edge == 2, one_t, zero))
-            n = tri.shape[0]
-            weights = torch.stack((w0, w1, w2), dim=1).view(n, 3, -1)  # (n, 3, P)
-            gq = torch.stack((gqx, gqy), dim=-1).view(n, -1, 2)  # (n, P, 2)
-            grad_tri = torch.bmm(weights, gq)  # (n, 3, 2)
+            with torch.enable_grad():
+                tri = tri_all[chunk.face_ids].requires_grad_(True)
+                term = pair_log_terms(tri, chunk, inv_sigma_px=1.0 / sigma_px, blur_px=blur_px)
+                (grad_tri,) = torch.autograd.grad(term, tri, grad_outputs=grad_log_sum[pixel_index(chunk, width)])
             grad_verts.index_add_(0, faces[chunk.face_ids].view(-1), grad_tri.view(-1, 2))
         return grad_verts, None, None, None, None, None, None

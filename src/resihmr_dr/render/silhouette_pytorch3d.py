@@ -10,6 +10,8 @@ per pixel (see DESIGN.md section 7 for the holes this leaves on dense parts of a
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from resihmr_dr.render.silhouette import RenderIntrinsics, SilhouetteConfig
@@ -38,10 +40,24 @@ def opencv_cameras(intrinsics: RenderIntrinsics, *, batch_size: int, device: tor
     )
 
 
+def config_in_output_ndc(config: SilhouetteConfig, intrinsics: RenderIntrinsics) -> SilhouetteConfig:
+    """``config`` with sigma and blur radius converted from the camera image's NDC (our unit) to
+    PyTorch3D's NDC of the output image (``min(H, W) / 2`` pixels); identical without a crop."""
+    ratio = (intrinsics.ndc_scale_px / (min(intrinsics.height, intrinsics.width) / 2.0)) ** 2
+    if ratio == 1.0:
+        return config
+    return dataclasses.replace(
+        config, sigma=config.sigma * ratio, blur_radius=config.effective_blur_radius * ratio
+    )
+
+
 def rasterize_soft(
     *, verts_cam: torch.Tensor, faces: torch.Tensor, intrinsics: RenderIntrinsics, config: SilhouetteConfig
 ):
-    """PyTorch3D ``Fragments`` of the soft rasterisation (float32), and the mesh batch."""
+    """PyTorch3D ``Fragments`` of the soft rasterisation (float32), and the mesh batch.
+
+    ``config`` is used as is (sigma and blur in PyTorch3D's output NDC, see config_in_output_ndc).
+    """
     from pytorch3d.renderer import MeshRasterizer, RasterizationSettings
     from pytorch3d.structures import Meshes
 
@@ -76,6 +92,7 @@ def render_silhouette_pytorch3d(
         faces = faces[in_front[faces].all(dim=1)]
         if faces.shape[0] == 0:
             return torch.zeros(verts_cam.shape[0], intrinsics.height, intrinsics.width, device=verts_cam.device)
+    config = config_in_output_ndc(config, intrinsics)
     fragments, meshes = rasterize_soft(verts_cam=verts_cam, faces=faces, intrinsics=intrinsics, config=config)
     shader = SoftSilhouetteShader(blend_params=BlendParams(sigma=config.sigma, gamma=config.gamma))
     return shader(fragments, meshes)[..., 3]

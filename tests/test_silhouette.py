@@ -1,0 +1,280 @@
+"""Soft silhouettes: native vs PyTorch3D parity on the Anny body, gradients, crops, losses, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.render.silhouette import (
+    SilhouetteConfig,
+    bce_loss,
+    l2_loss,
+    render_intrinsics,
+    render_silhouette,
+    silhouette_loss,
+    soft_iou_loss,
+)
+
+NATIVE = SilhouetteConfig(backend="native")
+P3D = SilhouetteConfig(backend="pytorch3d")
+# 512 x 512 camera image; the body (1.7 m at 3 m) spans ~450 px of it.
+CAMERA = PinholeCamera(fx=800.0, fy=800.0, cx=255.5, cy=255.5, width=512, height=512)
+
+
+@pytest.fixture(scope="module")
+def body_mesh(anny_body):
+    """(1, V, 3) float32 camera-frame vertices of the default Anny body 3 m away, and its faces."""
+    with torch.no_grad():
+        verts = anny_body(anny_body.default_params(1, depth_m=3.0)).verts.float()
+    return verts, anny_body.faces
+
+
+def _untruncated(verts, faces, *, image_size, crop=None, config=P3D):
+    """(H, W) bool: pixels where PyTorch3D's K slots are not all used, i.e. where it blends every
+    face within the blur radius, exactly the native quantity. Elsewhere K truncation drops faces."""
+    from resihmr_dr.render.silhouette_pytorch3d import config_in_output_ndc, rasterize_soft
+
+    intr = render_intrinsics(camera=CAMERA, image_size=image_size, crop=crop)
+    with torch.no_grad():
+        fragments, _ = rasterize_soft(verts_cam=verts, faces=faces, intrinsics=intr,
+                                      config=config_in_output_ndc(config, intr))  # fmt: skip
+    return fragments.pix_to_face[0, ..., -1] < 0
+
+
+@pytest.fixture(scope="module")
+def parity_128(body_mesh):
+    """Both backends at 128 x 128 with vertex gradients of a soft-IoU loss against a shifted mask."""
+    verts, faces = body_mesh
+    with torch.no_grad():
+        target = render_silhouette(verts_cam=verts + torch.tensor([0.03, 0.02, 0.0]), faces=faces, camera=CAMERA,
+                                   image_size=(128, 128), config=NATIVE)  # fmt: skip
+        target = (target > 0.5).float()
+    out = {}
+    for name, config in (("native", NATIVE), ("pytorch3d", P3D)):
+        v = verts.clone().requires_grad_(True)
+        alpha = render_silhouette(verts_cam=v, faces=faces, camera=CAMERA, image_size=(128, 128), config=config)
+        (grad,) = torch.autograd.grad(soft_iou_loss(alpha, target).sum(), v)
+        out[name] = (alpha.detach()[0], grad[0])
+    out["valid"] = _untruncated(verts, faces, image_size=(128, 128))
+    return out
+
+
+def test_parity_full_body_128(parity_128):
+    a_nat, a_p3d, valid = parity_128["native"][0], parity_128["pytorch3d"][0], parity_128["valid"]
+    diff = (a_nat - a_p3d).abs()
+    # Where PyTorch3D blends every face within the blur radius both compute the same quantity.
+    assert valid.float().mean() > 0.85
+    assert diff[valid].max() < 2e-3 and diff[valid].mean() < 1e-5
+    # Everywhere: only truncation holes (PyTorch3D below native) differ; measured ~0.009.
+    assert diff.mean() < 0.02
+    assert (a_p3d - a_nat)[~valid].max() < 1e-3  # truncation can only lose faces
+    assert (a_nat > 0.5).sum() > 2000  # a real silhouette
+
+
+def test_gradient_agreement_128(parity_128):
+    g_nat, g_p3d = parity_128["native"][1], parity_128["pytorch3d"][1]
+    assert torch.isfinite(g_nat).all() and g_nat.abs().sum() > 0
+    cos = F.cosine_similarity(g_nat.flatten(), g_p3d.flatten(), dim=0)
+    assert cos > 0.8  # measured ~0.87: the rest is PyTorch3D's K truncation on dense parts
+
+
+def test_gradient_agreement_on_untruncated_pixels(body_mesh, parity_128):
+    verts, faces = body_mesh
+    valid = parity_128["valid"].float()
+    target = torch.zeros(128, 128)
+    target[20:100, 40:90] = 1.0
+    grads = []
+    for config in (NATIVE, P3D):
+        v = verts.clone().requires_grad_(True)
+        alpha = render_silhouette(verts_cam=v, faces=faces, camera=CAMERA, image_size=(128, 128), config=config)
+        loss = ((alpha[0] - target).square() * valid).sum()
+        grads.append(torch.autograd.grad(loss, v)[0].flatten())
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.999
+
+
+@pytest.mark.parametrize("crop", [(160.0, 20.0, 288.0, 148.0), (120.0, 300.0, 312.0, 428.0)])
+def test_parity_crop_at_256_scale(body_mesh, crop):
+    """A 256-px-scale window (head; legs, non-square): PyTorch3D's shifted principal point and
+    NDC scale min(H, W) / 2 agree with the native backend."""
+    verts, faces = body_mesh
+    size = (int((crop[3] - crop[1]) / 2), int((crop[2] - crop[0]) / 2))  # half resolution = 256^2 scale
+    a = {}
+    for name, config in (("native", NATIVE), ("pytorch3d", P3D)):
+        with torch.no_grad():
+            a[name] = render_silhouette(verts_cam=verts, faces=faces, camera=CAMERA, image_size=size, crop=crop,
+                                        config=config)[0]  # fmt: skip
+    valid = _untruncated(verts, faces, image_size=size, crop=crop)
+    diff = (a["native"] - a["pytorch3d"]).abs()
+    assert valid.float().mean() > 0.5
+    assert diff[valid].max() < 2e-3
+    assert a["native"].max() > 0.99 and a["native"].min() < 0.01
+
+
+@pytest.mark.parametrize("backend", ["native", "pytorch3d"])
+def test_vertex_lands_on_projected_pixel(backend):
+    """A tiny triangle around a point: the brightest pixel is the one PinholeCamera.project names."""
+    camera = PinholeCamera(fx=300.0, fy=310.0, cx=40.2, cy=29.7, width=80, height=60)
+    centre = torch.tensor([0.11, -0.07, 2.0])
+    offsets = torch.tensor([[0.0, -1.0, 0.0], [-0.9, 0.5, 0.0], [0.9, 0.5, 0.0]]) * 1e-3  # ~0.15 px
+    verts = (centre + offsets)[None]
+    faces = torch.tensor([[0, 1, 2]])
+    for image_size, crop in (((60, 80), None), ((120, 160), None), ((50, 50), (40.0, 10.0, 65.0, 35.0))):
+        intr = render_intrinsics(camera=camera, image_size=image_size, crop=crop)
+        uv = intr.project(centre)
+        alpha = render_silhouette(verts_cam=verts, faces=faces, camera=camera, image_size=image_size, crop=crop,
+                                  config=SilhouetteConfig(backend=backend))[0]  # fmt: skip
+        row, col = divmod(int(alpha.argmax()), image_size[1])
+        assert (col, row) == (round(float(uv[0])), round(float(uv[1]))), (image_size, crop)
+    # Full-image intrinsics are the camera's own.
+    uv_cam = camera.project(centre)
+    uv_full = render_intrinsics(camera=camera, image_size=(60, 80)).project(centre)
+    torch.testing.assert_close(uv_cam, uv_full)
+
+
+def _small_mesh(dtype=torch.float64):
+    """Three triangles (one back-facing, one overlapping) ~1.5 m in front of the camera."""
+    verts = torch.tensor(
+        [
+            [-0.20, -0.15, 1.5],
+            [0.15, -0.10, 1.6],
+            [-0.05, 0.20, 1.4],
+            [0.22, 0.18, 1.7],
+            [-0.25, 0.05, 1.5],
+            [0.05, 0.02, 1.2],
+        ],
+        dtype=dtype,
+    )[None]
+    faces = torch.tensor([[0, 1, 2], [1, 3, 2], [4, 5, 0]])
+    return verts, faces
+
+
+def test_native_gradient_matches_finite_differences():
+    verts, faces = _small_mesh()
+    camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
+    # A soft sigma keeps many pixels in the smooth part of the sigmoid.
+    config = SilhouetteConfig(backend="native", sigma=3e-3)
+
+    def render(v):
+        return render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=config)
+
+    alpha = render(verts)
+    assert 0.05 < alpha.mean() < 0.9
+    weights = torch.rand(alpha.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    v = verts.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((render(v) * weights).sum(), v)
+    fd = torch.zeros_like(verts)
+    eps = 1e-6
+    for i in range(verts.shape[1]):
+        for k in range(3):
+            step = torch.zeros_like(verts)
+            step[0, i, k] = eps
+            fd[0, i, k] = ((render(verts + step) * weights).sum() - (render(verts - step) * weights).sum()) / (2 * eps)
+    torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-6)
+    assert grad.abs().max() > 1.0
+
+
+def test_native_gradcheck_tiny():
+    verts, faces = _small_mesh()
+    camera = PinholeCamera(fx=20.0, fy=20.0, cx=5.5, cy=5.5, width=12, height=12)
+    config = SilhouetteConfig(backend="native", sigma=1e-2)
+    fn = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(12, 12), config=config)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (verts.clone().requires_grad_(True),), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_native_crop_equals_window_of_full_render(body_mesh):
+    verts, faces = body_mesh
+    camera = PinholeCamera(fx=200.0, fy=200.0, cx=63.5, cy=63.5, width=128, height=128)
+    full = render_silhouette(verts_cam=verts, faces=faces, camera=camera, image_size=(128, 128), config=NATIVE)[0]
+    # Same NDC scale needs the same min(H, W); a square 128-px crop of a 256-px render does.
+    big = PinholeCamera(fx=400.0, fy=400.0, cx=127.5, cy=127.5, width=256, height=256)
+    full_big = render_silhouette(verts_cam=verts, faces=faces, camera=big, image_size=(256, 256), config=NATIVE)[0]
+    x0, y0 = 70, 10
+    crop = render_silhouette(verts_cam=verts, faces=faces, camera=big, image_size=(128, 128),
+                             crop=(x0, y0, x0 + 128, y0 + 128), config=NATIVE)[0]  # fmt: skip
+    torch.testing.assert_close(crop, full_big[y0 : y0 + 128, x0 : x0 + 128], atol=1e-5, rtol=0)
+    # Rescaling the camera: the 128-px camera at 128 px equals the 256-px camera at 128 px.
+    half = render_silhouette(verts_cam=verts, faces=faces, camera=big, image_size=(128, 128), config=NATIVE)[0]
+    torch.testing.assert_close(half, full, atol=1e-5, rtol=0)
+
+
+def test_native_batch_and_behind_camera():
+    verts, faces = _small_mesh(torch.float32)
+    camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
+    render = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=NATIVE)  # noqa: E731
+    behind = verts.clone()
+    behind[..., 2] *= -1.0
+    out = render(torch.cat((verts, behind)))
+    assert out.shape == (2, 24, 24)
+    torch.testing.assert_close(out[0], render(verts)[0])
+    assert out[1].abs().max() == 0.0
+    # One vertex behind the camera drops the faces using it, not the others.
+    partly = verts.clone()
+    partly[0, 5, 2] = -0.5
+    only_two = render_silhouette(verts_cam=verts, faces=faces[:2], camera=camera, image_size=(24, 24), config=NATIVE)
+    torch.testing.assert_close(render(partly), only_two)
+
+
+def test_losses_on_hand_made_masks():
+    mask = torch.zeros(2, 8, 8)
+    mask[:, 2:5, 2:6] = 1.0
+    disjoint = torch.zeros(2, 8, 8)
+    disjoint[:, 6:, 6:] = 1.0
+    torch.testing.assert_close(soft_iou_loss(mask, mask), torch.zeros(2))
+    torch.testing.assert_close(soft_iou_loss(disjoint, mask), torch.ones(2), atol=1e-6, rtol=0)
+    half = mask.clone()
+    half[:, 2:5, 4:6] = 0.0  # 6 of 12 pixels
+    torch.testing.assert_close(soft_iou_loss(half, mask), torch.full((2,), 0.5), atol=1e-6, rtol=0)
+    assert float(soft_iou_loss(torch.full((4, 4), 0.5), torch.ones(4, 4))) == pytest.approx(0.5)
+    torch.testing.assert_close(l2_loss(mask, mask), torch.zeros(2))
+    assert float(l2_loss(disjoint[0], mask[0])) == pytest.approx(16 / 64)
+    assert float(bce_loss(mask[0], mask[0])) < 1e-5
+    assert float(bce_loss(torch.full((4, 4), 0.5), torch.ones(4, 4))) == pytest.approx(math.log(2.0), rel=1e-5)
+    assert silhouette_loss("iou") is soft_iou_loss and silhouette_loss("bce") is bce_loss
+    assert silhouette_loss("l2") is l2_loss
+
+
+def test_iou_loss_gradient_points_towards_mask():
+    mask = torch.zeros(8, 8)
+    mask[2:6, 2:6] = 1.0
+    alpha = torch.full((8, 8), 0.5, requires_grad=True)
+    soft_iou_loss(alpha, mask).backward()
+    assert (alpha.grad[mask > 0] < 0).all() and (alpha.grad[mask == 0] > 0).all()
+
+
+def test_bad_inputs():
+    verts, faces = _small_mesh(torch.float32)
+    kw = dict(camera=CAMERA, image_size=(16, 16), config=NATIVE)
+    with pytest.raises(ValueError, match="faces is empty"):
+        render_silhouette(verts_cam=verts, faces=faces[:0], **kw)
+    with pytest.raises(ValueError, match=r"\(B, V, 3\)"):
+        render_silhouette(verts_cam=verts[0], faces=faces, **kw)
+    with pytest.raises(ValueError, match=r"\(F, 3\)"):
+        render_silhouette(verts_cam=verts, faces=faces[:, :2], **kw)
+    with pytest.raises(ValueError, match="integer"):
+        render_silhouette(verts_cam=verts, faces=faces.float(), **kw)
+    with pytest.raises(ValueError, match="index vertices"):
+        render_silhouette(verts_cam=verts, faces=faces + 10, **kw)
+    with pytest.raises(ValueError, match="unknown silhouette backend"):
+        SilhouetteConfig(backend="opengl")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sigma"):
+        SilhouetteConfig(sigma=0.0)
+    with pytest.raises(ValueError, match="image_size"):
+        render_silhouette(verts_cam=verts, faces=faces, camera=CAMERA, image_size=(0, 16), config=NATIVE)
+    with pytest.raises(ValueError, match="crop"):
+        render_silhouette(verts_cam=verts, faces=faces, camera=CAMERA, image_size=(16, 16), crop=(5, 5, 5, 9))
+    with pytest.raises(ValueError, match="unknown silhouette loss"):
+        silhouette_loss("dice")
+    with pytest.raises(ValueError, match="differs"):
+        soft_iou_loss(torch.zeros(2, 4, 4), torch.zeros(2, 4, 5))
+    with pytest.raises(TypeError, match="SilhouetteConfig"):
+        render_silhouette(verts_cam=verts, faces=faces, camera=CAMERA, image_size=(16, 16), config="native")  # type: ignore[arg-type]
+
+
+def test_auto_backend_is_native():
+    assert SilhouetteConfig().resolved_backend("cpu") == "native"
+    assert SilhouetteConfig(backend="pytorch3d").resolved_backend("cpu") == "pytorch3d"
+    assert SilhouetteConfig().effective_blur_radius == pytest.approx(math.log(1 / 1e-4 - 1) * 1e-4)

@@ -312,6 +312,7 @@ _HINGE_CACHE: weakref.WeakKeyDictionary[BodyModel, JointHinges] = (
 )
 
 
+@torch.enable_grad()
 def find_joint_hinges(body: BodyModel) -> JointHinges:
     """Find each elbow's and knee's posable joint, flexion axis and rest flexion from the model.
 
@@ -760,6 +761,7 @@ def _summarise(stages: list[StageOutcome]) -> tuple[bool, str]:
 
 
 # --------------------------------------------------------------------------- public entry point
+@torch.enable_grad()
 def fit_intact(
     *,
     body: BodyModel,

@@ -143,3 +143,35 @@ def test_batch_records_degenerate_people_and_keeps_the_rest(anny_body, tmp_path)
     again = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
     assert "image1_ann2" in again.skipped and again.written == []
     assert {f["ann_id"] for f in again.failures} == set(failed)
+
+
+def test_smplx_body_round_trip(tmp_path_factory):
+    """The same pipeline on the SMPL-X adapter (a small SMPL-X-format model made by the tests)."""
+    import torch
+
+    from resihmr_dr.body.smplx_model import SmplxBody
+    from smplx_tiny import write_tiny_smplx
+
+    tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_pipeline"))
+    body = SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
+    params = body.default_params(1, depth_m=3.2)
+    pose = torch.zeros_like(params.body_pose)
+    pose[0, body.pose_joint_names.index("left_shoulder"), 2] = -0.9  # arms down from the T-pose
+    pose[0, body.pose_joint_names.index("right_shoulder"), 2] = 0.9
+    pose[0, body.pose_joint_names.index("right_knee"), 0] = 0.4
+    params = params.replace(body_pose=pose, transl=torch.tensor([[0.0, 0.1, 3.2]]))
+    person, _ = make_person(body, params, {"right_leg": (S.TRANSTIBIAL, 0.5)})
+    fit = fit_person(body=body, person=person, camera=CAMERA, config=FAST)
+    (result,) = fit.rafo
+    assert result.accepted and result.reproj_error_px < REPROJ_TOL_PX
+    assert abs(result.lam - 0.5) < LAMBDA_TOL
+    _check_mesh(fit)
+
+
+def test_imported_initial_fit_skips_the_intact_stages(anny_body, params):
+    person, _ = make_person(anny_body, params, {"left_leg": (S.TRANSFEMORAL, 0.6)})
+    fit = fit_person(body=anny_body, person=person, camera=CAMERA, init=params, config=FAST)
+    assert fit.intact.stages == ()  # refine_iters = 0 by default: the import is used as is
+    assert fit.metrics["intact"] < 1.0  # the true parameters reproject exactly
+    (result,) = fit.rafo
+    assert abs(result.lam - 0.6) < 0.02  # the joints are the true ones: only RAFO's own error

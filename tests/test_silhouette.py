@@ -69,7 +69,7 @@ def test_parity_full_body_128(parity_128):
     # Where PyTorch3D blends every face within the blur radius both compute the same quantity.
     assert valid.float().mean() > 0.85
     assert diff[valid].max() < 2e-3 and diff[valid].mean() < 1e-5
-    # Everywhere: only truncation holes (PyTorch3D below native) differ; measured ~0.009.
+    # Everywhere: only truncation holes (PyTorch3D below native) differ; measured 0.0132.
     assert diff.mean() < 0.02
     assert (a_p3d - a_nat)[~valid].max() < 1e-3  # truncation can only lose faces
     assert (a_nat > 0.5).sum() > 2000  # a real silhouette
@@ -79,39 +79,63 @@ def test_gradient_agreement_128(parity_128):
     g_nat, g_p3d = parity_128["native"][1], parity_128["pytorch3d"][1]
     assert torch.isfinite(g_nat).all() and g_nat.abs().sum() > 0
     cos = F.cosine_similarity(g_nat.flatten(), g_p3d.flatten(), dim=0)
-    assert cos > 0.8  # measured ~0.87: the rest is PyTorch3D's K truncation on dense parts
+    assert cos > 0.75  # measured 0.813 (0.862 at 256^2): the rest is PyTorch3D's K truncation
 
 
-def test_gradient_agreement_on_untruncated_pixels(body_mesh, parity_128):
+@pytest.mark.parametrize(
+    "crop, with_grad", [((160.0, 20.0, 288.0, 148.0), True), ((120.0, 300.0, 312.0, 428.0), False)]
+)
+def test_parity_crop_at_256_scale(body_mesh, crop, with_grad):
+    """Windows at 256-px scale (head; legs, non-square): PyTorch3D's shifted principal point and
+    rescaled sigma agree with the native backend, in values and in vertex gradients of a loss on
+    the pixels where PyTorch3D is not K-truncated."""
     verts, faces = body_mesh
-    valid = parity_128["valid"].float()
-    target = torch.zeros(128, 128)
-    target[20:100, 40:90] = 1.0
-    grads = []
-    for config in (NATIVE, P3D):
-        v = verts.clone().requires_grad_(True)
-        alpha = render_silhouette(verts_cam=v, faces=faces, camera=CAMERA, image_size=(128, 128), config=config)
-        loss = ((alpha[0] - target).square() * valid).sum()
-        grads.append(torch.autograd.grad(loss, v)[0].flatten())
-    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.999
-
-
-@pytest.mark.parametrize("crop", [(160.0, 20.0, 288.0, 148.0), (120.0, 300.0, 312.0, 428.0)])
-def test_parity_crop_at_256_scale(body_mesh, crop):
-    """A 256-px-scale window (head; legs, non-square): PyTorch3D's shifted principal point and
-    NDC scale min(H, W) / 2 agree with the native backend."""
-    verts, faces = body_mesh
-    size = (int((crop[3] - crop[1]) / 2), int((crop[2] - crop[0]) / 2))  # half resolution = 256^2 scale
-    a = {}
-    for name, config in (("native", NATIVE), ("pytorch3d", P3D)):
-        with torch.no_grad():
-            a[name] = render_silhouette(verts_cam=verts, faces=faces, camera=CAMERA, image_size=size, crop=crop,
-                                        config=config)[0]  # fmt: skip
+    size = (int((crop[3] - crop[1]) / 2), int((crop[2] - crop[0]) / 2))  # 512-px camera -> 256 scale
     valid = _untruncated(verts, faces, image_size=size, crop=crop)
+    target = torch.zeros(size)
+    target[size[0] // 4 :, : size[1] // 2] = 1.0
+    a, grads = {}, {}
+    for name, config in (("native", NATIVE), ("pytorch3d", P3D)):
+        v = verts.clone().requires_grad_(with_grad)
+        alpha = render_silhouette(verts_cam=v, faces=faces, camera=CAMERA, image_size=size, crop=crop, config=config)
+        if with_grad:
+            loss = ((alpha[0] - target).square() * valid).sum()
+            grads[name] = torch.autograd.grad(loss, v)[0].flatten()
+        a[name] = alpha.detach()[0]
     diff = (a["native"] - a["pytorch3d"]).abs()
     assert valid.float().mean() > 0.5
-    assert diff[valid].max() < 2e-3
+    assert diff[valid].max() < 2e-3  # measured <= 3e-4 (float32 rounding at the blur cut-off)
     assert a["native"].max() > 0.99 and a["native"].min() < 0.01
+    if with_grad:
+        assert F.cosine_similarity(grads["native"], grads["pytorch3d"], dim=0) > 0.999  # measured 1.0000
+
+
+def test_native_fast_passes_match_autograd_reference(body_mesh):
+    """The hand-written forward/backward equal plain autograd through pair_log_terms."""
+    from resihmr_dr.render import silhouette_native as sn
+
+    verts, faces = body_mesh
+    size = 96
+    intr = render_intrinsics(camera=CAMERA, image_size=(size, size))
+    verts_px = intr.project(verts[0]).detach()
+    s = intr.ndc_scale_px
+    sigma_px, blur_px = NATIVE.sigma * s * s, NATIVE.effective_blur_radius * s * s
+    weights = torch.rand(size * size, generator=torch.Generator().manual_seed(1))
+    v_fast = verts_px.clone().requires_grad_(True)
+    fast = sn._SoftSilhouetteLogSum.apply(v_fast, faces, size, size, sigma_px, blur_px, 4096)
+    (fast * weights).sum().backward()
+    v_ref = verts_px.clone().requires_grad_(True)
+    plan = sn.plan_chunks(verts_px[faces], height=size, width=size, blur_px=blur_px, max_pairs=4096)
+    tri = v_ref[faces[plan.face_ids]]
+    ref = torch.zeros(size * size)
+    with sn._intra_op_threads(1, torch.device("cpu")):  # many small ops: see NATIVE_THREADS
+        for chunk in plan.chunks:
+            terms = sn.pair_log_terms(tri[chunk.start : chunk.stop], chunk, inv_sigma_px=1 / sigma_px, blur_px=blur_px)
+            ref = ref.index_add(0, sn.pixel_index(chunk, size).view(-1), terms.reshape(-1))
+        (ref * weights).sum().backward()
+    torch.testing.assert_close(fast, ref.detach(), rtol=1e-4, atol=1e-3)
+    assert F.cosine_similarity(v_fast.grad.flatten(), v_ref.grad.flatten(), dim=0) > 0.99999
+    torch.testing.assert_close(v_fast.grad, v_ref.grad, rtol=1e-3, atol=1e-3 * float(v_ref.grad.abs().max()))
 
 
 @pytest.mark.parametrize("backend", ["native", "pytorch3d"])

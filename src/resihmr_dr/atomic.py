@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -47,3 +50,56 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Hidden leftovers of ``atomic_directory``/``atomic_write_text`` killed before their rename.
+_STALE = re.compile(r"^\..+\.(partial|old)-[^/]*$")
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Remove the hidden ``.<name>.partial-*`` / ``.<name>.old-*`` leftovers of a killed writer
+    in ``folder`` (call it only while holding :func:`exclusive_lock` on ``folder``); returns them."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        if not _STALE.match(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the lock of an output folder."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | Path, *, name: str = ".lock") -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``folder/name`` for the ``with`` block.
+
+    The kernel drops the lock when the process dies (SIGKILL included), so a stale lock file
+    never blocks a rerun. Raises FolderBusyError if another live process holds it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise FolderBusyError(
+                    f"{folder} is being written by another run (lock {path}); wait for it to finish"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # releases the lock

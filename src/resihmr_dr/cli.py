@@ -71,14 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--out: params.json (body parameters, camera, each residual limb's lambda, endpoint, anchor and "
         "acceptance), mesh.ply and mesh_tpose.ply (residual limb in red), residual_mask.npy, stump.json "
         "and cross_sections.png (residual length, volume, cross-sections), metrics.json (2D keypoint "
-        "error, mask IoU) and report.png. Folders appear only when complete; finished people are skipped "
-        "on a rerun (unless --overwrite); people that fail are listed with the reason in failures.json "
-        "and the exit code is 1.",
+        "error, mask IoU, quality) and report.png. Folders appear only when complete, so an interrupted "
+        "run (Ctrl-C, kill) is resumed by rerunning the same command: finished people are skipped "
+        "(unless --overwrite). People that fail (bad annotation, image or mask; a fit that raised) get "
+        "no folder; fits that did not converge (non-finite loss, keypoint error above "
+        "fit.quality's threshold, cap not watertight) get their folder with quality.ok = false in "
+        "metrics.json. Both are listed with the reason in failures.json and make the exit code 1; "
+        "2 is a bad file or option, 130 an interruption.",
     )
     fit.add_argument("--annotations", type=Path, required=True, help="LDpose COCO-style JSON file")
     fit.add_argument("--images", type=Path, default=None, help="image folder (default: the JSON's folder)")
     fit.add_argument("--out", type=Path, required=True, help="output folder")
     fit.add_argument("--overwrite", action="store_true", help="refit people whose output folder exists")
+    fit.add_argument("--seed", type=int, default=None,
+                     help="random seed (config key fit.seed, default 0): same inputs, config and seed give "
+                          "the same outputs on the same machine")  # fmt: skip
     _add_body_args(fit)
     fit.set_defaults(func=_cmd_fit)
 
@@ -118,10 +125,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
 
+    import dataclasses
+
     config = load_config(args.config)
+    fit_config = config.fit if args.seed is None else dataclasses.replace(config.fit, seed=args.seed)
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
     body = _body_from_args(args)
-    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=args.overwrite)
+    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=fit_config, overwrite=args.overwrite)
     print(f"{len(summary.written)} fitted, {len(summary.skipped)} skipped (already done), "
           f"{len(summary.failures)} failed in {summary.seconds:.1f} s -> {args.out}")  # fmt: skip
     for failure in summary.failures:
@@ -165,7 +175,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, the shell's convention
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (0 ok, 1 some people failed, 2 bad input or
+    options, 130 interrupted)."""
+    from resihmr_dr.atomic import FolderBusyError
     from resihmr_dr.body.errors import BodyModelError
     from resihmr_dr.config import ConfigError
     from resihmr_dr.data.errors import DataError
@@ -173,9 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, BodyModelError, ConfigError) as err:
+    except (DataError, BodyModelError, ConfigError, FolderBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = " finished people are kept; rerun the same command to resume." if args.command == "fit" else ""
+        print(f"\ninterrupted.{hint}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from resihmr_dr.data.init_fit import InitialFit
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
 from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
+from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap
@@ -34,6 +35,8 @@ class PipelineConfig:
     rafo: RafoConfig = field(default_factory=RafoConfig)
     cap: CapConfig = field(default_factory=CapConfig)
     num_stations: int = 10  # cross-section stations along each residual limb
+    quality: QualityConfig = field(default_factory=QualityConfig)  # non-convergence checks
+    seed: int = 0  # torch's RNG is seeded with it for each person (restored afterwards)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,25 @@ def fit_person(
 
     mask: (H, W) bool person mask (for the IoU metric), or None. init: start parameters from
     another method (skips the SMPLify-X-style stages). Raises FitInputError on unusable input.
+
+    Deterministic: torch's global RNG is seeded with ``config.seed`` for the fit and restored
+    afterwards, so the same inputs, config and seed give the same outputs on the same machine.
+    ``metrics["quality"]`` says whether the fit converged (see ``resihmr_dr.fit.quality``).
     """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return _fit_person(body=body, person=person, camera=camera, mask=mask, init=init, config=config)
+
+
+def _fit_person(
+    *,
+    body: BodyModel,
+    person: PersonAnnotation,
+    camera: PinholeCamera,
+    mask: np.ndarray | None,
+    init: BodyParams | None,
+    config: PipelineConfig,
+) -> PersonFit:
     start = time.perf_counter()
     keypoints = np.array(person.keypoints_px, dtype=np.float64)  # a writable copy
     intact = fit_intact(body=body, keypoints_px=keypoints, camera=camera, config=config.intact, init=init)
@@ -170,6 +191,14 @@ def fit_person(
         metrics["mask_iou"] = mask_iou(rendered.numpy(), mask)
     metrics["intact_fit_converged"] = bool(intact.converged)
     metrics["rafo_accepted"] = [bool(r.accepted) for r in rafo]
+    metrics["quality"] = check_quality(
+        keypoints_px=keypoints,
+        pred_keypoints_px=pred_kp,
+        losses=intact.stage_losses,
+        params={k: np.asarray(v, dtype=np.float64) for k, v in params.to_dict().items()},
+        meshes={"posed mesh": (verts_cam, faces), "T-pose mesh": (verts_tpose, faces_tpose)},
+        config=config.quality,
+    )
     return PersonFit(
         ann_id=person.ann_id,
         image_id=person.image_id,

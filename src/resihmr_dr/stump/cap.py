@@ -175,13 +175,15 @@ class CappedLimb:
         *,
         radial_offsets: torch.Tensor | None = None,
         axis: torch.Tensor | None = None,
+        height_scale: torch.Tensor | float = 1.0,
     ) -> torch.Tensor:
         """Capped-mesh vertices from other positions of the *uncut* input vertices, differentiably.
 
         verts_in: (V, 3) -> (V'', 3); the cap is rebuilt on the replayed loop with the stored
         profile, heights and tip height (and optional (R, L) ``radial_offsets``), along ``axis``
-        (3,) when given (e.g. from re-posed joints), else the stored axis. The cut itself (which
-        vertices, the crossing weights) stays fixed.
+        (3,) when given (e.g. from re-posed joints), else the stored axis; ``height_scale``
+        (scalar > 0) stretches the dome along the axis. The cut itself (which vertices, the
+        crossing weights) stays fixed.
         """
         cut_verts = self.cut.interpolate(verts_in)
         loop = torch.as_tensor(self.cut.boundary_loop, device=verts_in.device)
@@ -190,8 +192,8 @@ class CappedLimb:
             cut_verts[loop],
             as_t(self.cut.axis) if axis is None else axis,
             as_t(self.profile),
-            as_t(self.heights),
-            tip_height=self.tip_height,
+            as_t(self.heights) * height_scale,
+            tip_height=self.tip_height * height_scale,
             radial_offsets=radial_offsets,
         )
         return torch.cat([cut_verts, cap], dim=0)
@@ -290,18 +292,30 @@ class ResidualBody:
     limb_masks: tuple[np.ndarray, ...]
 
     def replay(
-        self, verts_in: torch.Tensor, *, radial_offsets: Sequence[torch.Tensor | None] | None = None
+        self,
+        verts_in: torch.Tensor,
+        *,
+        radial_offsets: Sequence[torch.Tensor | None] | None = None,
+        height_scales: Sequence[torch.Tensor | float] | None = None,
+        axes: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Final vertices from other positions of the original body's vertices (differentiable).
 
-        verts_in: (V, 3) -> (V'', 3); radial_offsets: optional, per step an (R, L_step) tensor
-        (or None) of outward ring offsets, metres (see :func:`cap_vertices`).
+        verts_in: (V, 3) -> (V'', 3). Per step (each optional, one entry per step):
+        radial_offsets, an (R, L_step) tensor (or None) of outward ring offsets, metres (see
+        :func:`cap_vertices`); height_scales, a scalar stretching the dome along the axis;
+        axes, a (3,) limb axis replacing the stored one (e.g. the T-pose's).
         """
-        if radial_offsets is not None and len(radial_offsets) != len(self.steps):
-            raise CutError(f"radial_offsets needs one entry per step ({len(self.steps)}), got {len(radial_offsets)}")
+        for name, values in (("radial_offsets", radial_offsets), ("height_scales", height_scales), ("axes", axes)):
+            if values is not None and len(values) != len(self.steps):
+                raise CutError(f"{name} needs one entry per step ({len(self.steps)}), got {len(values)}")
         for i, step in enumerate(self.steps):
-            offsets = None if radial_offsets is None else radial_offsets[i]
-            verts_in = step.replay(verts_in, radial_offsets=offsets)
+            verts_in = step.replay(
+                verts_in,
+                radial_offsets=None if radial_offsets is None else radial_offsets[i],
+                height_scale=1.0 if height_scales is None else height_scales[i],
+                axis=None if axes is None else axes[i],
+            )
         return verts_in
 
 

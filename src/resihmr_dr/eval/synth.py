@@ -575,22 +575,56 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
 
 
 def _face_colours(
-    rng: np.random.Generator, faces: np.ndarray, vertex_segment: np.ndarray
+    rng: np.random.Generator,
+    *,
+    verts_cam: np.ndarray,
+    faces: np.ndarray,
+    vertex_segment: np.ndarray,
+    joints_cam: np.ndarray,
 ) -> np.ndarray:
-    """(F, 3) colours: a random skin tone; optional shirt/trousers on the proximal segments."""
-    skin = np.array([0.92, 0.76, 0.65]) * rng.uniform(0.45, 1.0) + rng.uniform(
-        -0.03, 0.03, size=3
-    )
-    colours = np.tile(np.clip(skin, 0, 1), (len(faces), 1))
+    """(F, 3) face colours: a random skin tone, optionally a shirt (torso, sleeves of random
+    length) and shorts or trousers. Clothing borders are geometric (planes and distances from
+    the joints), not label borders, so they are smooth.
+
+    verts_cam: (V, 3); faces: (F, 3); vertex_segment: (V,); joints_cam: (15, 3) ``JOINT_NAMES``.
+    """
+    skin = np.array([0.92, 0.76, 0.65]) * rng.uniform(0.45, 1.0)
+    skin = np.clip(skin + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
+    colours = np.tile(skin, (len(faces), 1))
     seg = vertex_segment[faces[:, 0]]
-    if rng.uniform() < 0.6:
-        trousers = rng.uniform(0.1, 0.7, size=3)
-        legs = [SEGMENT_INDEX[n] for n in ("left_thigh", "right_thigh")]
-        colours[np.isin(seg, legs)] = trousers
-    if rng.uniform() < 0.6:
+    centre = verts_cam[faces].mean(axis=1)  # (F, 3)
+    joint = {name: joints_cam[i] for name, i in JOINT_INDEX.items()}
+    up = joint["neck"] - joint["pelvis"]
+    up /= np.linalg.norm(up)
+    height = (centre - joint["pelvis"]) @ up
+    neck_h = float((joint["neck"] - joint["pelvis"]) @ up)
+    waist_h = 0.35 * neck_h
+    is_other = seg == SEGMENT_INDEX["other"]
+    segs = {name: np.isin(seg, [SEGMENT_INDEX[f"{side}_{name}"] for side in ("left", "right")]) for name in
+            ("upper_arm", "forearm", "hand", "thigh", "shank", "foot")}  # fmt: skip
+    if rng.uniform() < 0.7:  # shirt
         shirt = rng.uniform(0.1, 0.9, size=3)
-        arms = [SEGMENT_INDEX[n] for n in ("left_upper_arm", "right_upper_arm")]
-        colours[np.isin(seg, arms)] = shirt
+        sleeve = rng.uniform(0.05, 0.6)  # metres from the shoulder
+        wear = is_other & (height > waist_h - 0.05) & (height < neck_h - 0.04)
+        for side in ("left", "right"):
+            near = np.linalg.norm(centre - joint[f"{side}_shoulder"], axis=1) < sleeve
+            arm = np.isin(
+                seg,
+                [SEGMENT_INDEX[f"{side}_upper_arm"], SEGMENT_INDEX[f"{side}_forearm"]],
+            )
+            wear |= arm & near
+        colours[wear] = shirt
+    if rng.uniform() < 0.7:  # shorts or trousers
+        trousers = rng.uniform(0.1, 0.7, size=3)
+        length = rng.uniform(0.2, 0.45) if rng.uniform() < 0.5 else 10.0
+        wear = is_other & (height <= waist_h - 0.05)
+        for side in ("left", "right"):
+            near = np.linalg.norm(centre - joint[f"{side}_hip"], axis=1) < length
+            leg = np.isin(
+                seg, [SEGMENT_INDEX[f"{side}_thigh"], SEGMENT_INDEX[f"{side}_shank"]]
+            )
+            wear |= leg & near
+        colours[wear & ~segs["hand"] & ~segs["forearm"] & ~segs["upper_arm"]] = trousers
     return colours
 
 
@@ -710,7 +744,13 @@ def _try_sample(
     faces_t = torch.from_numpy(mesh.faces)
     frags = rasterize(verts_cam=verts_t, faces=faces_t, camera=camera)
     background, bg_kind = _background(rng, image_size)
-    colours = _face_colours(rng, mesh.faces, mesh.vertex_segment)
+    colours = _face_colours(
+        rng,
+        verts_cam=mesh.verts,
+        faces=mesh.faces,
+        vertex_segment=mesh.vertex_segment,
+        joints_cam=joints_cam,
+    )
     rgb = shade(
         verts_cam=verts_t,
         faces=faces_t,

@@ -79,6 +79,8 @@ def test_dataset_loads_and_statuses_match(dataset):
             and mask.mean() > 0.02
         )
     assert seen == set(RESIDUAL_TYPES)  # the primary type cycles through all eight
+    shapes = {e["stump_shapes"][0] for e in index}
+    assert shapes == set(STUMP_SHAPES)  # and the primary shape through all five
 
 
 def test_ground_truth_mesh_and_endpoint(dataset):

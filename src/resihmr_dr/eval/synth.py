@@ -692,13 +692,16 @@ def _try_sample(
     body, *, rng, index, types, noise_px, drop_prob, image_size, image_noise
 ) -> SynthSample:
     type_names = _sample_residual_types(index, rng, types)
+    # The primary limb's shape cycles too (shifted per round of types, so types and shapes mix).
+    primary_shape = STUMP_SHAPES[(index + index // len(types)) % len(STUMP_SHAPES)]
+    shape_names = [primary_shape] + [
+        STUMP_SHAPES[int(rng.integers(len(STUMP_SHAPES)))] for _ in type_names[1:]
+    ]
     residuals = [
         ResidualSpec(
-            t,
-            float(rng.uniform(*LAMBDA_RANGE)),
-            sample_stump_shape(STUMP_SHAPES[int(rng.integers(len(STUMP_SHAPES)))], rng),
+            t, float(rng.uniform(*LAMBDA_RANGE)), sample_stump_shape(name, rng)
         )
-        for t in type_names
+        for t, name in zip(type_names, shape_names, strict=True)
     ]
     pose_name = POSES[int(rng.integers(len(POSES)))]
     sides = {spec.limb_name.split("_")[0] for spec in residuals}

@@ -45,7 +45,7 @@ LIMB_JOINTS = (
 def dataset(anny_body, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     path = generate_dataset(
-        out, count=8, seed=3, image_size=320, body=anny_body, progress=False
+        out, count=8, seed=3, image_size=256, body=anny_body, progress=False
     )
     return out, path
 
@@ -74,8 +74,8 @@ def test_dataset_loads_and_statuses_match(dataset):
         image = data.load_image(person.image_id)
         mask = data.mask(person)
         assert (
-            image.shape == (320, 320, 3)
-            and mask.shape == (320, 320)
+            image.shape == (256, 256, 3)
+            and mask.shape == (256, 256)
             and mask.mean() > 0.02
         )
     assert seen == set(RESIDUAL_TYPES)  # the primary type cycles through all eight

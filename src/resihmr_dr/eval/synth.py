@@ -730,11 +730,11 @@ def _try_sample(
         verts0, image_size=image_size, focal_px=focal, fill=fill, shift_px=shift
     )
     params = params.replace(transl=torch.tensor(transl[None], dtype=dtype))
-    with torch.no_grad():
-        out = body(params)
-    verts_cam = out.verts[0].double().numpy()
-    joints_cam = out.joints[0].double().numpy()
-    coco_cam = out.coco_kp[0].double().numpy()
+    # The translation is added last in the camera frame (base.apply_global_transform).
+    shift_cam = params.transl[0].double().numpy()
+    verts_cam = verts0 + shift_cam
+    joints_cam = out0.joints[0].double().numpy() + shift_cam
+    coco_cam = out0.coco_kp[0].double().numpy() + shift_cam
 
     mesh = make_stumped_mesh(
         verts_cam=verts_cam, faces=body.faces.cpu().numpy(), vertex_segment=body.vertex_segment.cpu().numpy(),

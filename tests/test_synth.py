@@ -23,6 +23,7 @@ from resihmr_dr.eval.stump_shapes import (
     sample_stump_shape,
 )
 from resihmr_dr.eval.synth import (
+    MIN_LAMBDA_CUT,
     RESIDUAL_TYPES,
     ResidualSpec,
     generate_dataset,
@@ -105,6 +106,7 @@ def test_ground_truth_mesh_and_endpoint(dataset):
                 tip_along > along.max() - 0.015
             )  # the distal end (oblique ends: rim within 1.5 cm)
             assert 0.2 < limb["lambda"] < 0.9
+            assert MIN_LAMBDA_CUT - 1e-9 <= limb["lambda_cut"] < limb["lambda"]
             meas = limb["measurements"]
             assert meas["length_fraction"] == pytest.approx(limb["lambda"], abs=1e-5)
             assert meas["volume_m3"] > 0 and meas["cut_section_area_m2"] > 0

@@ -48,6 +48,7 @@ from resihmr_dr.eval.stump_shapes import (
     StumpShape,
     atrophy_scale,
     build_stump,
+    meridian,
     sample_stump_shape,
 )
 from resihmr_dr.render.zbuffer import rasterize, shade
@@ -349,12 +350,10 @@ def make_stumped_mesh(
         radial = np.linalg.norm(rel[near] - np.outer(along[near], axis), axis=1)
         radius0 = float(np.median(radial))
         shape = spec.shape
-        max_len = (spec.lam - MIN_LAMBDA_CUT) * seg_len
-        if shape.height_ratio * radius0 > max_len:
-            shape = shape.with_height_ratio(max(max_len / radius0, 0.15))
-        # The cap length depends on the loop radius, known after the cut: iterate once.
-        cap_len = shape.height_ratio * radius0
-        for _ in range(2):
+        max_len = (spec.lam - MIN_LAMBDA_CUT) * seg_len  # the longest cap that fits
+        # The cap length scales with the cut loop's radius, known after the cut: iterate.
+        cap_len = min(shape.height_ratio * radius0, max_len)
+        for _ in range(3):
             lam_cut = spec.lam - cap_len / seg_len
             cut = cut_limb(
                 verts=verts, faces=faces, vertex_segment=labels, limb=limb, status=spec.status,
@@ -364,17 +363,13 @@ def make_stumped_mesh(
             loop_pos = cut.verts[loop]
             centre = loop_pos.mean(axis=0)
             loop_r = float(np.linalg.norm(loop_pos - centre, axis=1).mean())
-            probe = build_stump(
-                loop_verts=loop_pos,
-                loop_index=loop,
-                first_new=len(cut.verts),
-                axis=axis,
-                shape=shape,
-                num_rings=2,
-            )
-            cap_len = probe.length_m * (1.0 - shape.atrophy)
-            if abs(lam_cut * seg_len + cap_len - spec.lam * seg_len) < 2e-3:
+            eff_r = loop_r * (1.0 - shape.atrophy)  # the loop's radius after atrophy
+            if shape.height_ratio * eff_r > max_len:
+                shape = shape.with_height_ratio(max(max_len / eff_r, 0.15))
+            new_len = float(meridian(shape, np.array([1.0]), radius_m=eff_r)[0][0])
+            if abs(new_len - cap_len) < 2e-3:
                 break
+            cap_len = new_len
         new_verts = cut.verts.copy()
         # Atrophy of the residual segment just above the cut (radial shrink about the axis line).
         if shape.atrophy > 0:

@@ -483,3 +483,17 @@ def test_tiny_border_and_default_camera_people(user_inputs):
     assert params["camera"]["fx"] == 5000.0 and params["camera"]["cx"] == CAMERA.width / 2
     assert params["residual_limbs"][0]["accepted"]
 
+
+
+def test_output_folders_follow_the_umask_and_out_as_a_file_is_exit_2(tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "person") as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "person").stat().st_mode & 0o777 == 0o755
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("")
+    code = main(["fit", "--annotations", str(sample_annotations_path()), "--out", str(not_a_folder)])
+    assert code == 2 and "out.txt" in capsys.readouterr().err

@@ -24,6 +24,7 @@ def atomic_directory(final: str | Path, *, overwrite: bool = True) -> Iterator[P
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} exists (pass overwrite=True to replace it)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the final folder private
     try:
         yield tmp
     except BaseException:
@@ -36,6 +37,12 @@ def atomic_directory(final: str | Path, *, overwrite: bool = True) -> Iterator[P
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -192,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, BodyModelError, ConfigError, FolderBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. --out is a file, not writable, or the disk is full
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         hint = " finished people are kept; rerun the same command to resume." if args.command == "fit" else ""
         print(f"\ninterrupted.{hint}", file=sys.stderr)

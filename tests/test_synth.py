@@ -165,7 +165,7 @@ def test_noise_and_drops_keep_statuses(anny_body):
         index=5,
         seed=2,
         image_size=160,
-        types=["transtibial"],
+        types="transtibial",
         noise_px=3.0,
         drop_prob=1.0,
     )
@@ -298,6 +298,17 @@ def test_meridian_ends():
             and s[1] == pytest.approx(0.0, abs=1e-6)
         )
         assert z[1] == pytest.approx(shape.height_ratio * 0.05)
+
+
+def test_bad_generator_options(anny_body, tmp_path):
+    with pytest.raises(ValueError, match="noise_px"):
+        generate_sample(anny_body, index=0, seed=0, noise_px=-1.0)
+    with pytest.raises(ValueError, match="drop_prob"):
+        generate_sample(anny_body, index=0, seed=0, drop_prob=1.5)
+    with pytest.raises(ValueError, match="image_size"):
+        generate_sample(anny_body, index=0, seed=0, image_size=10)
+    with pytest.raises(ValueError, match="count"):
+        generate_dataset(tmp_path, count=0, body=anny_body)
 
 
 def test_bad_inputs():

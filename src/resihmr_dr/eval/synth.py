@@ -92,7 +92,6 @@ LAMBDA_RANGE = (0.25, 0.85)  # true endpoint along the segment
 MIN_LAMBDA_CUT = (
     0.14  # the cut plane stays this far along the segment (clean single-loop cut)
 )
-TORSO_KEYPOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 VISIBLE_DEPTH_TOL_M = (
     0.12  # a keypoint is occluded (v = 1) when the surface is this much nearer
 )
@@ -646,7 +645,7 @@ def generate_sample(
     *,
     index: int,
     seed: int,
-    types: Sequence[str] = RESIDUAL_TYPES,
+    types: str | Sequence[str] | None = RESIDUAL_TYPES,
     noise_px: float = 0.0,
     drop_prob: float = 0.0,
     image_size: int = 512,
@@ -661,7 +660,7 @@ def generate_sample(
     """
     if body.name != "anny":
         raise ValueError(f"the generator needs the Anny body, got {body.name!r}")
-    types = parse_types(list(types))
+    types = parse_types(types)
     if noise_px < 0 or image_noise < 0 or not 0 <= drop_prob <= 1:
         raise ValueError(
             "noise_px and image_noise must be >= 0 and drop_prob in [0, 1]"

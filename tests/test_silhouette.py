@@ -36,7 +36,10 @@ def body_mesh(anny_body):
 def _untruncated(verts, faces, *, image_size, crop=None, config=P3D):
     """(H, W) bool: pixels where PyTorch3D's K slots are not all used, i.e. where it blends every
     face within the blur radius, exactly the native quantity. Elsewhere K truncation drops faces."""
-    from resihmr_dr.render.silhouette_pytorch3d import config_in_output_ndc, rasterize_soft
+    from resihmr_dr.render.silhouette_pytorch3d import (
+        config_in_output_ndc,
+        rasterize_soft,
+    )
 
     intr = render_intrinsics(camera=CAMERA, image_size=image_size, crop=crop)
     with torch.no_grad():
@@ -205,7 +208,7 @@ def test_native_gradcheck_tiny():
     verts, faces = _small_mesh()
     camera = PinholeCamera(fx=20.0, fy=20.0, cx=5.5, cy=5.5, width=12, height=12)
     config = SilhouetteConfig(backend="native", sigma=1e-2)
-    fn = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(12, 12), config=config)  # noqa: E731
+    fn = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(12, 12), config=config)
     assert torch.autograd.gradcheck(fn, (verts.clone().requires_grad_(True),), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
@@ -228,7 +231,7 @@ def test_native_crop_equals_window_of_full_render(body_mesh):
 def test_native_batch_and_behind_camera():
     verts, faces = _small_mesh(torch.float32)
     camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
-    render = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=NATIVE)  # noqa: E731
+    render = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=NATIVE)
     behind = verts.clone()
     behind[..., 2] *= -1.0
     out = render(torch.cat((verts, behind)))
@@ -271,7 +274,7 @@ def test_iou_loss_gradient_points_towards_mask():
 
 def test_bad_inputs():
     verts, faces = _small_mesh(torch.float32)
-    kw = dict(camera=CAMERA, image_size=(16, 16), config=NATIVE)
+    kw = {"camera": CAMERA, "image_size": (16, 16), "config": NATIVE}
     with pytest.raises(ValueError, match="faces is empty"):
         render_silhouette(verts_cam=verts, faces=faces[:0], **kw)
     with pytest.raises(ValueError, match=r"\(B, V, 3\)"):

@@ -16,8 +16,8 @@ grown by the blur radius, sides rounded up to even, kept inside the image); grou
 shape (kh, kw) so that each group is a dense (n, 3 edges, kh * kw) computation by broadcasting
 per-face constants against window pixel coordinates; scatter-add the per-pair terms into the image
 (``index_add_``). Groups are processed in chunks of at most ``max_pairs`` (face, pixel) pairs, so
-temporaries stay bounded (and in cache) at any resolution; the plan keeps one int64 pixel index
-per pair between the passes. The backward pass (a custom autograd function) recomputes each
+temporaries stay bounded (and in cache) at any resolution; between the passes only the plan (one
+window per face) is kept. The backward pass (a custom autograd function) recomputes each
 chunk's geometry and applies the closed-form gradient of the squared point-segment distance: for
 the nearest point ``c = a + t (b - a)`` of edge (a, b) and ``q = c - p``,
 ``d|q|^2/da = 2 (1 - t) q`` and ``d|q|^2/db = 2 t q`` (the t-derivative vanishes at the optimum and
@@ -290,8 +290,8 @@ def _chunk_grad_tri(
 class _SoftSilhouetteLogSum(torch.autograd.Function):
     """verts_px (V, 2) -> S (H*W,), S_p = sum_f logsigmoid(d_fp / sigma) over faces near p.
 
-    The backward pass recomputes each chunk's geometry (memory bounded by the chunk size, plus the
-    plan: one int64 pixel index per (face, pixel) pair).
+    The backward pass recomputes each chunk's geometry: memory is the chunk temporaries plus the
+    plan (a window per face), independent of the number of (face, pixel) pairs.
     """
 
     @staticmethod
@@ -300,17 +300,14 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
             plan = plan_chunks(verts_px[faces], height=height, width=width, blur_px=blur_px, max_pairs=max_pairs)
             tri_all = verts_px[faces[plan.face_ids]]  # (Fk, 3, 2) in plan order
             log_sum = torch.zeros(height * width, dtype=verts_px.dtype, device=verts_px.device)
-            pixels = []
             for chunk in plan.chunks:
                 term = _chunk_log_terms(
                     tri_all[chunk.start : chunk.stop], chunk, inv_sigma_px=1.0 / sigma_px, blur_px=blur_px
                 )
-                pix = pixel_index(chunk, width)
-                log_sum.index_add_(0, pix.view(-1), term.view(-1))
-                pixels.append(pix)
+                log_sum.index_add_(0, pixel_index(chunk, width).view(-1), term.view(-1))
         ctx.save_for_backward(verts_px, faces)
-        ctx.plan, ctx.pixels = plan, pixels
-        ctx.consts = (sigma_px, blur_px)
+        ctx.plan = plan
+        ctx.consts = (width, sigma_px, blur_px)
         return log_sum
 
     @staticmethod
@@ -318,16 +315,16 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
         verts_px, faces = ctx.saved_tensors
-        sigma_px, blur_px = ctx.consts
+        width, sigma_px, blur_px = ctx.consts
         plan = ctx.plan
         grad_log_sum = grad_log_sum.contiguous()
         plan_faces = faces[plan.face_ids]
         tri_all = verts_px.detach()[plan_faces]
         grad_tri = torch.empty_like(tri_all)
         with _intra_op_threads(NATIVE_THREADS, verts_px.device):
-            for chunk, pix in zip(plan.chunks, ctx.pixels):
+            for chunk in plan.chunks:
                 grad_tri[chunk.start : chunk.stop] = _chunk_grad_tri(
-                    tri_all[chunk.start : chunk.stop], chunk, grad_log_sum[pix],
+                    tri_all[chunk.start : chunk.stop], chunk, grad_log_sum[pixel_index(chunk, width)],
                     inv_sigma_px=1.0 / sigma_px, blur_px=blur_px,
                 )  # fmt: skip
         grad_verts = torch.zeros_like(verts_px)

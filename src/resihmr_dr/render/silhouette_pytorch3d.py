@@ -83,7 +83,13 @@ def render_silhouette_pytorch3d(
     *, verts_cam: torch.Tensor, faces: torch.Tensor, intrinsics: RenderIntrinsics, config: SilhouetteConfig
 ) -> torch.Tensor:
     """(B, V, 3) camera-frame vertices, (F, 3) faces -> (B, H, W) soft silhouette alpha (float32)."""
-    from pytorch3d.renderer import BlendParams, SoftSilhouetteShader
+    try:
+        from pytorch3d.renderer import BlendParams, SoftSilhouetteShader
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the 'pytorch3d' silhouette backend needs PyTorch3D (e.g. easypytorch3d with torch 2.11); "
+            "use SilhouetteConfig(backend='native') instead"
+        ) from err
 
     if bool((verts_cam[..., 2] <= MIN_DEPTH_M).any()):
         # Faces behind the camera do not render correctly in PyTorch3D; drop them like the native

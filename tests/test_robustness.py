@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from resihmr_dr.atomic import FolderBusyError, atomic_directory, exclusive_lock, remove_stale_partials
@@ -497,3 +499,36 @@ def test_output_folders_follow_the_umask_and_out_as_a_file_is_exit_2(tmp_path, c
     not_a_folder.write_text("")
     code = main(["fit", "--annotations", str(sample_annotations_path()), "--out", str(not_a_folder)])
     assert code == 2 and "out.txt" in capsys.readouterr().err
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    offset_px=st.floats(0.0, 200.0),
+    height_px=st.floats(20.0, 4000.0),
+    frac=st.floats(0.01, 0.2),
+)
+def test_keypoint_check_flags_exactly_the_errors_above_the_threshold(offset_px, height_px, frac):
+    inputs = _clean_inputs()
+    kp = inputs["keypoints_px"]
+    kp[:17, 1] = np.linspace(0.0, height_px, 17)
+    inputs["pred_keypoints_px"] = kp[:, :2] + [offset_px, 0.0]
+    config = QualityConfig(max_keypoint_error_frac=frac)
+    quality = check_quality(**inputs, config=config)
+    threshold = max(3.0, frac * math.hypot(100.0, height_px))
+    assert quality["keypoint_threshold_px"] == pytest.approx(threshold)
+    assert quality["keypoint_error_px"] == pytest.approx(offset_px, abs=1e-9)
+    assert quality["ok"] == (offset_px <= quality["keypoint_threshold_px"])
+
+
+def test_an_unexpected_error_in_one_person_is_recorded_not_raised(anny_body, tmp_path, monkeypatch):
+    import resihmr_dr.batch as batch
+
+    def broken(**kwargs):
+        raise TypeError("a bug in a stage")
+
+    monkeypatch.setattr(batch, "fit_person", broken)
+    dataset = load_annotations(sample_dataset_file(tmp_path, 2))
+    summary = fit_dataset(dataset, body=anny_body, out_dir=tmp_path / "out", config=FAST, progress=False)
+    assert [f["stage"] for f in summary.failures] == ["fit", "fit"]
+    assert all("TypeError: a bug in a stage" in f["reason"] and "Traceback" in f["traceback"] for f in summary.failures)
+    assert assert_no_incomplete_folder(tmp_path / "out") == []

@@ -15,8 +15,9 @@ The last ring is fanned to one apex vertex, the stump tip, which lies on the swe
 Shapes (radius-relative sizes, ``r0`` = mean loop radius):
 
 - ``rounded``: a half ellipsoid, height 0.7-1.1 r0;
-- ``tapered``: a long bullet, 1.4-2.2 r0, whose radius falls by the extra factor ``taper``
-  (0.35-0.55) towards its round end (conical residual limb; the segment above the cut atrophies);
+- ``tapered``: a long bullet, 1.4-2.2 r0, whose radius falls to ``taper`` (0.35-0.55) of the
+  cut radius along its length before a small round end (a conical residual limb; the segment
+  above the cut also atrophies);
 - ``bulbous``: widens to ~1.15-1.3 times the cut radius before closing (soft-tissue excess);
 - ``flattened``: a short superellipse (exponent 4-6) with a flat end, height 0.3-0.5 r0;
 - ``oblique``: a rounded or flattened end whose end face is tilted 10-20 degrees.
@@ -54,7 +55,7 @@ STUMP_SHAPES: tuple[str, ...] = (
 class StumpShape:
     """Parameters of one stump (see the module docstring).
 
-    name: one of ``STUMP_SHAPES``; height_ratio: cap length / r0; taper: extra radius factor towards the
+    name: one of ``STUMP_SHAPES``; height_ratio: cap length / r0; taper: radius fraction reached near the
     tapered end (tapered only); bulge: bulge amplitude (bulbous only); end_power:
     superellipse exponent of the end (2 = round, larger = flatter); oblique_deg: tilt of the end
     face, oblique_dir_rad: its direction in the cut plane; tissue_amp: (2,) amplitudes of the
@@ -163,13 +164,15 @@ def meridian(
     """
     u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
     h = shape.height_ratio * radius_m
-    if (
-        shape.name == "tapered"
-    ):  # a long bullet: round end, radius falling ~quadratically
-        theta = u * np.pi / 2
-        return h * np.sin(theta), np.cos(theta) * (
-            1.0 - (1.0 - shape.taper) * np.sin(theta) ** 2
+    if shape.name == "tapered":
+        # A long bullet: the radius falls by (1 - taper) along the length, and the end rounds off
+        # over the last ~20 % with a tip curvature radius of about 0.8 taper r0.
+        zeta = np.sin(u * np.pi / 2)  # axial fraction, rings dense towards the end
+        k = 1.6 * shape.height_ratio / shape.taper
+        s = (1.0 - (1.0 - shape.taper) * zeta**1.2) * np.sqrt(
+            np.clip(1.0 - zeta**k, 0.0, 1.0)
         )
+        return h * zeta, s
     theta = u * np.pi / 2
     if shape.name == "bulbous":
         return h * np.sin(theta), np.cos(theta) + shape.bulge * np.sin(2 * theta)

@@ -521,7 +521,7 @@ def test_keypoint_check_flags_exactly_the_errors_above_the_threshold(offset_px, 
 
 
 def test_an_unexpected_error_in_one_person_is_recorded_not_raised(anny_body, tmp_path, monkeypatch):
-    import resihmr_dr.batch as batch
+    from resihmr_dr import batch
 
     def broken(**kwargs):
         raise TypeError("a bug in a stage")

@@ -121,11 +121,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from resihmr_dr.batch import FAILURES_FILE, fit_dataset
     from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
-
-    import dataclasses
 
     config = load_config(args.config)
     fit_config = config.fit if args.seed is None else dataclasses.replace(config.fit, seed=args.seed)

@@ -16,16 +16,19 @@ from resihmr_dr.data.ldpose import KEYPOINT_INDEX, LimbStatus
 from resihmr_dr.data.sample import sample_annotations_path
 from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
+from resihmr_dr.fit.refine import RefineConfig
 from synthetic_people import CAMERA, anny_pose, make_person
 
-# Two short stages instead of five: enough on noise-free keypoints, and 5x faster.
+# Two short stages instead of five: enough on noise-free keypoints, and 5x faster; a few
+# refinement steps exercise that stage where a mask is given (tests/test_refine.py checks it).
 FAST = PipelineConfig(
     intact=IntactFitConfig(
         stages=(
             StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=10),
             StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=25),
         )
-    )
+    ),
+    refine=RefineConfig(iterations=3, image_size=96, roi_size=64),
 )
 S = LimbStatus
 SINGLE = [
@@ -46,6 +49,7 @@ def _check_mesh(fit) -> None:
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
     tpose = trimesh.Trimesh(fit.verts_tpose, fit.faces_tpose, process=False)
     assert tpose.is_watertight and tpose.volume > 0
+    assert np.array_equal(fit.faces_tpose, fit.faces)  # the same mesh, re-posed
     assert fit.residual_mask.shape == (len(fit.verts_cam),) and fit.residual_mask.any()
 
 

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_body_args(fit)
     fit.set_defaults(func=_cmd_fit)
 
+    from resihmr_dr.eval.synth_cli import add_synth_parser
+
+    add_synth_parser(sub)
+
     validate = sub.add_parser(
         "validate",
         help="check an LDpose annotation file and list each person's limb status",

@@ -6,6 +6,7 @@ Pure orchestration: every stage lives in its own module; this one wires them and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -21,10 +22,11 @@ from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
 from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
+from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, refine
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap
 from resihmr_dr.stump.cut import limb_joint_names
-from resihmr_dr.stump.geometry import StumpGeometry, residual_body_geometry
+from resihmr_dr.stump.geometry import StumpGeometry, residual_body_geometry, stump_geometry
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class PipelineConfig:
     cap: CapConfig = field(default_factory=CapConfig)
     num_stations: int = 10  # cross-section stations along each residual limb
     quality: QualityConfig = field(default_factory=QualityConfig)  # non-convergence checks
+    refine: RefineConfig = field(default_factory=RefineConfig)  # silhouette refinement (needs a mask)
     seed: int = 0  # torch's RNG is seeded with it for each person (restored afterwards)
 
 
@@ -44,9 +47,10 @@ class PersonFit:
     """Everything fitted for one person (camera frame: OpenCV, metres).
 
     verts_cam: (V', 3) posed mesh after cutting and capping (the intact mesh if no residual
-    limb); faces: (F', 3); residual_mask: (V',) bool m_r. verts_tpose, faces_tpose,
-    residual_mask_tpose: the body cut and capped at the same λ in the T-pose (model frame; its own
-    cut, so its vertex count can differ slightly from the posed mesh's); pred_keypoints_px: (25, 2) the fit's LDpose keypoints
+    limb; refined against the mask when ``config.refine`` is enabled and a mask is given);
+    faces: (F', 3); residual_mask: (V',) bool m_r. verts_tpose: (V', 3) the same mesh in the
+    T-pose (model frame; the posed cut replayed, so faces_tpose == faces and
+    residual_mask_tpose == residual_mask); pred_keypoints_px: (25, 2) the fit's LDpose keypoints
     (residual endpoints from RAFO); metrics: Table-1 metrics; stump / stump_tpose: per residual
     limb measurements in the pose and the T-pose.
     """
@@ -147,18 +151,14 @@ def _fit_person(
 
     faces = body.faces.cpu().numpy()
     verts_cam = posed.verts[0].cpu().numpy().astype(np.float64)
-    with torch.no_grad():
-        tpose_verts = body.tpose(params).verts[0].double()
-        tpose_joints = body.tpose(params).joints[0].double().cpu().numpy()
     lambda_mesh: tuple[float, ...] = ()
     stump: tuple[StumpGeometry, ...] = ()
     stump_tpose: tuple[StumpGeometry, ...] = ()
     residual_mask = np.zeros(len(verts_cam), dtype=bool)
-    verts_tpose = tpose_verts.cpu().numpy()
-    faces_tpose, residual_mask_tpose = faces, residual_mask
+    refined: RefineResult | None = None
     if rafo:
         joints_np = joints_cam.cpu().numpy().astype(np.float64)
-        specs, tpose_specs, lams = [], [], []
+        specs, lams = [], []
         for result, item in zip(rafo, limb_inputs):
             anchor_name, target_name = limb_joint_names(item.limb, item.status)
             lam = _lambda_on_segment(
@@ -170,19 +170,55 @@ def _fit_person(
             )
             lams.append(lam)
             specs.append(_spec(joints_np, item.limb, item.status, lam, anchor_name, target_name))
-            tpose_specs.append(_spec(tpose_joints, item.limb, item.status, lam, anchor_name, target_name))
         lambda_mesh = tuple(lams)
         residual: ResidualBody = cut_and_cap(
             verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), cuts=specs, config=config.cap
         )
-        residual_t: ResidualBody = cut_and_cap(
-            verts=verts_tpose, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), cuts=tpose_specs,
-            config=config.cap,
-        )  # fmt: skip
+        if mask is not None and config.refine.enabled:
+            targets = [
+                ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))
+                for item in limb_inputs
+            ]
+            refined = refine(body=body, params=params, residual=residual, targets=targets, keypoints_px=keypoints,
+                             camera=camera, mask=mask, config=config.refine)  # fmt: skip
+            params = refined.params
+            residual = dataclasses.replace(residual, verts=refined.verts_cam)
+            with torch.no_grad():
+                posed = body(params)
         verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
-        verts_tpose, faces_tpose, residual_mask_tpose = residual_t.verts, residual_t.faces, residual_t.residual_mask
         stump = residual_body_geometry(residual, num_stations=config.num_stations)
-        stump_tpose = residual_body_geometry(residual_t, num_stations=config.num_stations)
+
+    # The T-pose: the posed cut replayed on the T-pose body (same vertices and faces, so m_r
+    # holds for both), each cap rebuilt along its T-pose limb axis with the refined cap shape.
+    with torch.no_grad():
+        tpose = body.tpose(params)
+    verts_tpose = tpose.verts[0].double()
+    if rafo:
+        tpose_joints = tpose.joints[0].double()
+        axes = []
+        for item in limb_inputs:
+            anchor_name, target_name = limb_joint_names(item.limb, item.status)
+            axes.append(tpose_joints[JOINT_NAMES.index(target_name)] - tpose_joints[JOINT_NAMES.index(anchor_name)])
+        with torch.no_grad():
+            verts_tpose = residual.replay(
+                verts_tpose,
+                radial_offsets=None if refined is None else [o.double() for o in refined.radial_offsets],
+                height_scales=None if refined is None else refined.height_scales,
+                axes=axes,
+            )
+        verts_tpose_np = verts_tpose.cpu().numpy()
+        stump_tpose = tuple(
+            stump_geometry(
+                verts=verts_tpose_np, faces=faces, residual_mask=limb_mask,
+                anchor=tpose_joints[JOINT_NAMES.index(limb_joint_names(item.limb, item.status)[0])].cpu().numpy(),
+                target=tpose_joints[JOINT_NAMES.index(limb_joint_names(item.limb, item.status)[1])].cpu().numpy(),
+                tip=verts_tpose_np[tip], num_stations=config.num_stations, limb_name=item.limb.name,
+                status=item.status.value,
+            )  # fmt: skip
+            for item, limb_mask, tip in zip(limb_inputs, residual.limb_masks, residual.tip_indices)
+        )
+    verts_tpose = verts_tpose.cpu().numpy()
+    faces_tpose, residual_mask_tpose = faces, residual_mask
 
     pred_kp = _predicted_keypoints(camera, posed.coco_kp[0], rafo, limb_inputs)
     metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
@@ -222,6 +258,11 @@ def _fit_person(
         root_model=root_model,
         seconds=time.perf_counter() - start,
     )
+
+
+def _labelled_xy(keypoints_px: np.ndarray, index: int) -> np.ndarray | None:
+    """(2,) pixel position of keypoint ``index`` if labelled (v > 0), else None."""
+    return keypoints_px[index, :2].copy() if keypoints_px[index, 2] > 0 else None
 
 
 def _spec(joints: np.ndarray, limb, status, lam: float, anchor_name: str, target_name: str) -> CutSpec:

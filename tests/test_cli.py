@@ -95,3 +95,18 @@ def test_atomic_directory_leaves_nothing_on_failure(tmp_path):
     with atomic_directory(final) as tmp:
         (tmp / "b.txt").write_text("2")
     assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+
+
+def test_validate_reports_an_undecodable_mask_and_goes_on(tmp_path, capsys):
+    doc = json.loads(sample_annotations_path().read_text())
+    second = dict(doc["annotations"][0], id=2, mask_path="broken.png")
+    doc["annotations"].insert(0, second)  # the broken one comes first
+    for name in ("image.png", "mask.png"):
+        (tmp_path / name).write_bytes((sample_annotations_path().parent / name).read_bytes())
+    (tmp_path / "broken.png").write_bytes((sample_annotations_path().parent / "mask.png").read_bytes()[:60])
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(doc))
+    assert main(["validate", "--annotations", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "ok   annotation 1" in captured.out and "1 valid, 1 invalid" in captured.out
+    assert "annotation 2" in captured.err and "broken.png" in captured.err

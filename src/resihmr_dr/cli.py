@@ -113,15 +113,23 @@ def _status_line(person) -> str:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from resihmr_dr.data.annotations import load_annotations
+    from resihmr_dr.data.errors import DataError
 
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
+    errors = list(dataset.errors)
+    valid = 0
     for person in dataset:
-        dataset.mask(person)  # decode to check the size against the image
+        try:
+            dataset.mask(person)  # decode, which also checks its size against the image
+        except DataError as err:
+            errors.append(err)
+            continue
+        valid += 1
         print("ok   " + _status_line(person))
-    for err in dataset.errors:
+    for err in errors:
         print(f"BAD  {err}", file=sys.stderr)
-    print(f"{len(dataset)} valid, {len(dataset.errors)} invalid")
-    return 1 if dataset.errors else 0
+    print(f"{valid} valid, {len(errors)} invalid")
+    return 1 if errors else 0
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -175,6 +183,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                   f"({'accepted' if limb['accepted'] else 'fallback'}, {limb['reprojection_error_px']:.1f} px), "
                   f"residual length {geometry['length_m'] * 100:.1f} cm ({geometry['length_fraction']:.2f} of the "
                   f"segment), stump volume {geometry['volume_m3'] * 1e6:.0f} cm^3")  # fmt: skip
+        for limb in (params.get("refinement") or {}).get("limbs", []):
+            print(f"  silhouette refinement of the {limb['limb']} cap: dome height x{limb['dome_height_scale']:.2f}, "
+                  f"largest ring offset {limb['max_abs_radial_offset_m'] * 1000:.1f} mm")  # fmt: skip
         print(f"  wrote {folder}/ (report.png, mesh.ply, params.json, stump.json, metrics.json, ...)")
     return 0 if summary.ok else 1
 

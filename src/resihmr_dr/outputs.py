@@ -71,6 +71,30 @@ def params_dict(fit: PersonFit) -> dict:
             "stage_losses": {k: list(v) for k, v in fit.intact.stage_losses.items()},
             "seconds": fit.intact.timings,
         },
+        "refinement": _refinement_dict(fit),
+    }
+
+
+def _refinement_dict(fit: PersonFit) -> dict | None:
+    """The silhouette refinement's cap shape and losses (None where it did not run)."""
+    ref = fit.refinement
+    if ref is None:
+        return None
+    return {
+        "limbs": [
+            {
+                "limb": result.limb_name,
+                "lambda_tip": lam_tip,
+                "dome_height_scale": scale,
+                "max_abs_radial_offset_m": float(offsets.abs().max()),
+                "radial_offsets_m": offsets.cpu().tolist(),
+            }
+            for result, lam_tip, scale, offsets in zip(fit.rafo, ref.lambda_tip, ref.height_scales, ref.radial_offsets)
+        ],
+        "losses_first": {k: v[0] for k, v in ref.history.items() if v},
+        "losses_last": {k: v[-1] for k, v in ref.history.items() if v},
+        "iterations": len(ref.history.get("total", [])),
+        "seconds": ref.seconds,
     }
 
 

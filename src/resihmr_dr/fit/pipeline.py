@@ -75,6 +75,7 @@ class PersonFit:
     stump_tpose: tuple[StumpGeometry, ...]
     metrics: dict
     root_model: np.ndarray  # (3,) root joint in the model frame (undoes the global transform)
+    refinement: RefineResult | None  # the silhouette refinement, None where it did not run
     seconds: float
 
 
@@ -256,6 +257,7 @@ def _fit_person(
         stump_tpose=stump_tpose,
         metrics=metrics,
         root_model=root_model,
+        refinement=refined,
         seconds=time.perf_counter() - start,
     )
 

@@ -11,9 +11,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:  # imported lazily at run time: the fit stack pulls in torch
+    from resihmr_dr.fit.pipeline import PipelineConfig
 
 T = TypeVar("T")
 

@@ -1,0 +1,433 @@
+"""Ablation sweeps: one config key (or several, set together) over a list of values, fitted on a
+synthetic LDpose set with ground truth (``resihmr-dr synth``), scored against the true stumps.
+
+A sweep file (``configs/ablations/*.yaml``)::
+
+    name: mask_weight
+    keys: [fit.refine.weights.silhouette, fit.refine.weights.stump_silhouette]
+    values: [0, 0.25, 0.5, 1, 2, 4]
+
+Every key is set to each value in turn on top of a base config (``configs/default.yaml`` or
+``--config``); the result is validated like any config file (unknown keys are errors).
+
+Metrics per person (averaged over its residual limbs), see :func:`person_metrics`:
+
+- ``mask_iou``: the fitted mesh's hard silhouette against the person mask (full image);
+- ``stump_iou``: the same inside a square window around each true residual limb's projection
+  (``stump_rois`` of the true mesh, margin 0.35, as in tests/test_refine.py);
+- ``stump_dist_mean_mm`` / ``stump_dist_p95_mm``: distance from each fitted residual-limb vertex
+  to the true residual region's surface (the true mesh's faces on the residual segment, stump
+  included), after translating the fitted limb so its anchor joint J_a lands on the true J_a.
+  Anchor alignment removes the single-view depth/translation ambiguity (~10-20 cm) that would
+  otherwise swamp the stump's shape;
+- ``endpoint_err_mm``: the fitted stump tip (residual vertex farthest along J_a -> J_t) against
+  the true tip, anchor-aligned likewise;
+- ``length_err_mm``: |fitted - true| residual length (tip's projection on the limb axis);
+- ``volume_err_pct``: |fitted - true| / true stump volume (distal of J_a), percent.
+
+Frames: camera frame (OpenCV, metres) throughout; pixels ``_px``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from resihmr_dr.config import ConfigError, ResihmrConfig, from_dict, to_dict
+
+__all__ = [
+    "METRICS",
+    "SweepSpec",
+    "SweepResult",
+    "apply_override",
+    "expand_sweep",
+    "load_sweep",
+    "person_metrics",
+    "run_sweep",
+    "summarise",
+    "write_csv",
+    "write_markdown",
+    "write_outputs",
+    "write_plot",
+]
+
+# (column, label, higher is better)
+METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("mask_iou", "mask IoU", True),
+    ("stump_iou", "stump-region IoU", True),
+    ("stump_dist_mean_mm", "stump surface dist mean (mm)", False),
+    ("stump_dist_p95_mm", "stump surface dist p95 (mm)", False),
+    ("endpoint_err_mm", "endpoint error (mm)", False),
+    ("length_err_mm", "residual length error (mm)", False),
+    ("volume_err_pct", "volume error (%)", False),
+)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep: ``keys`` (dotted config paths, e.g. "fit.refine.weights.silhouette") all set to
+    each of ``values`` in turn."""
+
+    name: str
+    keys: tuple[str, ...]
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ConfigError(f"sweep {self.name!r}: 'keys' must list at least one config key")
+        if not self.values:
+            raise ConfigError(f"sweep {self.name!r}: 'values' must list at least one value")
+        if len(set(self.values)) != len(self.values):
+            raise ConfigError(f"sweep {self.name!r}: duplicate values {list(self.values)}")
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read a sweep YAML file (``name``, ``keys``, ``values``; ``description`` optional)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'keys' and 'values'")
+    unknown = sorted(set(data) - {"name", "description", "keys", "values"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: description, keys, name, values")
+    keys, values = data.get("keys"), data.get("values")
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"{path}: 'keys' must be a list of dotted config keys, got {keys!r}")
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        raise ConfigError(f"{path}: 'values' must be a list of finite numbers, got {values!r}")
+    return SweepSpec(name=str(data.get("name", path.stem)), keys=tuple(keys), values=tuple(float(v) for v in values))
+
+
+def apply_override(base: ResihmrConfig, *, key: str, value: Any, source: str = "<sweep>") -> ResihmrConfig:
+    """``base`` with dotted ``key`` set to ``value``, re-validated (unknown key: ConfigError)."""
+    data = to_dict(base)
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{source}: unknown config key {key!r} (no {'.'.join(parts[: i + 1])!r})")
+        if i == len(parts) - 1:
+            if isinstance(node[part], dict):
+                raise ConfigError(f"{source}: config key {key!r} is a section, not a value")
+            node[part] = value
+        else:
+            node = node[part]
+    return from_dict(ResihmrConfig, data, source=source)
+
+
+def expand_sweep(spec: SweepSpec, base: ResihmrConfig) -> list[tuple[float, ResihmrConfig]]:
+    """One (value, config) per sweep value: ``base`` with every key set to the value."""
+    out = []
+    for value in spec.values:
+        config = base
+        for key in spec.keys:
+            config = apply_override(config, key=key, value=value, source=f"sweep {spec.name!r}")
+        out.append((value, config))
+    return out
+
+
+# --------------------------------------------------------------------------- ground truth, metrics
+@dataclass(frozen=True)
+class _GroundTruth:
+    """One person's truth: mesh (V, 3) / (F, 3) camera frame, per-vertex segment ids, and the
+    residual limbs' gt.json entries."""
+
+    verts: np.ndarray
+    faces: np.ndarray
+    vertex_segment: np.ndarray
+    limbs: tuple[dict, ...]
+
+
+def _load_ground_truth(data_dir: Path) -> dict[int, _GroundTruth]:
+    """ann_id -> ground truth, from ``gt/index.json`` (layout: ``resihmr_dr.eval.synth``)."""
+    import trimesh
+
+    index_path = data_dir / "gt" / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found: --data must be a folder written by `resihmr-dr synth`")
+    index = json.loads(index_path.read_text())
+    out = {}
+    for entry in index["samples"]:
+        folder = data_dir / "gt" / entry["gt_dir"]
+        gt = json.loads((folder / "gt.json").read_text())
+        mesh = trimesh.load(folder / gt["mesh"], process=False, force="mesh")
+        labels = np.load(folder / gt["labels"])
+        out[int(entry["ann_id"])] = _GroundTruth(
+            verts=np.asarray(mesh.vertices, dtype=np.float64), faces=np.asarray(mesh.faces, dtype=np.int64),
+            vertex_segment=np.asarray(labels["vertex_segment"]), limbs=tuple(gt["residual_limbs"]),
+        )  # fmt: skip
+    return out
+
+
+def person_metrics(*, fit, gt: _GroundTruth, mask: np.ndarray, body) -> dict[str, float]:
+    """Sweep metrics (module docstring) of one ``PersonFit`` against its ground truth.
+
+    mask: (H, W) bool person mask. Limb metrics are averaged over the person's residual limbs
+    (matched to the truth by limb and status; NaN where a limb was not fitted).
+    """
+    import torch
+    import trimesh
+
+    from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
+    from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
+    from resihmr_dr.fit.refine import stump_rois
+    from resihmr_dr.render.zbuffer import rasterize
+    from resihmr_dr.stump.cut import limb_joint_names, residual_segments
+
+    camera = fit.camera
+    rendered = rasterize(verts_cam=torch.as_tensor(fit.verts_cam), faces=torch.as_tensor(fit.faces), camera=camera)
+    pred_mask = rendered.mask.numpy()
+    union = (pred_mask | mask).sum()
+    row: dict[str, float] = {"mask_iou": float((pred_mask & mask).sum() / union) if union else math.nan}
+
+    with torch.no_grad():
+        joints_fit = body(fit.params).joints[0].double().cpu().numpy()
+    fitted = {(s.limb_name, s.status): s for s in fit.stump}
+    # Fitted limb axes, to split the fitted residual vertices between limbs (nearest axis segment).
+    axes = []
+    for limb_gt in gt.limbs:
+        limb = LIMB_BY_NAME[limb_gt["limb"]]
+        anchor_name, target_name = limb_joint_names(limb, LimbStatus(limb_gt["status"]))
+        axes.append((joints_fit[JOINT_INDEX[anchor_name]], joints_fit[JOINT_INDEX[target_name]]))
+    res_idx = np.nonzero(fit.residual_mask)[0]
+    res_verts = fit.verts_cam[res_idx]
+    if axes and len(res_idx):
+        dists = np.stack([_point_segment_distance(res_verts, a, t) for a, t in axes], axis=1)
+        owner = dists.argmin(axis=1)
+    else:
+        owner = np.zeros(len(res_idx), dtype=int)
+
+    per_limb: dict[str, list[float]] = {k: [] for k, _, _ in METRICS if k != "mask_iou"}
+    for i, limb_gt in enumerate(gt.limbs):
+        status = LimbStatus(limb_gt["status"])
+        limb = LIMB_BY_NAME[limb_gt["limb"]]
+        seg_id = SEGMENT_INDEX[residual_segments(limb, status)[0]]
+        gt_region = gt.vertex_segment == seg_id
+        (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[gt_region], camera=camera, margin=0.35)
+        x0, y0, x1, y1 = roi
+        a, g = pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        u = (a | g).sum()
+        per_limb["stump_iou"].append(float((a & g).sum() / u) if u else math.nan)
+
+        geo = fitted.get((limb_gt["limb"], limb_gt["status"]))
+        verts = res_verts[owner == i]
+        if geo is None or not len(verts):
+            for key in ("stump_dist_mean_mm", "stump_dist_p95_mm", "endpoint_err_mm", "length_err_mm", "volume_err_pct"):
+                per_limb[key].append(math.nan)
+            continue
+        anchor_fit, target_fit = axes[i]
+        shift = np.asarray(limb_gt["anchor_cam"], dtype=np.float64) - anchor_fit  # anchor alignment
+        region_faces = gt.faces[gt_region[gt.faces].all(axis=1)]
+        region = trimesh.Trimesh(gt.verts, region_faces, process=False)
+        _, d, _ = trimesh.proximity.closest_point(region, verts + shift)
+        per_limb["stump_dist_mean_mm"].append(float(d.mean() * 1000))
+        per_limb["stump_dist_p95_mm"].append(float(np.percentile(d, 95) * 1000))
+        axis = (target_fit - anchor_fit) / max(float(np.linalg.norm(target_fit - anchor_fit)), 1e-12)
+        tip = verts[np.argmax((verts - anchor_fit) @ axis)] + shift
+        per_limb["endpoint_err_mm"].append(float(np.linalg.norm(tip - np.asarray(limb_gt["endpoint_cam"])) * 1000))
+        true = limb_gt["measurements"]
+        per_limb["length_err_mm"].append(abs(geo.length_m - true["length_m"]) * 1000)
+        per_limb["volume_err_pct"].append(abs(geo.volume_m3 - true["volume_m3"]) / true["volume_m3"] * 100)
+    for key, values in per_limb.items():
+        finite = [v for v in values if math.isfinite(v)]
+        row[key] = float(np.mean(finite)) if finite else math.nan
+    return row
+
+
+def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) distance of points (N, 3) to the segment a-b."""
+    ab = b - a
+    t = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+    return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)
+
+
+# --------------------------------------------------------------------------- running
+@dataclass
+class SweepResult:
+    """rows: one dict per (value, person): value, ann_id, image_id, residual_types, seconds and
+    the METRICS columns; failures: (value, ann_id, reason) for people that could not be fitted."""
+
+    spec: SweepSpec
+    rows: list[dict[str, Any]]
+    failures: list[tuple[float, int, str]]
+    seconds: float
+
+
+def run_sweep(
+    *,
+    data_dir: str | Path,
+    spec: SweepSpec,
+    base: ResihmrConfig = ResihmrConfig(),
+    body=None,
+    limit: int | None = None,
+    reuse_intact: bool = True,
+    progress: bool = True,
+) -> SweepResult:
+    """Fit every person of ``data_dir`` (a ``resihmr-dr synth`` folder) once per sweep value.
+
+    body: a BodyModel (default: built from ``base.body``). limit: the first N people only.
+    reuse_intact: where no sweep key touches ``fit.intact``, the intact fit of the first value
+    is handed to the later values as ``init`` (its parameters used as is), so each person's
+    SMPLify-X-style stages run once; the later values' ``intact_fit`` reports differ, their
+    meshes do not.
+    """
+    from tqdm import tqdm
+
+    from resihmr_dr.body.factory import build_body_model
+    from resihmr_dr.camera import PinholeCamera
+    from resihmr_dr.data.annotations import load_annotations
+    from resihmr_dr.fit.intact import FitInputError
+    from resihmr_dr.fit.pipeline import fit_person
+
+    start = time.perf_counter()
+    data_dir = Path(data_dir)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    configs = expand_sweep(spec, base)
+    truth = _load_ground_truth(data_dir)
+    if body is None:
+        body = build_body_model(base.body.model, smplx_dir=base.body.smplx_dir, device=base.body.device)
+    dataset = load_annotations(data_dir / "annotations.json")
+    people = [p for p in dataset.people if p.ann_id in truth][: limit or None]
+    if not people:
+        raise ValueError(f"{data_dir}: no annotated person has ground truth in gt/index.json")
+    reuse = reuse_intact and not any(k.startswith("fit.intact") or k.startswith("body") for k in spec.keys)
+    rows, failures = [], []
+    bar = tqdm(total=len(people) * len(configs), desc=f"sweep {spec.name}", unit="fit", disable=not progress)
+    for person in people:
+        record = dataset.image_of(person)
+        camera = PinholeCamera.for_image(record)
+        mask = dataset.mask(person)
+        if mask is None:
+            raise ValueError(f"{data_dir}: annotation {person.ann_id} has no mask")
+        init = None
+        for value, config in configs:
+            bar.update(1)
+            try:
+                fit = fit_person(body=body, person=person, camera=camera, mask=mask, init=init, config=config.fit)
+            except FitInputError as err:
+                failures.append((value, person.ann_id, str(err)))
+                continue
+            if reuse and init is None:
+                init = fit.intact.params
+            row = {"value": value, "ann_id": person.ann_id, "image_id": person.image_id,
+                   "residual_types": " ".join(limb["type"] for limb in truth[person.ann_id].limbs),
+                   "stump_shapes": " ".join(limb["shape"]["name"] for limb in truth[person.ann_id].limbs),
+                   "seconds": fit.seconds}  # fmt: skip
+            row.update(person_metrics(fit=fit, gt=truth[person.ann_id], mask=mask, body=body))
+            rows.append(row)
+    bar.close()
+    return SweepResult(spec=spec, rows=rows, failures=failures, seconds=time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- outputs
+def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per sweep value (in first-seen order): n people, mean of each METRICS column (NaNs
+    skipped) and mean seconds per fit."""
+    out = []
+    for value in dict.fromkeys(r["value"] for r in rows):
+        sel = [r for r in rows if r["value"] == value]
+        entry: dict[str, Any] = {"value": value, "n": len(sel)}
+        for key, _, _ in METRICS + (("seconds", "", False),):
+            finite = [r[key] for r in sel if math.isfinite(r[key])]
+            entry[key] = float(np.mean(finite)) if finite else math.nan
+        out.append(entry)
+    return out
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """All rows (one per value and person) as CSV."""
+    path = Path(path)
+    columns = ["value", "ann_id", "image_id", "residual_types", "stump_shapes", *(k for k, _, _ in METRICS), "seconds"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
+    return path
+
+
+def write_markdown(path: str | Path, result: SweepResult) -> Path:
+    """A markdown table: one row per sweep value, the mean of each metric (best in bold)."""
+    path = Path(path)
+    summary = summarise(result.rows)
+    header = ["value", "n", *(label for _, label, _ in METRICS), "s / fit"]
+    lines = [
+        f"Sweep `{result.spec.name}`: {', '.join(f'`{k}`' for k in result.spec.keys)} = value "
+        f"(mean over people; {result.seconds:.0f} s in all).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" for _ in header) + "|",
+    ]
+    best = {}
+    for key, _, higher in METRICS:
+        finite = [s[key] for s in summary if math.isfinite(s[key])]
+        if finite:
+            best[key] = max(finite) if higher else min(finite)
+    for s in summary:
+        cells = [f"{s['value']:g}", str(s["n"])]
+        for key, _, _ in METRICS:
+            text = "nan" if not math.isfinite(s[key]) else (f"{s[key]:.3f}" if "iou" in key else f"{s[key]:.1f}")
+            cells.append(f"**{text}**" if key in best and s[key] == best[key] else text)
+        cells.append(f"{s['seconds']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if result.failures:
+        lines += ["", f"{len(result.failures)} fit(s) failed: "
+                  + "; ".join(f"value {v:g}, ann {a}: {r}" for v, a, r in result.failures)]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_plot(path: str | Path, result: SweepResult) -> Path:
+    """One panel per metric: per-person values (dots) and the mean (line) against the value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    summary = summarise(result.rows)
+    xs = [s["value"] for s in summary]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, (key, label, higher) in zip(axes.flat, METRICS):
+        ax.scatter([r["value"] for r in result.rows], [r[key] for r in result.rows], s=10, alpha=0.4, color="grey")
+        ax.plot(xs, [s[key] for s in summary], "o-", color="C0")
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=9)
+        ax.set_xlabel(result.spec.name)
+        if min(xs) >= 0 and max(xs) > 0:
+            ax.set_xscale("symlog", linthresh=min([x for x in xs if x > 0]))
+    axes.flat[-1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(out_dir: str | Path, result: SweepResult) -> dict[str, Path]:
+    """sweep.csv, sweep.md and sweep.png in ``out_dir`` (created)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "csv": write_csv(out / "sweep.csv", result.rows),
+        "md": write_markdown(out / "sweep.md", result),
+        "png": write_plot(out / "sweep.png", result),
+    }
+

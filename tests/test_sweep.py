@@ -85,8 +85,12 @@ def synth_dir(tmp_path_factory, anny_body):
 
 def test_mask_weight_sweep_writes_table_and_weight_zero_is_the_convex_cap(anny_body, synth_dir, tmp_path):
     spec = SweepSpec("mask_weight", KEYS, (0.0, 1.0))
-    result = run_sweep(data_dir=synth_dir, spec=spec, base=ResihmrConfig(fit=FAST), body=anny_body, progress=False)
+    partial = tmp_path / "partial.csv"
+    result = run_sweep(data_dir=synth_dir, spec=spec, base=ResihmrConfig(fit=FAST), body=anny_body, progress=False,
+                       partial_csv=partial)  # fmt: skip
     assert not result.failures
+    with open(partial) as fh:
+        assert len(list(csv.DictReader(fh))) == 2
     assert [r["value"] for r in result.rows] == [0.0, 1.0]
     for row in result.rows:
         for key, _, _ in METRICS:

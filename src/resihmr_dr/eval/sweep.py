@@ -46,8 +46,8 @@ from resihmr_dr.config import ConfigError, ResihmrConfig, from_dict, to_dict
 
 __all__ = [
     "METRICS",
-    "SweepSpec",
     "SweepResult",
+    "SweepSpec",
     "apply_override",
     "expand_sweep",
     "load_sweep",
@@ -275,15 +275,18 @@ def run_sweep(
     *,
     data_dir: str | Path,
     spec: SweepSpec,
-    base: ResihmrConfig = ResihmrConfig(),
+    base: ResihmrConfig | None = None,
     body=None,
     limit: int | None = None,
     reuse_intact: bool = True,
+    partial_csv: str | Path | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Fit every person of ``data_dir`` (a ``resihmr-dr synth`` folder) once per sweep value.
 
-    body: a BodyModel (default: built from ``base.body``). limit: the first N people only.
+    base: the config each value overrides (default: the built-in defaults). body: a BodyModel
+    (default: built from ``base.body``). limit: the first N people only. partial_csv: rewritten
+    after each person, so a long sweep that is stopped keeps its finished rows.
     reuse_intact: where no sweep key touches ``fit.intact``, the intact fit of the first value
     is handed to the later values as ``init`` (its parameters used as is), so each person's
     SMPLify-X-style stages run once; the later values' ``intact_fit`` reports differ, their
@@ -301,6 +304,7 @@ def run_sweep(
     data_dir = Path(data_dir)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    base = ResihmrConfig() if base is None else base
     configs = expand_sweep(spec, base)
     truth = _load_ground_truth(data_dir)
     if body is None:
@@ -309,7 +313,7 @@ def run_sweep(
     people = [p for p in dataset.people if p.ann_id in truth][: limit or None]
     if not people:
         raise ValueError(f"{data_dir}: no annotated person has ground truth in gt/index.json")
-    reuse = reuse_intact and not any(k.startswith("fit.intact") or k.startswith("body") for k in spec.keys)
+    reuse = reuse_intact and not any(k.startswith(("fit.intact", "body")) for k in spec.keys)
     rows, failures = [], []
     bar = tqdm(total=len(people) * len(configs), desc=f"sweep {spec.name}", unit="fit", disable=not progress)
     for person in people:
@@ -334,6 +338,8 @@ def run_sweep(
                    "seconds": fit.seconds}  # fmt: skip
             row.update(person_metrics(fit=fit, gt=truth[person.ann_id], mask=mask, body=body))
             rows.append(row)
+        if partial_csv is not None:
+            write_csv(partial_csv, rows)
     bar.close()
     return SweepResult(spec=spec, rows=rows, failures=failures, seconds=time.perf_counter() - start)
 
@@ -371,8 +377,10 @@ def write_markdown(path: str | Path, result: SweepResult) -> Path:
     summary = summarise(result.rows)
     header = ["value", "n", *(label for _, label, _ in METRICS), "s / fit"]
     lines = [
-        f"Sweep `{result.spec.name}`: {', '.join(f'`{k}`' for k in result.spec.keys)} = value "
-        f"(mean over people; {result.seconds:.0f} s in all).",
+        (
+            f"Sweep `{result.spec.name}`: {', '.join(f'`{k}`' for k in result.spec.keys)} = value "
+            f"(mean over people; {result.seconds:.0f} s in all)."
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---:" for _ in header) + "|",
@@ -414,6 +422,8 @@ def write_plot(path: str | Path, result: SweepResult) -> Path:
         ax.set_xlabel(result.spec.name)
         if min(xs) >= 0 and max(xs) > 0:
             ax.set_xscale("symlog", linthresh=min([x for x in xs if x > 0]))
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
     axes.flat[-1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["add_sweep_parser", "run_sweep_command"]
 
@@ -35,14 +36,20 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Handler of ``resihmr-dr sweep``; returns the exit status (2 on bad input)."""
     from resihmr_dr.config import ConfigError, load_config
-    from resihmr_dr.eval.sweep import load_sweep, run_sweep, write_outputs
+    from resihmr_dr.eval.sweep import expand_sweep, load_sweep, run_sweep, write_outputs
 
     try:
         base = load_config(args.config)
         spec = load_sweep(args.sweep)
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
-        result = run_sweep(data_dir=args.data, spec=spec, base=base, limit=args.limit, progress=not args.no_progress)
+        expand_sweep(spec, base)  # unknown keys and bad values fail before anything is written
+        out = Path(args.out)
+        if not (Path(args.data) / "gt" / "index.json").is_file():
+            raise FileNotFoundError(f"{args.data}: no gt/index.json; --data must be a folder written by `resihmr-dr synth`")
+        out.mkdir(parents=True, exist_ok=True)
+        result = run_sweep(data_dir=args.data, spec=spec, base=base, limit=args.limit, progress=not args.no_progress,
+                           partial_csv=out / "sweep.csv")  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"resihmr-dr sweep: error: {err}", file=sys.stderr)
         return 2

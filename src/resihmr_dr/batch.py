@@ -22,14 +22,15 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from resihmr_dr.atomic import atomic_write_text, exclusive_lock, remove_stale_partials
-from resihmr_dr.body.base import BodyModel
+from resihmr_dr.body.base import BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.annotations import LDposeDataset
+from resihmr_dr.data.annotations import LDposeDataset, PersonAnnotation
 from resihmr_dr.data.errors import DataError
-from resihmr_dr.fit.pipeline import PipelineConfig, fit_person, params_from_initial_fit
+from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig, fit_person, params_from_initial_fit
 from resihmr_dr.outputs import OUTPUT_FILES, person_folder_name, write_person
 
 FAILURES_FILE = "failures.json"
@@ -47,6 +48,13 @@ class BatchSummary:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def add(self, outcome: PersonOutcome) -> None:
+        """Count one person's outcome."""
+        if outcome.written:
+            self.written.append(outcome.folder)
+        if outcome.failure is not None:
+            self.failures.append(outcome.failure)
 
 
 def fit_dataset(
@@ -77,49 +85,127 @@ def _fit_all(
     dataset: LDposeDataset, *, body: BodyModel, out_dir: Path, config: PipelineConfig, overwrite: bool, progress: bool
 ) -> BatchSummary:
     summary = BatchSummary()
-    for err in dataset.errors:
-        summary.failures.append({"ann_id": err.ann_id, "image_id": err.image_id, "stage": "load", "reason": str(err)})
+    summary.failures.extend(load_error_failures(dataset))
     bar = tqdm(dataset.people, desc="fitting", unit="person", disable=not progress)
     for person in bar:
         name = person_folder_name((person.image_id, person.ann_id))
         bar.set_postfix_str(name)
-        ids = {"ann_id": person.ann_id, "image_id": person.image_id, "folder": name}
         if not overwrite:
-            metrics = finished_metrics(out_dir / name)
-            if metrics is not None:
+            done, failure = finished_status(out_dir, person)
+            if done:
                 summary.skipped.append(name)
-                quality = metrics.get("quality")
-                if isinstance(quality, dict) and quality.get("ok") is False:
-                    summary.failures.append(ids | _quality_failure(quality))
+                summary.failures.extend([failure] if failure is not None else [])
                 continue
-        stage = "load"
-        try:
-            record = dataset.image_of(person)
-            camera = PinholeCamera.for_image(record)
-            try:
-                image = dataset.load_image(record)
-            except DataError as err:  # name the annotation and the images entry's field too
-                raise err.with_context(ann_id=person.ann_id, image_id=record.id, field="file_name") from None
-            mask = dataset.mask(person)
-            initial = dataset.initial_fit(person)
-            init = params_from_initial_fit(body, initial) if initial is not None else None
-            stage = "fit"
-            fit = fit_person(body=body, person=person, camera=camera, mask=mask, init=init, config=config)
-            stage = "write"
-            write_person(fit, out_dir, image_rgb=image, mask=mask)
-            summary.written.append(name)
-            quality = fit.metrics["quality"]
-            if not quality["ok"]:
-                summary.failures.append(ids | _quality_failure(quality))
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # noqa: BLE001 - one person's failure (even a bug) never stops the batch
-            summary.failures.append(ids | {
-                "stage": stage, "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=4),
-            })  # fmt: skip
-        _write_failures(out_dir, summary.failures)
-    _write_failures(out_dir, summary.failures)
+        outcome = process_person(dataset, person, body=body, out_dir=out_dir, config=config)
+        summary.add(outcome)
+        write_failures(out_dir, summary.failures)
+    write_failures(out_dir, summary.failures)
     return summary
+
+
+@dataclass(frozen=True)
+class PersonInputs:
+    """One person's loaded inputs: image_rgb (H, W, 3) uint8, mask (H, W) bool or None, the
+    camera of its image and the initial parameters from another method (or None)."""
+
+    person: PersonAnnotation
+    camera: PinholeCamera
+    image_rgb: np.ndarray
+    mask: np.ndarray | None
+    init: BodyParams | None
+
+    @property
+    def folder(self) -> str:
+        return person_folder_name((self.person.image_id, self.person.ann_id))
+
+
+@dataclass
+class PersonOutcome:
+    """What happened to one person: ``written`` (its folder exists now), ``failure`` (a record
+    for ``failures.json`` or None) and the fit itself where it ran (for loss logging)."""
+
+    folder: str
+    written: bool
+    failure: dict | None = None
+    fit: PersonFit | None = None
+
+
+def person_ids(person: PersonAnnotation) -> dict:
+    """The identifying fields of a failure record."""
+    return {"ann_id": person.ann_id, "image_id": person.image_id,
+            "folder": person_folder_name((person.image_id, person.ann_id))}  # fmt: skip
+
+
+def load_error_failures(dataset: LDposeDataset) -> list[dict]:
+    """Failure records (stage ``load``) of the annotations the dataset could not parse."""
+    return [{"ann_id": e.ann_id, "image_id": e.image_id, "stage": "load", "reason": str(e)} for e in dataset.errors]
+
+
+def finished_status(out_dir: Path, person: PersonAnnotation) -> tuple[bool, dict | None]:
+    """(already done?, its quality failure record if it was written flagged as not converged)."""
+    metrics = finished_metrics(out_dir / person_folder_name((person.image_id, person.ann_id)))
+    if metrics is None:
+        return False, None
+    quality = metrics.get("quality")
+    if isinstance(quality, dict) and quality.get("ok") is False:
+        return True, person_ids(person) | _quality_failure(quality)
+    return True, None
+
+
+def exception_failure(person: PersonAnnotation, *, stage: str, err: BaseException) -> dict:
+    """A failure record for ``err`` raised at ``stage`` (``load``, ``fit`` or ``write``)."""
+    return person_ids(person) | {
+        "stage": stage, "reason": f"{type(err).__name__}: {err}",
+        "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=4)),
+    }  # fmt: skip
+
+
+def load_person(dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyModel) -> PersonInputs:
+    """Load one person's image, mask, camera and initial fit; raises DataError/FitInputError."""
+    record = dataset.image_of(person)
+    camera = PinholeCamera.for_image(record)
+    try:
+        image = dataset.load_image(record)
+    except DataError as err:  # name the annotation and the images entry's field too
+        raise err.with_context(ann_id=person.ann_id, image_id=record.id, field="file_name") from None
+    mask = dataset.mask(person)
+    initial = dataset.initial_fit(person)
+    init = params_from_initial_fit(body, initial) if initial is not None else None
+    return PersonInputs(person=person, camera=camera, image_rgb=image, mask=mask, init=init)
+
+
+def fit_loaded(inputs: PersonInputs, *, body: BodyModel, config: PipelineConfig) -> PersonFit:
+    """Run the staged fit (``fit_person``) on loaded inputs."""
+    return fit_person(body=body, person=inputs.person, camera=inputs.camera, mask=inputs.mask, init=inputs.init,
+                      config=config)  # fmt: skip
+
+
+def write_fitted(fit: PersonFit, inputs: PersonInputs, *, out_dir: Path) -> PersonOutcome:
+    """Write the person's folder atomically; a fit that did not converge is written and flagged.
+    Raises what writing raised (the caller records it as a ``write`` failure)."""
+    write_person(fit, out_dir, image_rgb=inputs.image_rgb, mask=inputs.mask)
+    quality = fit.metrics["quality"]
+    failure = None if quality["ok"] else person_ids(inputs.person) | _quality_failure(quality)
+    return PersonOutcome(folder=inputs.folder, written=True, failure=failure, fit=fit)
+
+
+def process_person(
+    dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyModel, out_dir: Path, config: PipelineConfig
+) -> PersonOutcome:
+    """Load, fit and write one person; any exception (even a bug) becomes a failure record of
+    the stage it happened in, so one person never stops a batch (KeyboardInterrupt propagates)."""
+    name = person_folder_name((person.image_id, person.ann_id))
+    stage = "load"
+    try:
+        inputs = load_person(dataset, person, body=body)
+        stage = "fit"
+        fit = fit_loaded(inputs, body=body, config=config)
+        stage = "write"
+        return write_fitted(fit, inputs, out_dir=out_dir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - one person's failure (even a bug) never stops the batch
+        return PersonOutcome(folder=name, written=False, failure=exception_failure(person, stage=stage, err=err))
 
 
 def finished_metrics(folder: Path) -> dict | None:
@@ -143,7 +229,8 @@ def _quality_failure(quality: dict) -> dict:
     }
 
 
-def _write_failures(out_dir: Path, failures: list[dict]) -> None:
+def write_failures(out_dir: Path, failures: list[dict]) -> None:
+    """Write ``failures.json`` atomically, or remove it when there is no failure."""
     path = out_dir / FAILURES_FILE
     if failures:
         atomic_write_text(path, json.dumps(failures, indent=2, default=str))

@@ -86,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=None,
                      help="random seed (config key fit.seed, default 0): same inputs, config and seed give "
                           "the same outputs on the same machine")  # fmt: skip
+    fit.add_argument("--accelerator", default="cpu",
+                     help="Lightning accelerator: cpu (default), gpu, cuda, mps or auto")  # fmt: skip
+    fit.add_argument("--devices", type=_devices_arg, default=1,
+                     help="Lightning devices per node: a count (default 1), a list like 0,1, or auto")  # fmt: skip
+    fit.add_argument("--strategy", default="auto",
+                     help="Lightning strategy: auto (default), ddp (one process per device: each fits "
+                          "different people), ddp_spawn, ...")  # fmt: skip
+    fit.add_argument("--num-nodes", type=_positive_int, default=1, help="number of machines for DDP (default 1)")
+    fit.add_argument("--logger-dir", type=Path, default=None,
+                     help="folder for the per-stage loss logs (CSV; TensorBoard too when installed); "
+                          "default: OUT/.logs")  # fmt: skip
     _add_body_args(fit)
     fit.set_defaults(func=_cmd_fit)
 
@@ -132,18 +143,54 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _devices_arg(text: str) -> int | str:
+    text = text.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return int(text)
+    if text == "auto" or all(part.strip().isdigit() for part in text.split(",")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a count, a list like 0,1, or auto; got {text!r}")
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import contextlib
     import dataclasses
 
-    from resihmr_dr.batch import FAILURES_FILE, fit_dataset
+    from resihmr_dr.atomic import exclusive_lock, remove_stale_partials
+    from resihmr_dr.batch import FAILURES_FILE
     from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
+    from resihmr_dr.lightning import LDposeDataModule, env_global_rank
 
     config = load_config(args.config)
     fit_config = config.fit if args.seed is None else dataclasses.replace(config.fit, seed=args.seed)
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
     body = _body_from_args(args)
-    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=fit_config, overwrite=args.overwrite)
+    start = time.perf_counter()
+    out = Path(args.out)
+    rank_zero = env_global_rank() == 0  # DDP's other ranks rerun this command: no lock, no cleanup
+    if rank_zero:
+        out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out) if rank_zero else contextlib.nullcontext():
+        if rank_zero:
+            remove_stale_partials(out)
+        data = LDposeDataModule(dataset, body=body, out_dir=out, overwrite=args.overwrite)
+        summary = _predict(args, data=data, fit_config=fit_config)
+    if summary is None:  # not global rank 0: rank 0 reports
+        return 0
+    summary.seconds = time.perf_counter() - start
     print(f"{len(summary.written)} fitted, {len(summary.skipped)} skipped (already done), "
           f"{len(summary.failures)} failed in {summary.seconds:.1f} s -> {args.out}")  # fmt: skip
     for failure in summary.failures:
@@ -151,6 +198,49 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if summary.failures:
         print(f"see {args.out / FAILURES_FILE}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _predict(args: argparse.Namespace, *, data, fit_config):
+    """Run ``Trainer.predict`` over the planned people; the merged summary on global rank 0,
+    None on the other ranks."""
+    import logging
+    import signal
+    import warnings
+
+    from resihmr_dr.lightning import PersonWriter, ResihmrFitModule, make_loggers
+
+    writer = PersonWriter(data.out_dir, plan=data.plan)
+    if not data.plan.todo:  # nothing to fit: no processes to start
+        return writer.merge(world_size=1)
+    import lightning.pytorch as pl
+
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from resihmr_dr.config import ConfigError
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in (r".*does not have many workers.*", r".*`srun` command is available.*",
+                        r".*isinstance\(treespec, LeafSpec\).*"):
+            warnings.filterwarnings("ignore", message=message)
+        log_dir = args.logger_dir or data.out_dir / ".logs"
+        try:
+            trainer = pl.Trainer(
+                accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
+                logger=make_loggers(log_dir), callbacks=[writer], enable_model_summary=False,
+                enable_checkpointing=False, inference_mode=False, use_distributed_sampler=False,
+                default_root_dir=str(log_dir),
+            )  # fmt: skip
+        except (MisconfigurationException, ValueError, RuntimeError) as err:  # e.g. --accelerator gpu without one
+            raise ConfigError(f"--accelerator/--devices/--strategy/--num-nodes: {err}") from None
+        try:
+            trainer.predict(ResihmrFitModule(data.body, fit_config), datamodule=data, return_predictions=False)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1) (ignoring SIGINT): report it as ours
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt from None
+            raise
+    return writer.summary if trainer.is_global_zero else None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,368 @@
+"""Fit an LDpose dataset with Lightning's ``Trainer.predict``: one CPU, one GPU, or many (DDP).
+
+* ``LDposeDataModule`` plans the run (people to fit; finished folders skipped unless
+  ``overwrite``; annotation load errors and flagged finished folders become failure records)
+  and serves the people to fit, each loaded by ``PersonDataset`` into a per-person dict.
+  Under DDP, ``PeopleSampler`` gives each rank distinct people (no padding, a rank may get
+  none); the writer also drops any person it has already handled.
+* ``ResihmrFitModule.predict_step`` runs the staged fit (intact -> RAFO -> cap -> silhouette
+  refinement: ``fit_person``) for each person of a batch; no training. Per-stage losses go to
+  the Trainer's loggers (rank 0 logs live; the other ranks' rows are logged by rank 0 at the
+  end).
+* ``PersonWriter`` writes each person's folder atomically as soon as its batch is done,
+  records failures in a per-rank part file, and rank 0 merges every part into
+  ``failures.json`` in the ``teardown`` hook after a barrier (every rank reaches it, also a
+  rank that got no person).
+
+The output folder's lock and the stale-partial cleanup belong to the launching process (global
+rank 0), see ``resihmr_dr.cli``; the per-person steps are ``resihmr_dr.batch``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from resihmr_dr.atomic import atomic_write_text
+from resihmr_dr.batch import (
+    BatchSummary,
+    PersonInputs,
+    exception_failure,
+    finished_status,
+    fit_loaded,
+    load_error_failures,
+    load_person,
+    write_failures,
+    write_fitted,
+)
+from resihmr_dr.body.base import BodyModel
+from resihmr_dr.data.annotations import LDposeDataset, PersonAnnotation, load_annotations
+from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
+from resihmr_dr.outputs import person_folder_name
+
+PART_PREFIX = ".rank"
+PART_SUFFIX = ".partial-fit.json"  # hidden and stale-partial shaped: a killed run's parts are cleaned up
+
+
+def env_global_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not distributed):
+    ``RANK`` (torchrun, SLURM setups) or Lightning's ``NODE_RANK``/``LOCAL_RANK``."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return int(os.environ.get("NODE_RANK", 0) or 0) + int(os.environ.get("LOCAL_RANK", 0) or 0)
+
+
+def part_path(out_dir: Path, rank: int) -> Path:
+    return Path(out_dir) / f"{PART_PREFIX}{rank}{PART_SUFFIX}"
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class FitPlan:
+    """Who to fit: ``todo`` (dataset position, person) in dataset order; ``skipped`` folder
+    names already done; ``failures`` (dataset position, record) known before fitting (load errors
+    of the annotation file at position -1, flagged finished folders at theirs)."""
+
+    todo: list[tuple[int, PersonAnnotation]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[tuple[int, dict]] = field(default_factory=list)
+
+
+def plan_fit(dataset: LDposeDataset, *, out_dir: Path, overwrite: bool) -> FitPlan:
+    """The same decisions ``batch.fit_dataset`` makes before fitting each person."""
+    plan = FitPlan(failures=[(-1, f) for f in load_error_failures(dataset)])
+    for position, person in enumerate(dataset.people):
+        if not overwrite:
+            done, failure = finished_status(out_dir, person)
+            if done:
+                plan.skipped.append(person_folder_name((person.image_id, person.ann_id)))
+                if failure is not None:
+                    plan.failures.append((position, failure))
+                continue
+        plan.todo.append((position, person))
+    return plan
+
+
+class PersonDataset(Dataset):
+    """Map-style dataset over the people to fit (DistributedSampler-compatible).
+
+    Item ``i``: ``{"position": int (in the annotation file), "folder": str, "inputs":
+    PersonInputs | None (image, mask, camera, keypoints via inputs.person, init), "failure":
+    dict | None}``; a loading error becomes a ``load`` failure record, never an exception.
+    """
+
+    def __init__(self, dataset: LDposeDataset, todo: list[tuple[int, PersonAnnotation]], *, body: BodyModel) -> None:
+        self.dataset = dataset
+        self.todo = list(todo)
+        self.body = body
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.todo):
+            raise IndexError(f"person index {index} out of range [0, {len(self.todo)})")
+        position, person = self.todo[index]
+        item = {"position": position, "folder": person_folder_name((person.image_id, person.ann_id)),
+                "person": person, "inputs": None, "failure": None}  # fmt: skip
+        try:
+            item["inputs"] = load_person(self.dataset, person, body=self.body)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - a bad person is a failure record
+            item["failure"] = exception_failure(person, stage="load", err=err)
+        return item
+
+
+class PeopleSampler(DistributedSampler):
+    """Rank ``rank`` of ``num_replicas`` gets people ``rank, rank + num_replicas, ...``: every
+    person exactly once over all ranks, no padding (unlike ``DistributedSampler``) and no
+    minimum (unlike Lightning's ``UnrepeatedDistributedSampler``, which refuses a rank with no
+    person). A ``DistributedSampler``, so Lightning keeps it as it is under DDP."""
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int) -> None:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank {rank} of {num_replicas}")
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def collate_people(items: list[dict]) -> list[dict]:
+    """Keep the per-person dicts as they are (images differ in size; no stacking)."""
+    return list(items)
+
+
+class LDposeDataModule(pl.LightningDataModule):
+    """Predict-only data module over an LDpose annotation file (loaded with on_error="collect").
+
+    The plan (who to fit, who is skipped) is made once, at construction or in ``setup``; under
+    DDP every rank makes it before any rank writes (Lightning's setup barriers), so all ranks
+    agree on the list.
+    """
+
+    def __init__(
+        self,
+        dataset: LDposeDataset,
+        *,
+        body: BodyModel,
+        out_dir: str | Path,
+        overwrite: bool = False,
+        batch_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.dataset = dataset
+        self.body = body
+        self.out_dir = Path(out_dir)
+        self.overwrite = overwrite
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._plan: FitPlan | None = None
+
+    @classmethod
+    def from_file(cls, annotations: str | Path, *, images_dir: str | Path | None = None, body: BodyModel,
+                  out_dir: str | Path, overwrite: bool = False, batch_size: int = 1) -> LDposeDataModule:  # fmt: skip
+        dataset = load_annotations(annotations, images_dir=images_dir, on_error="collect")
+        return cls(dataset, body=body, out_dir=out_dir, overwrite=overwrite, batch_size=batch_size)
+
+    @property
+    def plan(self) -> FitPlan:
+        if self._plan is None:
+            self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite)
+        return self._plan
+
+    def setup(self, stage: str) -> None:
+        self.plan  # noqa: B018 - make the plan now (before any rank writes)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):  # noqa: ANN001 - Lightning's hook
+        return batch  # per-person numpy inputs (frozen dataclasses): the fit moves what it needs
+
+    def predict_dataloader(self) -> DataLoader:
+        people = PersonDataset(self.dataset, self.plan.todo, body=self.body)
+        trainer = self.trainer  # None outside a Trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return DataLoader(
+            people, batch_size=self.batch_size, sampler=PeopleSampler(people, num_replicas=world, rank=rank),
+            collate_fn=collate_people, num_workers=self.num_workers,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- model
+def loss_rows(fit: PersonFit, *, position: int) -> list[tuple[int, dict[str, float]]]:
+    """Logger rows (step = iteration) of one person's per-stage losses: ``intact/<stage>`` for
+    each intact-fit stage and ``refine/<term>`` for each refinement loss term; every row carries
+    ``person`` (its position in the annotation file)."""
+    rows: dict[int, dict[str, float]] = {}
+    for stage, losses in fit.intact.stage_losses.items():
+        for step, value in enumerate(losses):
+            rows.setdefault(step, {})[f"intact/{stage}"] = float(value)
+    if fit.refinement is not None:
+        for term, values in fit.refinement.history.items():
+            for step, value in enumerate(values):
+                rows.setdefault(step, {})[f"refine/{term}"] = float(value)
+    return [(step, {"person": float(position)} | row) for step, row in sorted(rows.items())]
+
+
+def log_rows(trainer: pl.Trainer, rows: list[tuple[int, dict[str, float]]]) -> None:
+    """Send rows to every logger of ``trainer`` (loggers write on global rank 0 only)."""
+    for logger in trainer.loggers:
+        for step, metrics in rows:
+            logger.log_metrics(metrics, step=step)
+        logger.save()
+
+
+class ResihmrFitModule(pl.LightningModule):
+    """Runs ``fit_person`` for each person of a batch in ``predict_step``; nothing is trained.
+
+    Use with ``LDposeDataModule`` (its batches stay on the host: the fit moves what it needs) and
+    ``Trainer(inference_mode=False)`` (the fit optimises with autograd; the step also
+    enables gradients itself, as Lightning runs prediction under ``no_grad``).
+    """
+
+    def __init__(self, body: BodyModel, config: PipelineConfig = PipelineConfig()) -> None:
+        super().__init__()
+        # Not a registered submodule: every rank builds the same body, and DDP's start-up
+        # broadcast of module states cannot write into the body's expanded (stride-0) buffers.
+        self._body = [body]
+        self.config = config
+
+    @property
+    def body(self) -> BodyModel:
+        return self._body[0]
+
+    def on_predict_start(self) -> None:
+        if self.body.device != self.device:  # e.g. each DDP rank's own GPU
+            self._body[0] = self.body.to(self.device)
+
+    def predict_step(self, batch: list[dict], batch_idx: int = 0) -> list[dict]:
+        """For each person: ``{"position", "folder", "person", "inputs", "fit": PersonFit | None,
+        "failure": dict | None, "loss_rows"}`` (a load or fit failure has no fit)."""
+        results = []
+        for item in batch:
+            result = dict(item) | {"fit": None, "loss_rows": []}
+            if item["failure"] is None:
+                try:
+                    with torch.enable_grad():
+                        result["fit"] = fit_loaded(item["inputs"], body=self.body, config=self.config)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as err:  # noqa: BLE001 - one person's failure never stops the batch
+                    result["failure"] = exception_failure(item["person"], stage="fit", err=err)
+            if result["fit"] is not None:
+                result["loss_rows"] = loss_rows(result["fit"], position=item["position"])
+                if self._trainer is not None and self.trainer.is_global_zero:
+                    log_rows(self.trainer, result["loss_rows"])
+            results.append(result)
+        return results
+
+
+# --------------------------------------------------------------------------- writer
+class PersonWriter(BasePredictionWriter):
+    """Writes each fitted person's folder atomically as its batch ends and records failures.
+
+    Every rank keeps ``.rank<R>.partial-fit.json`` in ``out_dir`` up to date (written people,
+    failure records, loss rows); in ``teardown`` all ranks meet at a barrier and rank 0 merges
+    the parts with the plan's failures into ``failures.json`` (dataset order; removed when there
+    is none), logs the other ranks' loss rows, deletes the parts and sets ``summary``.
+    """
+
+    def __init__(self, out_dir: str | Path, *, plan: FitPlan) -> None:
+        super().__init__(write_interval="batch")
+        self.out_dir = Path(out_dir)
+        self.plan = plan
+        self.written: list[tuple[int, str]] = []
+        self.failures: list[tuple[int, dict]] = []
+        self.rows: list[tuple[int, dict[str, float]]] = []
+        self._seen: set[str] = set()
+        self.summary: BatchSummary | None = None
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):  # noqa: ANN001, D102
+        for result in prediction:
+            if result["folder"] in self._seen:  # a repeated sample: handled once only
+                continue
+            self._seen.add(result["folder"])
+            position = result["position"]
+            if result["fit"] is not None:
+                try:
+                    outcome = write_fitted(result["fit"], result["inputs"], out_dir=self.out_dir)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as err:  # noqa: BLE001
+                    self.failures.append((position, exception_failure(result["person"], stage="write", err=err)))
+                else:
+                    self.written.append((position, outcome.folder))
+                    if outcome.failure is not None:
+                        self.failures.append((position, outcome.failure))
+                    if not trainer.is_global_zero:
+                        self.rows.extend(result["loss_rows"])
+            else:
+                self.failures.append((position, result["failure"]))
+            self._save_part(trainer.global_rank)
+            if trainer.world_size == 1:  # keep failures.json current, as batch.fit_dataset does
+                write_failures(self.out_dir, [f for _, f in sorted(self.plan.failures + self.failures,
+                                                                    key=lambda pf: pf[0])])  # fmt: skip
+
+    def _save_part(self, rank: int) -> None:
+        part = {"written": self.written, "failures": self.failures, "rows": self.rows}
+        atomic_write_text(part_path(self.out_dir, rank), json.dumps(part, default=str))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._save_part(trainer.global_rank)
+        trainer.strategy.barrier("resihmr-merge-failures")
+        if trainer.is_global_zero:
+            self.summary = self.merge(world_size=trainer.world_size, trainer=trainer)
+
+    def merge(self, *, world_size: int, trainer: pl.Trainer | None = None) -> BatchSummary:
+        """Merge every rank's part (rank 0 only) into the run's summary and ``failures.json``."""
+        written: list[tuple[int, str]] = []
+        failures = list(self.plan.failures)
+        seen: set[str] = set()
+        for rank in range(world_size):
+            path = part_path(self.out_dir, rank)
+            if not path.is_file():
+                continue
+            part = json.loads(path.read_text())
+            for position, folder in part["written"]:
+                if folder not in seen:
+                    seen.add(folder)
+                    written.append((position, folder))
+            failures.extend((position, record) for position, record in part["failures"])
+            if trainer is not None and rank != 0 and part["rows"]:
+                log_rows(trainer, [(step, row) for step, row in part["rows"]])
+            path.unlink()
+        failures.sort(key=lambda pf: pf[0])
+        summary = BatchSummary(
+            written=[f for _, f in sorted(written)], skipped=list(self.plan.skipped), failures=[f for _, f in failures]
+        )
+        write_failures(self.out_dir, summary.failures)
+        return summary
+
+
+def make_loggers(save_dir: str | Path) -> list:
+    """CSV logger into ``save_dir`` (always), plus TensorBoard when ``tensorboard`` is installed."""
+    import importlib.util
+
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers: list = [CSVLogger(save_dir=str(save_dir), name="fit")]
+    if importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(TensorBoardLogger(save_dir=str(save_dir), name="fit"))
+    return loggers

@@ -88,7 +88,7 @@ def _fit_all(
     summary.failures.extend(load_error_failures(dataset))
     bar = tqdm(dataset.people, desc="fitting", unit="person", disable=not progress)
     for person in bar:
-        name = person_folder_name((person.image_id, person.ann_id))
+        name = person_folder_name(person)
         bar.set_postfix_str(name)
         if not overwrite:
             done, failure = finished_status(out_dir, person)
@@ -116,7 +116,7 @@ class PersonInputs:
 
     @property
     def folder(self) -> str:
-        return person_folder_name((self.person.image_id, self.person.ann_id))
+        return person_folder_name(self.person)
 
 
 @dataclass
@@ -133,7 +133,7 @@ class PersonOutcome:
 def person_ids(person: PersonAnnotation) -> dict:
     """The identifying fields of a failure record."""
     return {"ann_id": person.ann_id, "image_id": person.image_id,
-            "folder": person_folder_name((person.image_id, person.ann_id))}  # fmt: skip
+            "folder": person_folder_name(person)}  # fmt: skip
 
 
 def load_error_failures(dataset: LDposeDataset) -> list[dict]:
@@ -143,7 +143,7 @@ def load_error_failures(dataset: LDposeDataset) -> list[dict]:
 
 def finished_status(out_dir: Path, person: PersonAnnotation) -> tuple[bool, dict | None]:
     """(already done?, its quality failure record if it was written flagged as not converged)."""
-    metrics = finished_metrics(out_dir / person_folder_name((person.image_id, person.ann_id)))
+    metrics = finished_metrics(out_dir / person_folder_name(person))
     if metrics is None:
         return False, None
     quality = metrics.get("quality")
@@ -194,7 +194,7 @@ def process_person(
 ) -> PersonOutcome:
     """Load, fit and write one person; any exception (even a bug) becomes a failure record of
     the stage it happened in, so one person never stops a batch (KeyboardInterrupt propagates)."""
-    name = person_folder_name((person.image_id, person.ann_id))
+    name = person_folder_name(person)
     stage = "load"
     try:
         inputs = load_person(dataset, person, body=body)

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from resihmr_dr.atomic import atomic_write_text
 from resihmr_dr.batch import (
     BatchSummary,
-    PersonInputs,
     exception_failure,
     finished_status,
     fit_loaded,
@@ -82,7 +81,7 @@ def plan_fit(dataset: LDposeDataset, *, out_dir: Path, overwrite: bool) -> FitPl
         if not overwrite:
             done, failure = finished_status(out_dir, person)
             if done:
-                plan.skipped.append(person_folder_name((person.image_id, person.ann_id)))
+                plan.skipped.append(person_folder_name(person))
                 if failure is not None:
                     plan.failures.append((position, failure))
                 continue
@@ -110,7 +109,7 @@ class PersonDataset(Dataset):
         if not 0 <= index < len(self.todo):
             raise IndexError(f"person index {index} out of range [0, {len(self.todo)})")
         position, person = self.todo[index]
-        item = {"position": position, "folder": person_folder_name((person.image_id, person.ann_id)),
+        item = {"position": position, "folder": person_folder_name(person),
                 "person": person, "inputs": None, "failure": None}  # fmt: skip
         try:
             item["inputs"] = load_person(self.dataset, person, body=self.body)

@@ -15,6 +15,7 @@ import numpy as np
 import trimesh
 
 from resihmr_dr.atomic import atomic_directory
+from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.fit.pipeline import PersonFit
 from resihmr_dr.render.views import RESIDUAL_RGB, SKIN_RGB
 
@@ -30,10 +31,9 @@ OUTPUT_FILES = (
 )
 
 
-def person_folder_name(fit_or_ids) -> str:
-    """``image<IMAGE_ID>_ann<ANN_ID>``."""
-    image_id, ann_id = (fit_or_ids.image_id, fit_or_ids.ann_id) if hasattr(fit_or_ids, "ann_id") else fit_or_ids
-    return f"image{image_id}_ann{ann_id}"
+def person_folder_name(person: PersonAnnotation | PersonFit) -> str:
+    """``image<IMAGE_ID>_ann<ANN_ID>`` for an annotated or fitted person."""
+    return f"image{person.image_id}_ann{person.ann_id}"
 
 
 def params_dict(fit: PersonFit) -> dict:

@@ -137,6 +137,11 @@ def apply_global_transform(
     return (points_model - root) @ rot.transpose(1, 2) + root + transl[:, None, :]
 
 
+def stature_m(verts_tpose: torch.Tensor) -> torch.Tensor:
+    """(B,) standing height in metres: the vertical (Y) extent of (B, V, 3) T-pose vertices."""
+    return verts_tpose[..., 1].amax(dim=1) - verts_tpose[..., 1].amin(dim=1)
+
+
 class BodyModel(torch.nn.Module, abc.ABC):
     """A differentiable parametric body. Subclasses set the attributes below in ``__init__``.
 
@@ -207,11 +212,6 @@ class BodyModel(torch.nn.Module, abc.ABC):
     def tpose(self, params: BodyParams) -> BodyOutput:
         """The body of ``params``'s shape in the T-pose, model frame (Y up, facing +Z)."""
         return self.forward_model(self.tpose_body_pose(params.shape), params.shape)
-
-    def stature_m(self, shape: torch.Tensor) -> torch.Tensor:
-        """(B,) standing height in metres: the vertical extent of the T-pose for ``shape`` (B, S)."""
-        verts = self.forward_model(self.tpose_body_pose(shape), shape).verts
-        return verts[..., 1].amax(dim=1) - verts[..., 1].amin(dim=1)
 
     def segment_vertex_ids(self, segment: str) -> torch.Tensor:
         """Indices of the vertices labelled ``segment``."""

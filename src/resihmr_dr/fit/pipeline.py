@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_NAMES, BodyModel, BodyParams
+from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams, stature_m
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.init_fit import InitialFit
@@ -138,8 +138,8 @@ def _fit_person(
     params = intact.params
     with torch.no_grad():
         posed = body(params)
-        stature = float(body.stature_m(params.shape)[0])
-        root_model = body.forward_model(params.body_pose, params.shape).joints[0, 0].double().cpu().numpy()
+        tpose = body.tpose(params)
+    stature = float(stature_m(tpose.verts)[0])
     joints_cam = posed.joints[0]
 
     rafo: tuple[RafoResult, ...] = ()
@@ -161,16 +161,13 @@ def _fit_person(
         joints_np = joints_cam.cpu().numpy().astype(np.float64)
         specs, lams = [], []
         for result, item in zip(rafo, limb_inputs):
-            anchor_name, target_name = limb_joint_names(item.limb, item.status)
+            anchor, target = _anchor_target(joints_np, item)
             lam = _lambda_on_segment(
-                endpoint=result.endpoint_cam.detach().cpu().numpy(),
-                anchor=joints_np[JOINT_NAMES.index(anchor_name)],
-                target=joints_np[JOINT_NAMES.index(target_name)],
-                lam_min=config.rafo.lam_min,
-                lam_max=config.rafo.lam_max,
-            )
+                endpoint=result.endpoint_cam.detach().cpu().numpy(), anchor=anchor, target=target,
+                lam_min=config.rafo.lam_min, lam_max=config.rafo.lam_max,
+            )  # fmt: skip
             lams.append(lam)
-            specs.append(_spec(joints_np, item.limb, item.status, lam, anchor_name, target_name))
+            specs.append(CutSpec(item.limb, item.status, anchor, target, anchor + lam * (target - anchor)))
         lambda_mesh = tuple(lams)
         residual: ResidualBody = cut_and_cap(
             verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), cuts=specs, config=config.cap
@@ -182,44 +179,41 @@ def _fit_person(
             ]
             refined = refine(body=body, params=params, residual=residual, targets=targets, keypoints_px=keypoints,
                              camera=camera, mask=mask, config=config.refine)  # fmt: skip
-            params = refined.params
             residual = dataclasses.replace(residual, verts=refined.verts_cam)
-            with torch.no_grad():
-                posed = body(params)
+            if config.refine.refine_body:
+                params = refined.params
+                with torch.no_grad():
+                    posed = body(params)
+                    tpose = body.tpose(params)
         verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
         stump = residual_body_geometry(residual, num_stations=config.num_stations)
 
     # The T-pose: the posed cut replayed on the T-pose body (same vertices and faces, so m_r
     # holds for both), each cap rebuilt along its T-pose limb axis with the refined cap shape.
-    with torch.no_grad():
-        tpose = body.tpose(params)
     verts_tpose = tpose.verts[0].double()
     if rafo:
-        tpose_joints = tpose.joints[0].double()
-        axes = []
-        for item in limb_inputs:
-            anchor_name, target_name = limb_joint_names(item.limb, item.status)
-            axes.append(tpose_joints[JOINT_NAMES.index(target_name)] - tpose_joints[JOINT_NAMES.index(anchor_name)])
+        tpose_joints = tpose.joints[0].double().cpu().numpy()
+        segments = [_anchor_target(tpose_joints, item) for item in limb_inputs]
         with torch.no_grad():
             verts_tpose = residual.replay(
                 verts_tpose,
                 radial_offsets=None if refined is None else [o.double() for o in refined.radial_offsets],
                 height_scales=None if refined is None else refined.height_scales,
-                axes=axes,
+                axes=[torch.as_tensor(target - anchor) for anchor, target in segments],
             )
         verts_tpose_np = verts_tpose.cpu().numpy()
         stump_tpose = tuple(
             stump_geometry(
-                verts=verts_tpose_np, faces=faces, residual_mask=limb_mask,
-                anchor=tpose_joints[JOINT_NAMES.index(limb_joint_names(item.limb, item.status)[0])].cpu().numpy(),
-                target=tpose_joints[JOINT_NAMES.index(limb_joint_names(item.limb, item.status)[1])].cpu().numpy(),
+                verts=verts_tpose_np, faces=faces, residual_mask=limb_mask, anchor=anchor, target=target,
                 tip=verts_tpose_np[tip], num_stations=config.num_stations, limb_name=item.limb.name,
                 status=item.status.value,
             )  # fmt: skip
-            for item, limb_mask, tip in zip(limb_inputs, residual.limb_masks, residual.tip_indices)
+            for item, (anchor, target), limb_mask, tip in zip(limb_inputs, segments, residual.limb_masks, residual.tip_indices)
         )
     verts_tpose = verts_tpose.cpu().numpy()
     faces_tpose, residual_mask_tpose = faces, residual_mask
+    # The root joint in the model frame: the global transform maps it to root + transl.
+    root_model = (posed.joints[0, JOINT_INDEX["pelvis"]] - params.transl[0]).double().cpu().numpy()
 
     pred_kp = _predicted_keypoints(camera, posed.coco_kp[0], rafo, limb_inputs)
     metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
@@ -267,10 +261,10 @@ def _labelled_xy(keypoints_px: np.ndarray, index: int) -> np.ndarray | None:
     return keypoints_px[index, :2].copy() if keypoints_px[index, 2] > 0 else None
 
 
-def _spec(joints: np.ndarray, limb, status, lam: float, anchor_name: str, target_name: str) -> CutSpec:
-    anchor = joints[JOINT_NAMES.index(anchor_name)]
-    target = joints[JOINT_NAMES.index(target_name)]
-    return CutSpec(limb, status, anchor, target, anchor + lam * (target - anchor))
+def _anchor_target(joints: np.ndarray, item) -> tuple[np.ndarray, np.ndarray]:
+    """(J_a, J_t), each (3,), of a residual limb's segment from (len(JOINT_NAMES), 3) joints."""
+    anchor_name, target_name = limb_joint_names(item.limb, item.status)
+    return joints[JOINT_INDEX[anchor_name]], joints[JOINT_INDEX[target_name]]
 
 
 def _lambda_on_segment(*, endpoint, anchor, target, lam_min: float, lam_max: float) -> float:

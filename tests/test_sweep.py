@@ -14,10 +14,10 @@ import pytest
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.config import ConfigError, ResihmrConfig
 from resihmr_dr.data.annotations import load_annotations
+from resihmr_dr.eval.groundtruth import load_ground_truth
 from resihmr_dr.eval.sweep import (
     METRICS,
     SweepSpec,
-    _load_ground_truth,
     apply_override,
     expand_sweep,
     load_sweep,
@@ -27,22 +27,12 @@ from resihmr_dr.eval.sweep import (
 )
 from resihmr_dr.eval.sweep_cli import add_sweep_parser
 from resihmr_dr.eval.synth import generate_dataset
-from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
-from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
-from resihmr_dr.fit.refine import RefineConfig
+from resihmr_dr.fit.pipeline import fit_person
+
+from synthetic_people import FAST_PIPELINE as FAST
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("fit.refine.weights.silhouette", "fit.refine.weights.stump_silhouette")
-FAST = PipelineConfig(
-    intact=IntactFitConfig(
-        stages=(
-            StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=8),
-            StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=15),
-        ),
-        camera_yaw_starts_deg=(0.0,),
-    ),
-    refine=RefineConfig(iterations=4, image_size=96, roi_size=64),
-)
 
 
 def test_shipped_sweep_expands_to_valid_configs():
@@ -114,7 +104,7 @@ def test_mask_weight_sweep_writes_table_and_weight_zero_is_the_convex_cap(anny_b
     fit = fit_person(body=anny_body, person=person, camera=PinholeCamera.for_image(dataset.image_of(person)),
                      mask=mask, config=off)  # fmt: skip
     assert fit.refinement is None
-    reference = person_metrics(fit=fit, gt=_load_ground_truth(synth_dir)[person.ann_id], mask=mask, body=anny_body)
+    reference = person_metrics(fit=fit, gt=load_ground_truth(synth_dir)[person.ann_id], mask=mask, body=anny_body)
     for key, _, _ in METRICS:
         assert result.rows[0][key] == pytest.approx(reference[key], rel=1e-9, abs=1e-9), key
     # ... and weight 1 did refine the cap (the mesh changed, so some stump metric moved).

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_synth_parser(sub)
 
+    from resihmr_dr.eval.eval_cli import add_eval_parser
+
+    add_eval_parser(sub)
+
     from resihmr_dr.eval.sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub)

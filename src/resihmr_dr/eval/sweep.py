@@ -10,20 +10,11 @@ A sweep file (``configs/ablations/*.yaml``)::
 Every key is set to each value in turn on top of a base config (``configs/default.yaml`` or
 ``--config``); the result is validated like any config file (unknown keys are errors).
 
-Metrics per person (averaged over its residual limbs), see :func:`person_metrics`:
-
-- ``mask_iou``: the fitted mesh's hard silhouette against the person mask (full image);
-- ``stump_iou``: the same inside a square window around each true residual limb's projection
-  (``stump_rois`` of the true mesh, margin 0.35, as in tests/test_refine.py);
-- ``stump_dist_mean_mm`` / ``stump_dist_p95_mm``: distance from each fitted residual-limb vertex
-  to the true residual region's surface (the true mesh's faces on the residual segment, stump
-  included), after translating the fitted limb so its anchor joint J_a lands on the true J_a.
-  Anchor alignment removes the single-view depth/translation ambiguity (~10-20 cm) that would
-  otherwise swamp the stump's shape;
-- ``endpoint_err_mm``: the fitted stump tip (residual vertex farthest along J_a -> J_t) against
-  the true tip, anchor-aligned likewise;
-- ``length_err_mm``: |fitted - true| residual length (tip's projection on the limb axis);
-- ``volume_err_pct``: |fitted - true| / true stump volume (distal of J_a), percent.
+Metrics per person (limb metrics averaged over its residual limbs), see :func:`person_metrics`:
+``mask_iou``, ``stump_iou``, ``stump_dist_mean_mm`` / ``stump_dist_p95_mm`` (symmetric surface
+distance between the fitted and true residual limbs, anchor-aligned), ``endpoint_err_mm``,
+``length_err_mm`` and ``volume_err_pct``, as defined in :mod:`resihmr_dr.eval.scores` (the
+benchmark's metrics).
 
 Frames: camera frame (OpenCV, metres) throughout; pixels ``_px``.
 """
@@ -31,7 +22,6 @@ Frames: camera frame (OpenCV, metres) throughout; pixels ``_px``.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -43,6 +33,7 @@ import numpy as np
 import yaml
 
 from resihmr_dr.config import ConfigError, ResihmrConfig, from_dict, to_dict
+from resihmr_dr.eval.groundtruth import GroundTruth, load_ground_truth
 
 __all__ = [
     "METRICS",
@@ -144,119 +135,20 @@ def expand_sweep(spec: SweepSpec, base: ResihmrConfig) -> list[tuple[float, Resi
     return out
 
 
-# --------------------------------------------------------------------------- ground truth, metrics
-@dataclass(frozen=True)
-class _GroundTruth:
-    """One person's truth: mesh (V, 3) / (F, 3) camera frame, per-vertex segment ids, and the
-    residual limbs' gt.json entries."""
+# --------------------------------------------------------------------------- metrics
+def person_metrics(*, fit, gt: GroundTruth, mask: np.ndarray, body) -> dict[str, float]:
+    """Sweep metrics (``METRICS``, defined in :mod:`resihmr_dr.eval.scores`) of one ``PersonFit``
+    against its ground truth, limb metrics averaged over the person's residual limbs (NaN where
+    none was fitted). mask: (H, W) bool person mask."""
+    from resihmr_dr.eval.prediction import prediction_from_fit
+    from resihmr_dr.eval.scores import score_prediction
 
-    verts: np.ndarray
-    faces: np.ndarray
-    vertex_segment: np.ndarray
-    limbs: tuple[dict, ...]
-
-
-def _load_ground_truth(data_dir: Path) -> dict[int, _GroundTruth]:
-    """ann_id -> ground truth, from ``gt/index.json`` (layout: ``resihmr_dr.eval.synth``)."""
-    import trimesh
-
-    index_path = data_dir / "gt" / "index.json"
-    if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found: --data must be a folder written by `resihmr-dr synth`")
-    index = json.loads(index_path.read_text())
+    rows = score_prediction(prediction_from_fit(fit, body=body, method="sweep"), gt, mask=mask, camera=fit.camera)
     out = {}
-    for entry in index["samples"]:
-        folder = data_dir / "gt" / entry["gt_dir"]
-        gt = json.loads((folder / "gt.json").read_text())
-        mesh = trimesh.load(folder / gt["mesh"], process=False, force="mesh")
-        labels = np.load(folder / gt["labels"])
-        out[int(entry["ann_id"])] = _GroundTruth(
-            verts=np.asarray(mesh.vertices, dtype=np.float64), faces=np.asarray(mesh.faces, dtype=np.int64),
-            vertex_segment=np.asarray(labels["vertex_segment"]), limbs=tuple(gt["residual_limbs"]),
-        )  # fmt: skip
+    for key, _, _ in METRICS:
+        finite = [r[key] for r in rows if math.isfinite(r[key])]
+        out[key] = float(np.mean(finite)) if finite else math.nan
     return out
-
-
-def person_metrics(*, fit, gt: _GroundTruth, mask: np.ndarray, body) -> dict[str, float]:
-    """Sweep metrics (module docstring) of one ``PersonFit`` against its ground truth.
-
-    mask: (H, W) bool person mask. Limb metrics are averaged over the person's residual limbs
-    (matched to the truth by limb and status; NaN where a limb was not fitted).
-    """
-    import torch
-    import trimesh
-
-    from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
-    from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
-    from resihmr_dr.fit.refine import stump_rois
-    from resihmr_dr.render.zbuffer import rasterize
-    from resihmr_dr.stump.cut import limb_joint_names, residual_segments
-
-    camera = fit.camera
-    rendered = rasterize(verts_cam=torch.as_tensor(fit.verts_cam), faces=torch.as_tensor(fit.faces), camera=camera)
-    pred_mask = rendered.mask.numpy()
-    union = (pred_mask | mask).sum()
-    row: dict[str, float] = {"mask_iou": float((pred_mask & mask).sum() / union) if union else math.nan}
-
-    with torch.no_grad():
-        joints_fit = body(fit.params).joints[0].double().cpu().numpy()
-    fitted = {(s.limb_name, s.status): s for s in fit.stump}
-    # Fitted limb axes, to split the fitted residual vertices between limbs (nearest axis segment).
-    axes = []
-    for limb_gt in gt.limbs:
-        limb = LIMB_BY_NAME[limb_gt["limb"]]
-        anchor_name, target_name = limb_joint_names(limb, LimbStatus(limb_gt["status"]))
-        axes.append((joints_fit[JOINT_INDEX[anchor_name]], joints_fit[JOINT_INDEX[target_name]]))
-    res_idx = np.nonzero(fit.residual_mask)[0]
-    res_verts = fit.verts_cam[res_idx]
-    if axes and len(res_idx):
-        dists = np.stack([_point_segment_distance(res_verts, a, t) for a, t in axes], axis=1)
-        owner = dists.argmin(axis=1)
-    else:
-        owner = np.zeros(len(res_idx), dtype=int)
-
-    per_limb: dict[str, list[float]] = {k: [] for k, _, _ in METRICS if k != "mask_iou"}
-    for i, limb_gt in enumerate(gt.limbs):
-        status = LimbStatus(limb_gt["status"])
-        limb = LIMB_BY_NAME[limb_gt["limb"]]
-        seg_id = SEGMENT_INDEX[residual_segments(limb, status)[0]]
-        gt_region = gt.vertex_segment == seg_id
-        (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[gt_region], camera=camera, margin=0.35)
-        x0, y0, x1, y1 = roi
-        a, g = pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1]
-        u = (a | g).sum()
-        per_limb["stump_iou"].append(float((a & g).sum() / u) if u else math.nan)
-
-        geo = fitted.get((limb_gt["limb"], limb_gt["status"]))
-        verts = res_verts[owner == i]
-        if geo is None or not len(verts):
-            for key in ("stump_dist_mean_mm", "stump_dist_p95_mm", "endpoint_err_mm", "length_err_mm", "volume_err_pct"):
-                per_limb[key].append(math.nan)
-            continue
-        anchor_fit, target_fit = axes[i]
-        shift = np.asarray(limb_gt["anchor_cam"], dtype=np.float64) - anchor_fit  # anchor alignment
-        region_faces = gt.faces[gt_region[gt.faces].all(axis=1)]
-        region = trimesh.Trimesh(gt.verts, region_faces, process=False)
-        _, d, _ = trimesh.proximity.closest_point(region, verts + shift)
-        per_limb["stump_dist_mean_mm"].append(float(d.mean() * 1000))
-        per_limb["stump_dist_p95_mm"].append(float(np.percentile(d, 95) * 1000))
-        axis = (target_fit - anchor_fit) / max(float(np.linalg.norm(target_fit - anchor_fit)), 1e-12)
-        tip = verts[np.argmax((verts - anchor_fit) @ axis)] + shift
-        per_limb["endpoint_err_mm"].append(float(np.linalg.norm(tip - np.asarray(limb_gt["endpoint_cam"])) * 1000))
-        true = limb_gt["measurements"]
-        per_limb["length_err_mm"].append(abs(geo.length_m - true["length_m"]) * 1000)
-        per_limb["volume_err_pct"].append(abs(geo.volume_m3 - true["volume_m3"]) / true["volume_m3"] * 100)
-    for key, values in per_limb.items():
-        finite = [v for v in values if math.isfinite(v)]
-        row[key] = float(np.mean(finite)) if finite else math.nan
-    return row
-
-
-def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,) distance of points (N, 3) to the segment a-b."""
-    ab = b - a
-    t = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-    return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)
 
 
 # --------------------------------------------------------------------------- running
@@ -306,7 +198,7 @@ def run_sweep(
         raise ValueError(f"limit must be >= 1, got {limit}")
     base = ResihmrConfig() if base is None else base
     configs = expand_sweep(spec, base)
-    truth = _load_ground_truth(data_dir)
+    truth = load_ground_truth(data_dir)
     if body is None:
         body = build_body_model(base.body.model, smplx_dir=base.body.smplx_dir, device=base.body.device)
     dataset = load_annotations(data_dir / "annotations.json")

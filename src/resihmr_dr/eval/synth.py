@@ -780,6 +780,7 @@ def _try_sample(
         "background": bg_kind,
         "focal_px": focal,
         "residual_types": [spec.type_name for spec in residuals],
+        "noise_px": noise_px,
     }
     return SynthSample(
         image=image, mask=mask, keypoints_px=kp, keypoints_clean_px=kp_clean, camera=camera, params=params,
@@ -866,7 +867,7 @@ def generate_dataset(
     count: int,
     seed: int = 0,
     types: str | Sequence[str] | None = None,
-    noise_px: float = 0.0,
+    noise_px: float | Sequence[float] = 0.0,
     drop_prob: float = 0.0,
     image_size: int = 512,
     image_noise: float = 0.0,
@@ -874,10 +875,18 @@ def generate_dataset(
     progress: bool = True,
 ) -> Path:
     """Write ``count`` samples to ``out_dir`` (layout in the module docstring); returns the path
-    of ``annotations.json``. See :func:`generate_sample` for the options."""
+    of ``annotations.json``. See :func:`generate_sample` for the options.
+
+    noise_px: one keypoint noise level (px), or several: each round of residual types (the
+    primary type cycles through ``types``) gets the next level, so every type and stump shape
+    is seen at every level once the count allows; a sample's level is in its ``gt.json``.
+    """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     allowed = parse_types(types)
+    levels = (float(noise_px),) if np.isscalar(noise_px) else tuple(float(v) for v in noise_px)
+    if not levels:
+        raise ValueError("noise_px needs at least one level")
     if body is None:
         from resihmr_dr.body.anny_model import AnnyBody
 
@@ -893,7 +902,8 @@ def generate_dataset(
         iterator = tqdm(iterator, desc="synth", unit="person")
     for i in iterator:
         sample = generate_sample(
-            body, index=i, seed=seed, types=allowed, noise_px=noise_px, drop_prob=drop_prob,
+            body, index=i, seed=seed, types=allowed, noise_px=levels[(i // len(allowed)) % len(levels)],
+            drop_prob=drop_prob,
             image_size=image_size, image_noise=image_noise,
         )  # fmt: skip
         image_id = ann_id = i + 1
@@ -941,7 +951,8 @@ def generate_dataset(
     doc = {
         "info": {
             "description": "resihmr_dr synthetic amputee benchmark (Anny renders with true stumps)",
-            "generator": {"count": count, "seed": seed, "types": list(allowed), "noise_px": noise_px,
+            "generator": {"count": count, "seed": seed, "types": list(allowed),
+                          "noise_px": levels[0] if len(levels) == 1 else list(levels),
                           "drop_prob": drop_prob, "image_size": image_size, "image_noise": image_noise},
         },
         "images": images,

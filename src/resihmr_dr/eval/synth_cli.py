@@ -7,6 +7,7 @@ parser's ``func`` (``args.func(args)`` returns the exit status).
 from __future__ import annotations
 
 import argparse
+import math
 
 from resihmr_dr.eval.synth import RESIDUAL_TYPES, generate_dataset, parse_types
 
@@ -36,9 +37,10 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument(
         "--noise-px",
-        type=float,
-        default=0.0,
-        help="keypoint noise std in pixels (default 0)",
+        type=_noise_levels,
+        default=(0.0,),
+        help="keypoint noise std in pixels (default 0); several levels as a list, e.g. 0,2,5: "
+        "each round of residual types gets the next level",
     )
     parser.add_argument(
         "--drop-prob", type=float, default=0.0,
@@ -61,11 +63,22 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     return parser
 
 
+def _noise_levels(text: str) -> tuple[float, ...]:
+    """'0,2,5' -> (0.0, 2.0, 5.0)."""
+    try:
+        levels = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma-separated list, got {text!r}") from None
+    if not all(math.isfinite(v) for v in levels):
+        raise argparse.ArgumentTypeError(f"noise levels must be finite, got {text!r}")
+    return levels
+
+
 def run_synth(args: argparse.Namespace) -> int:
     """Handler of ``synth``: validates the options and writes the dataset; returns 0."""
     if args.count < 1:
         raise SystemExit("synth: --count must be >= 1")
-    if args.noise_px < 0 or args.image_noise < 0:
+    if min(args.noise_px) < 0 or args.image_noise < 0:
         raise SystemExit("synth: --noise-px and --image-noise must be >= 0")
     if not 0.0 <= args.drop_prob <= 1.0:
         raise SystemExit("synth: --drop-prob must lie in [0, 1]")

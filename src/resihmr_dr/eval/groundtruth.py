@@ -1,0 +1,136 @@
+"""Ground truth of a synthetic benchmark folder (written by ``resihmr-dr synth``).
+
+Layout (see :mod:`resihmr_dr.eval.synth`): ``gt/index.json`` lists the samples; each sample's
+folder holds ``gt.json`` (camera, keypoints, residual limbs with their measurements),
+``mesh.ply`` (the true mesh in the camera frame, stumps included) and ``labels.npz``
+(per-vertex segment labels and the intact body vertex each vertex comes from).
+
+Frames: camera frame (OpenCV x right, y down, z forward, metres); pixels ``_px``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from resihmr_dr.body.base import SEGMENT_INDEX
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
+from resihmr_dr.stump.cut import residual_segments
+
+__all__ = ["GroundTruth", "GroundTruthError", "load_ground_truth"]
+
+
+class GroundTruthError(ValueError):
+    """A ground-truth folder or file is missing or malformed (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One person's truth.
+
+    verts: (V, 3) true mesh, camera frame; faces: (F, 3); vertex_segment: (V,) segment ids
+    (``SEGMENT_NAMES``; stump vertices carry their residual segment); source_vertex: (V,) index
+    of the intact body-model vertex each vertex is (-1 for stump vertices); keypoints_px: (25, 3)
+    the clean LDpose keypoints ``[x, y, v]``; limbs: the residual limbs' ``gt.json`` entries
+    (limb, status, type, shape, lambda, anchor_cam, target_cam, endpoint_cam, measurements, ...);
+    body_model: the body model that made it; noise_px: the keypoint noise written for this
+    person; info: the rest of ``gt.json`` (pose, view, ...).
+    """
+
+    ann_id: int
+    image_id: int
+    verts: np.ndarray
+    faces: np.ndarray
+    vertex_segment: np.ndarray
+    source_vertex: np.ndarray
+    keypoints_px: np.ndarray
+    limbs: tuple[dict, ...]
+    body_model: str
+    noise_px: float
+    info: dict
+
+    def limb_region(self, limb: dict) -> np.ndarray:
+        """(V,) bool: the vertices of ``limb``'s residual segment (stump included)."""
+        name, _ = residual_segments(LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]))
+        return self.vertex_segment == SEGMENT_INDEX[name]
+
+    @property
+    def camera(self) -> PinholeCamera:
+        """The camera the sample was rendered with."""
+        return PinholeCamera(**self.info["camera"])
+
+    @property
+    def intact_vertices(self) -> np.ndarray:
+        """(V,) bool: vertices of the intact body model outside every residual segment."""
+        keep = self.source_vertex >= 0
+        for limb in self.limbs:
+            keep &= ~self.limb_region(limb)
+        return keep
+
+
+def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
+    """ann_id -> :class:`GroundTruth` for every sample of a ``resihmr-dr synth`` folder.
+
+    Raises GroundTruthError naming the file and field when something is missing or malformed.
+    """
+    import trimesh
+
+    data_dir = Path(data_dir)
+    index_path = data_dir / "gt" / "index.json"
+    if not index_path.is_file():
+        raise GroundTruthError(f"{index_path} not found: the ground truth must be a folder written by `resihmr-dr synth`")
+    index = _read_json(index_path)
+    # Folders from before per-sample levels were recorded had one level for all.
+    generator_noise = index.get("generator", {}).get("noise_px", 0.0)
+    default_noise = float(generator_noise) if isinstance(generator_noise, (int, float)) else math.nan
+    out: dict[int, GroundTruth] = {}
+    for i, entry in enumerate(index.get("samples", [])):
+        try:
+            folder = data_dir / "gt" / entry["gt_dir"]
+            ann_id = int(entry["ann_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise GroundTruthError(f"{index_path}: samples[{i}] lacks a valid 'gt_dir' / 'ann_id' ({err})") from None
+        gt_path = folder / "gt.json"
+        gt = _read_json(gt_path)
+        try:
+            mesh = trimesh.load(folder / gt["mesh"], process=False, force="mesh")
+            labels = np.load(folder / gt["labels"])
+            keypoints = np.asarray(gt["keypoints_clean_px"], dtype=np.float64).reshape(25, 3)
+            limbs = tuple(gt["residual_limbs"])
+            for limb in limbs:
+                LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]), limb["measurements"]["volume_m3"]  # noqa: B018
+            PinholeCamera(**gt["camera"])
+        except (KeyError, ValueError, TypeError, OSError) as err:
+            raise GroundTruthError(f"{gt_path}: unreadable ground truth ({type(err).__name__}: {err})") from None
+        verts = np.asarray(mesh.vertices, dtype=np.float64)
+        noise = gt.get("noise_px", default_noise)
+        out[ann_id] = GroundTruth(
+            ann_id=ann_id, image_id=int(gt.get("image_id", entry.get("image_id", ann_id))), verts=verts,
+            faces=np.asarray(mesh.faces, dtype=np.int64), vertex_segment=np.asarray(labels["vertex_segment"]),
+            source_vertex=np.asarray(labels["source_vertex"]), keypoints_px=keypoints, limbs=limbs,
+            body_model=str(gt.get("body_model", "anny")), noise_px=float(noise) if noise is not None else math.nan,
+            info={k: v for k, v in gt.items() if k not in ("residual_limbs", "joints_cam", "keypoints_px",
+                                                          "keypoints_clean_px")},
+        )  # fmt: skip
+        if len(out[ann_id].vertex_segment) != len(verts):
+            raise GroundTruthError(f"{folder / gt['labels']}: {len(out[ann_id].vertex_segment)} labels for {len(verts)} vertices")
+    if not out:
+        raise GroundTruthError(f"{index_path}: no samples")
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise GroundTruthError(f"{path}: cannot read: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise GroundTruthError(f"{path}: invalid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise GroundTruthError(f"{path}: expected a JSON object")
+    return data

@@ -1,0 +1,224 @@
+"""One method's prediction for one person, in the form the evaluator scores.
+
+Every method (our fits read back from ``resihmr-dr fit``'s folders, the in-memory fits of the
+pipeline, and the baselines of :mod:`resihmr_dr.eval.baselines`) is turned into a
+:class:`Prediction`: the predicted mesh with each residual limb's vertices marked, the fitted
+body's joints and intact vertices, and the 25 predicted LDpose keypoints. The evaluator
+(:mod:`resihmr_dr.eval.scores`) measures every method the same way from these, so no method is
+scored by its own measurement code.
+
+Frames: camera frame (OpenCV x right, y down, z forward, metres); pixels ``_px``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_COCO_KEYPOINTS, NUM_KEYPOINTS, Limb, LimbStatus
+from resihmr_dr.stump.cut import limb_joint_names
+
+__all__ = [
+    "Prediction",
+    "PredictionError",
+    "PosedBody",
+    "pose_body",
+    "predicted_keypoints_px",
+    "prediction_from_fit",
+    "prediction_from_folder",
+    "split_residual_mask",
+]
+
+
+class PredictionError(ValueError):
+    """A prediction folder or file is missing or malformed (the message names the file)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One method's result for one person.
+
+    verts_cam: (V, 3) predicted mesh; faces: (F, 3); limb_masks: limb name (``left_leg``, ...)
+    -> (V,) bool, the vertices of that residual limb (its residual segment and cap, or for a
+    method that keeps the limb, everything distal of the anchor joint); joints_cam:
+    (len(JOINT_NAMES), 3) the fitted body's joints; keypoints_px: (25, 2) predicted LDpose
+    keypoints (0 where a method predicts none); body_verts_cam: (Vb, 3) the fitted intact body
+    model's vertices (for the Procrustes-aligned vertex error), None if unknown; body_name: the
+    body model; seconds: wall time of the method for this person.
+    """
+
+    method: str
+    ann_id: int
+    verts_cam: np.ndarray
+    faces: np.ndarray
+    limb_masks: Mapping[str, np.ndarray]
+    joints_cam: np.ndarray
+    keypoints_px: np.ndarray
+    body_verts_cam: np.ndarray | None
+    body_name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PosedBody:
+    """The fitted body model posed by its parameters: verts (Vb, 3), joints (J, 3) and COCO
+    keypoints (17, 3), camera frame, float64."""
+
+    verts_cam: np.ndarray
+    joints_cam: np.ndarray
+    coco_cam: np.ndarray
+
+
+def pose_body(body: BodyModel, params: BodyParams) -> PosedBody:
+    """Run the body model once (no gradients) on B = 1 parameters."""
+    with torch.no_grad():
+        out = body(params)
+    return PosedBody(*(t[0].double().cpu().numpy() for t in (out.verts, out.joints, out.coco_kp)))
+
+
+def limb_axis_joints(joints_cam: np.ndarray, limb: Limb, status: LimbStatus) -> tuple[np.ndarray, np.ndarray]:
+    """(J_a, J_t), each (3,), of the residual segment of ``limb`` with ``status``."""
+    anchor_name, target_name = limb_joint_names(limb, status)
+    return joints_cam[JOINT_INDEX[anchor_name]], joints_cam[JOINT_INDEX[target_name]]
+
+
+def split_residual_mask(
+    verts: np.ndarray, residual_mask: np.ndarray, axes: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Split the union m_r (V,) between residual limbs: each vertex goes to the limb whose
+    segment J_a-J_t (``axes``: limb name -> ((3,), (3,))) is nearest."""
+    names = list(axes)
+    out = {name: np.zeros(len(verts), dtype=bool) for name in names}
+    idx = np.flatnonzero(residual_mask)
+    if not names or not len(idx):
+        return out
+    dists = np.stack([_point_segment_distance(verts[idx], *axes[name]) for name in names], axis=1)
+    owner = dists.argmin(axis=1)
+    for i, name in enumerate(names):
+        out[name][idx[owner == i]] = True
+    return out
+
+
+def predicted_keypoints_px(
+    *, camera: PinholeCamera, coco_cam: np.ndarray, endpoints_cam: Mapping[int, np.ndarray]
+) -> np.ndarray:
+    """(25, 2) px: the 17 COCO keypoints (17, 3) and residual endpoints (keypoint index -> (3,))
+    projected; 0 for the endpoints of limbs without one."""
+    pred = np.zeros((NUM_KEYPOINTS, 2))
+    pred[:NUM_COCO_KEYPOINTS] = camera.project(torch.as_tensor(coco_cam, dtype=torch.float64)).numpy()
+    for index, point in endpoints_cam.items():
+        pred[index] = camera.project(torch.as_tensor(np.asarray(point), dtype=torch.float64)).numpy()
+    return pred
+
+
+def prediction_from_fit(fit, *, body: BodyModel, method: str, seconds: float | None = None) -> Prediction:
+    """The :class:`Prediction` of a pipeline ``PersonFit`` (``resihmr_dr.fit.pipeline``)."""
+    posed = pose_body(body, fit.params)
+    limbs = [(LIMB_BY_NAME[r.limb_name], r.status) for r in fit.rafo]
+    axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status in limbs}
+    return Prediction(
+        method=method, ann_id=fit.ann_id, verts_cam=fit.verts_cam, faces=fit.faces,
+        limb_masks=split_residual_mask(fit.verts_cam, fit.residual_mask, axes), joints_cam=posed.joints_cam,
+        keypoints_px=np.asarray(fit.pred_keypoints_px, dtype=np.float64), body_verts_cam=posed.verts_cam,
+        body_name=fit.body_name, seconds=fit.seconds if seconds is None else seconds,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FittedFolder:
+    """What ``resihmr-dr fit`` wrote for one person, read back.
+
+    params: the fitted Θ (B = 1); camera; residual limbs as (limb, status, lambda_mesh,
+    endpoint_cam (3,)); verts_cam (V, 3), faces (F, 3), residual_mask (V,) of ``mesh.ply``;
+    seconds: the whole pipeline; intact_seconds: the intact fit alone.
+    """
+
+    folder: Path
+    ann_id: int
+    body_name: str
+    params: BodyParams
+    camera: PinholeCamera
+    residual_limbs: tuple[tuple[Limb, LimbStatus, float, np.ndarray], ...]
+    verts_cam: np.ndarray
+    faces: np.ndarray
+    residual_mask: np.ndarray
+    seconds: float
+    intact_seconds: float
+
+
+def read_fitted_folder(folder: str | Path) -> FittedFolder:
+    """Read a person folder written by ``resihmr-dr fit``; PredictionError names the bad file."""
+    import trimesh
+
+    folder = Path(folder)
+    params_path, metrics_path = folder / "params.json", folder / "metrics.json"
+    data, metrics = _read_json(params_path), _read_json(metrics_path)
+    try:
+        params = BodyParams.from_dict({k: [v] for k, v in data["params"].items()}, dtype=torch.float64)
+        camera = PinholeCamera(**data["camera"])
+        limbs = tuple(
+            (LIMB_BY_NAME[r["limb"]], LimbStatus(r["type"]), float(r["lambda_mesh"]),
+             np.asarray(r["endpoint_cam"], dtype=np.float64).reshape(3))
+            for r in data["residual_limbs"]
+        )  # fmt: skip
+        ann_id, body_name = int(data["ann_id"]), str(data["body_model"])
+        intact_seconds = float(data["intact_fit"]["seconds"]["total"])
+        seconds = float(metrics["seconds"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise PredictionError(f"{params_path}: missing or malformed field ({type(err).__name__}: {err})") from None
+    try:
+        mesh = trimesh.load(folder / "mesh.ply", process=False, force="mesh")
+        residual_mask = np.load(folder / "residual_mask.npy")
+    except (OSError, ValueError) as err:
+        raise PredictionError(f"{folder}: cannot read mesh.ply / residual_mask.npy ({err})") from None
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    if residual_mask.shape != (len(verts),) or residual_mask.dtype != bool:
+        raise PredictionError(f"{folder / 'residual_mask.npy'}: expected ({len(verts)},) bool, got "
+                              f"{residual_mask.shape} {residual_mask.dtype}")  # fmt: skip
+    return FittedFolder(
+        folder=folder, ann_id=ann_id, body_name=body_name, params=params, camera=camera, residual_limbs=limbs,
+        verts_cam=verts, faces=np.asarray(mesh.faces, dtype=np.int64), residual_mask=residual_mask,
+        seconds=seconds, intact_seconds=intact_seconds,
+    )  # fmt: skip
+
+
+def prediction_from_folder(fitted: FittedFolder, *, body: BodyModel, method: str) -> Prediction:
+    """The :class:`Prediction` of a folder written by ``resihmr-dr fit`` (see
+    :func:`read_fitted_folder`). ``body`` must be the body model the folder was fitted with."""
+    if body.name != fitted.body_name:
+        raise PredictionError(f"{fitted.folder}: fitted with the {fitted.body_name} body model, not {body.name}")
+    posed = pose_body(body, BodyParams(*(t.to(body.device, body.dtype) for t in fitted.params.as_tuple())))
+    axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs}
+    endpoints = {limb.endpoint_index(status): endpoint for limb, status, _, endpoint in fitted.residual_limbs}
+    return Prediction(
+        method=method, ann_id=fitted.ann_id, verts_cam=fitted.verts_cam, faces=fitted.faces,
+        limb_masks=split_residual_mask(fitted.verts_cam, fitted.residual_mask, axes), joints_cam=posed.joints_cam,
+        keypoints_px=predicted_keypoints_px(camera=fitted.camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
+        body_verts_cam=posed.verts_cam, body_name=body.name, seconds=fitted.seconds,
+    )  # fmt: skip
+
+
+def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) distance of points (N, 3) to the segment a-b."""
+    ab = b - a
+    t = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+    return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise PredictionError(f"{path}: cannot read: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise PredictionError(f"{path}: invalid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise PredictionError(f"{path}: expected a JSON object")
+    return data

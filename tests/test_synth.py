@@ -336,3 +336,10 @@ def test_cli_parser(anny_body, tmp_path):
     with pytest.raises(SystemExit):
         bad = parser.parse_args(["synth", "--out", str(tmp_path), "--types", "nope"])
         bad.func(bad)
+    with pytest.raises(SystemExit):
+        bad = parser.parse_args(["synth", "--out", str(tmp_path), "--noise-px", "1,-2"])
+        bad.func(bad)
+    with pytest.raises(SystemExit):  # argparse rejects the list itself
+        parser.parse_args(["synth", "--out", str(tmp_path), "--noise-px", "1,two"])
+    levels = parser.parse_args(["synth", "--out", str(tmp_path), "--noise-px", "0,2,5"]).noise_px
+    assert levels == (0.0, 2.0, 5.0)

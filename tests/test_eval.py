@@ -74,16 +74,16 @@ def test_surface_distances_of_a_box():
     assert np.allclose(dist, [0.5 * math.sqrt(3)] * 8 + [0.5] * 8)
 
 
-def _capsule(*, radius: float, height: float, shift: np.ndarray = np.zeros(3)) -> trimesh.Trimesh:
+def _capsule(*, radius: float, height: float, shift=(0.0, 0.0, 0.0)) -> trimesh.Trimesh:
     """A capsule whose near pole is at ANCHOR + shift, along AXIS (total length height + 2 radius)."""
     mesh = trimesh.creation.capsule(height=height, radius=radius, count=[32, 32])  # along z, centred
     rot = trimesh.geometry.align_vectors([0, 0, 1], AXIS)
     mesh.apply_transform(rot)
-    mesh.apply_translation(ANCHOR + shift + AXIS * (height / 2 + radius))
+    mesh.apply_translation(ANCHOR + np.asarray(shift) + AXIS * (height / 2 + radius))
     return mesh
 
 
-def _case(pred_mesh: trimesh.Trimesh, *, joint_shift: np.ndarray = np.zeros(3), kp_offset=(0.0, 0.0),
+def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=(0.0, 0.0),
           body_transform=None):  # fmt: skip
     """A ground truth (a torso box + the true capsule stump on the left shank) and a prediction
     with ``pred_mesh`` as its left-leg residual limb."""
@@ -105,6 +105,7 @@ def _case(pred_mesh: trimesh.Trimesh, *, joint_shift: np.ndarray = np.zeros(3), 
                      keypoints_px=kp, limbs=(limb,), body_model="box", noise_px=0.0,
                      info={"camera": CAMERA.to_dict()})  # fmt: skip
 
+    joint_shift = np.asarray(joint_shift, dtype=np.float64)
     joints = np.zeros((len(JOINT_INDEX), 3))
     joints[JOINT_INDEX["left_knee"]] = ANCHOR + joint_shift
     joints[JOINT_INDEX["left_ankle"]] = ANCHOR + joint_shift + AXIS * SEGMENT_M

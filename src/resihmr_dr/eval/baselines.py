@@ -101,7 +101,7 @@ def joint_collapse_baseline(
     return Prediction(
         method="joint", ann_id=ann_id, verts_cam=np.asarray(residual.verts, dtype=np.float64),
         faces=np.asarray(residual.faces, dtype=np.int64),
-        limb_masks={spec.limb.name: m for spec, m in zip(specs, residual.limb_masks)}, joints_cam=posed.joints_cam,
+        limb_masks={spec.limb.name: m for spec, m in zip(specs, residual.limb_masks, strict=True)}, joints_cam=posed.joints_cam,
         keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
         body_verts_cam=posed.verts_cam, body_name=body.name, seconds=seconds + time.perf_counter() - start,
     )  # fmt: skip
@@ -122,6 +122,7 @@ def refit(
     """The pipeline run again from a finished intact fit (``params``, used as is): RAFO, cut and
     cap, and the silhouette refinement when ``refine`` (with ``config.refine``'s settings).
     ``seconds`` of the prediction: ``intact_seconds`` plus this run."""
+    config = dataclasses.replace(config, intact=dataclasses.replace(config.intact, refine_iters=0))  # used as is
     if not refine:
         config = dataclasses.replace(config, refine=dataclasses.replace(config.refine, iterations=0))
     fit = fit_person(body=body, person=person, camera=camera, mask=mask, init=params, config=config)

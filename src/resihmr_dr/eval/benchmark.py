@@ -348,7 +348,7 @@ def write_group_plot(path: str | Path, result: EvalResult, *, by: str) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(max(10, 1.3 * len(groups) + 6), 7.5))
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(groups))
-    for ax, key in zip(axes.flat, GROUP_METRICS):
+    for ax, key in zip(axes.flat, GROUP_METRICS, strict=True):
         for i, method in enumerate(methods):
             cells = {s["group"]: s[key] for s in summary if s["method"] == method}
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, [cells.get(g, math.nan) for g in groups], width,

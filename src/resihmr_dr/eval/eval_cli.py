@@ -38,7 +38,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated methods to score (default: {','.join(METHODS)})")  # fmt: skip
     parser.add_argument("--sweep", type=Path, default=None,
-                        help="also refit ours once per value of a sweep YAML, e.g. configs/ablations/mask_weight.yaml")  # fmt: skip
+                        help="also refit ours once per value of a sweep YAML, e.g. "
+                             "configs/ablations/mask_weight.yaml")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="score only the first N people")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval_command)

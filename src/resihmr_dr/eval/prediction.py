@@ -13,7 +13,7 @@ Frames: camera frame (OpenCV x right, y down, z forward, metres); pixels ``_px``
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,16 @@ from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_COCO_KEYPOINTS, NUM_KEYPOIN
 from resihmr_dr.stump.cut import limb_joint_names
 
 __all__ = [
+    "FittedFolder",
+    "PosedBody",
     "Prediction",
     "PredictionError",
-    "PosedBody",
+    "limb_axis_joints",
     "pose_body",
     "predicted_keypoints_px",
     "prediction_from_fit",
     "prediction_from_folder",
+    "read_fitted_folder",
     "split_residual_mask",
 ]
 

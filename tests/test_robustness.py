@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from resihmr_dr.atomic import FolderBusyError, atomic_directory, exclusive_lock, remove_stale_partials
+from resihmr_dr.atomic import FolderBusyError, atomic_directory, atomic_write_text, exclusive_lock, remove_stale_partials
 from resihmr_dr.batch import FAILURES_FILE, finished_metrics, fit_dataset
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.cli import main
@@ -503,9 +503,11 @@ def test_output_folders_follow_the_umask_and_out_as_a_file_is_exit_2(tmp_path, c
     try:
         with atomic_directory(tmp_path / "person") as tmp:
             (tmp / "a.txt").write_text("x")
+        atomic_write_text(tmp_path / "failures.json", "[]")
     finally:
         os.umask(old)
     assert (tmp_path / "person").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "failures.json").stat().st_mode & 0o777 == 0o644
     not_a_folder = tmp_path / "out.txt"
     not_a_folder.write_text("")
     code = main(["fit", "--annotations", str(sample_annotations_path()), "--out", str(not_a_folder)])

@@ -27,8 +27,22 @@ from typing import Any
 import numpy as np
 
 from resihmr_dr.atomic import atomic_write_text
-from resihmr_dr.eval.baselines import METHOD_LABELS, METHODS
-from resihmr_dr.eval.scores import LIMB_METRICS, PERSON_METRICS
+from resihmr_dr.body.base import BodyParams
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.annotations import load_annotations
+from resihmr_dr.data.errors import DataError
+from resihmr_dr.eval.baselines import METHOD_LABELS, METHODS, intact_baseline, joint_collapse_baseline, refit
+from resihmr_dr.eval.groundtruth import load_ground_truth
+from resihmr_dr.eval.prediction import (
+    FittedFolder,
+    Prediction,
+    PredictionError,
+    pose_body,
+    prediction_from_folder,
+    read_fitted_folder,
+)
+from resihmr_dr.eval.scores import LIMB_METRICS, PERSON_METRICS, score_prediction
+from resihmr_dr.outputs import person_folder_name
 
 __all__ = [
     "GROUPS",
@@ -89,9 +103,6 @@ def evaluate(
 
     from resihmr_dr.body.factory import build_body_model
     from resihmr_dr.config import ResihmrConfig
-    from resihmr_dr.data.annotations import load_annotations
-    from resihmr_dr.data.errors import DataError
-    from resihmr_dr.eval.groundtruth import load_ground_truth
     from resihmr_dr.eval.sweep import expand_sweep
 
     start = time.perf_counter()
@@ -120,31 +131,28 @@ def evaluate(
     failures: list[dict[str, Any]] = []
     bar = tqdm(people, desc="eval", unit="person", disable=not progress)
     for person in bar:
-        builders = _person_methods(person, dataset=dataset, pred_dir=pred_dir, body=body, config=config.fit,
-                                   methods=methods, sweep=sweep, sweep_configs=sweep_configs)  # fmt: skip
-        if isinstance(builders, str):  # the folder could not be read: every method fails
-            failures.extend({"method": m, "ann_id": person.ann_id, "reason": builders} for m in labels)
-            continue
-        builders, quality_ok = builders
-        gt = truth[person.ann_id]
         try:
             mask = dataset.mask(person)
-        except DataError as err:
+            if mask is None:
+                raise DataError(f"{gt_dir / 'annotations.json'}: annotation {person.ann_id} has no person mask")
+            fitted = _read_folder(pred_dir / person_folder_name(person), body=body)
+        except (DataError, PredictionError) as err:  # nothing to score this person with
             failures.extend({"method": m, "ann_id": person.ann_id, "reason": str(err)} for m in labels)
             continue
-        if mask is None:
-            failures.extend({"method": m, "ann_id": person.ann_id, "reason": "no person mask"} for m in labels)
-            continue
+        gt = truth[person.ann_id]
+        camera = PinholeCamera.for_image(dataset.image_of(person))
+        builders = _person_methods(person, fitted=fitted, mask=mask, camera=camera, body=body, config=config.fit,
+                                   methods=methods, sweep=sweep, sweep_configs=sweep_configs)  # fmt: skip
         for method, build in builders:
             try:
                 pred = build()
-                scored = _score(pred, gt, mask=mask)
+                scored = score_prediction(pred, gt, mask=mask, camera=gt.camera)
             except Exception as err:  # noqa: BLE001 (one method's failure must not stop the others)
                 failures.append({"method": method, "ann_id": person.ann_id, "reason": f"{type(err).__name__}: {err}"})
                 continue
-            for row in scored:
-                rows.append({"method": method, "ann_id": person.ann_id, "image_id": person.image_id,
-                             "noise_px": gt.noise_px, "quality_ok": quality_ok, **row, "seconds": pred.seconds})  # fmt: skip
+            ids = {"method": method, "ann_id": person.ann_id, "image_id": person.image_id, "noise_px": gt.noise_px,
+                   "quality_ok": fitted.quality_ok}  # fmt: skip
+            rows.extend({**ids, **row, "seconds": pred.seconds} for row in scored)
         if partial_csv is not None:
             write_csv(partial_csv, rows)
     bar.close()
@@ -156,43 +164,31 @@ def _sweep_method(sweep, value: float) -> str:
     return f"ours[{sweep.name}={value:g}]"
 
 
-def _score(pred, gt, *, mask):
-    from resihmr_dr.eval.scores import score_prediction
-
-    return score_prediction(pred, gt, mask=mask, camera=gt.camera)
-
-
-def _person_methods(person, *, dataset, pred_dir: Path, body, config, methods, sweep, sweep_configs):
-    """[(method, () -> Prediction)] for one person and ours' quality flag, or the reason its
-    fitted folder cannot be used."""
-    import json
-
-    from resihmr_dr.body.base import BodyParams
-    from resihmr_dr.camera import PinholeCamera
-    from resihmr_dr.eval.baselines import intact_baseline, joint_collapse_baseline, refit
-    from resihmr_dr.eval.prediction import PredictionError, pose_body, prediction_from_folder, read_fitted_folder
-    from resihmr_dr.outputs import person_folder_name
-
-    folder = pred_dir / person_folder_name(person)
+def _read_folder(folder: Path, *, body) -> FittedFolder:
+    """The fitted folder of one person; PredictionError if it is missing, unreadable or fitted
+    with another body model."""
     if not folder.is_dir():
-        return f"{folder}: no fitted folder (not fitted, or its fit failed: see failures.json)"
-    try:
-        fitted = read_fitted_folder(folder)
-        if fitted.body_name != body.name:
-            raise PredictionError(f"{folder}: fitted with the {fitted.body_name} body model, evaluating with {body.name}")
-        quality_ok = bool(json.loads((folder / "metrics.json").read_text()).get("quality", {}).get("ok", True))
-    except PredictionError as err:
-        return str(err)
+        raise PredictionError(f"{folder}: no fitted folder (not fitted, or its fit failed: see failures.json)")
+    fitted = read_fitted_folder(folder)
+    if fitted.body_name != body.name:
+        raise PredictionError(f"{folder}: fitted with the {fitted.body_name} body model, evaluating with {body.name}")
+    return fitted
+
+
+def _person_methods(
+    person, *, fitted: FittedFolder, mask: np.ndarray, camera: PinholeCamera, body, config, methods, sweep,
+    sweep_configs,
+) -> list[tuple[str, Callable[[], Prediction]]]:
+    """[(method, () -> Prediction)] for one person: the requested methods, then the sweep's."""
     params = BodyParams(*(t.to(body.device, body.dtype) for t in fitted.params.as_tuple()))
     posed = pose_body(body, params)
-    camera = PinholeCamera.for_image(dataset.image_of(person))
     limbs = [(limb, status) for limb, status, _, _ in fitted.residual_limbs]
     lams = [(limb, status, lam) for limb, status, lam, _ in fitted.residual_limbs]
     common = dict(body=body, posed=posed, camera=camera, ann_id=person.ann_id, seconds=fitted.intact_seconds)
 
-    def refitted(method: str, fit_config, refine: bool) -> Callable:
-        return lambda: refit(body=body, person=person, camera=camera, mask=dataset.mask(person), params=params,
-                             config=fit_config, method=method, intact_seconds=fitted.intact_seconds, refine=refine)  # fmt: skip
+    def refitted(method: str, fit_config, refine: bool) -> Callable[[], Prediction]:
+        return lambda: refit(body=body, person=person, camera=camera, mask=mask, params=params, config=fit_config,
+                             method=method, intact_seconds=fitted.intact_seconds, refine=refine)  # fmt: skip
 
     build = {
         "intact": lambda: intact_baseline(residual_limbs=limbs, **common),
@@ -203,7 +199,7 @@ def _person_methods(person, *, dataset, pred_dir: Path, body, config, methods, s
     }
     out = [(m, build[m]) for m in methods]
     out += [(_sweep_method(sweep, v), refitted(_sweep_method(sweep, v), c.fit, refine=True)) for v, c in sweep_configs]
-    return out, quality_ok
+    return out
 
 
 # --------------------------------------------------------------------------- summaries

@@ -140,7 +140,8 @@ class FittedFolder:
 
     params: the fitted Θ (B = 1); camera; residual limbs as (limb, status, lambda_mesh,
     endpoint_cam (3,)); verts_cam (V, 3), faces (F, 3), residual_mask (V,) of ``mesh.ply``;
-    seconds: the whole pipeline; intact_seconds: the intact fit alone.
+    seconds: the whole pipeline; intact_seconds: the intact fit alone; quality_ok: the fit's
+    convergence checks passed (``metrics.json``).
     """
 
     folder: Path
@@ -154,6 +155,7 @@ class FittedFolder:
     residual_mask: np.ndarray
     seconds: float
     intact_seconds: float
+    quality_ok: bool
 
 
 def read_fitted_folder(folder: str | Path) -> FittedFolder:
@@ -174,8 +176,9 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
         ann_id, body_name = int(data["ann_id"]), str(data["body_model"])
         intact_seconds = float(data["intact_fit"]["seconds"]["total"])
         seconds = float(metrics["seconds"])
+        quality_ok = bool(metrics.get("quality", {}).get("ok", True))
     except (KeyError, TypeError, ValueError) as err:
-        raise PredictionError(f"{params_path}: missing or malformed field ({type(err).__name__}: {err})") from None
+        raise PredictionError(f"{params_path} / metrics.json: missing or malformed field ({type(err).__name__}: {err})") from None
     try:
         mesh = trimesh.load(folder / "mesh.ply", process=False, force="mesh")
         residual_mask = np.load(folder / "residual_mask.npy")
@@ -188,7 +191,7 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
     return FittedFolder(
         folder=folder, ann_id=ann_id, body_name=body_name, params=params, camera=camera, residual_limbs=limbs,
         verts_cam=verts, faces=np.asarray(mesh.faces, dtype=np.int64), residual_mask=residual_mask,
-        seconds=seconds, intact_seconds=intact_seconds,
+        seconds=seconds, intact_seconds=intact_seconds, quality_ok=quality_ok,
     )  # fmt: skip
 
 

@@ -34,6 +34,7 @@ import yaml
 
 from resihmr_dr.config import ConfigError, ResihmrConfig, from_dict, to_dict
 from resihmr_dr.eval.groundtruth import GroundTruth, load_ground_truth
+from resihmr_dr.eval.scores import LIMB_METRICS, PERSON_METRICS
 
 __all__ = [
     "METRICS",
@@ -51,16 +52,12 @@ __all__ = [
     "write_plot",
 ]
 
-# (column, label, higher is better)
-METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("mask_iou", "mask IoU", True),
-    ("stump_iou", "stump-region IoU", True),
-    ("stump_dist_mean_mm", "stump surface dist mean (mm)", False),
-    ("stump_dist_p95_mm", "stump surface dist p95 (mm)", False),
-    ("endpoint_err_mm", "endpoint error (mm)", False),
-    ("length_err_mm", "residual length error (mm)", False),
-    ("volume_err_pct", "volume error (%)", False),
-)
+# (column, label, higher is better): the benchmark's metrics that a sweep reports.
+METRICS: tuple[tuple[str, str, bool], ...] = tuple(
+    metric for metric in PERSON_METRICS + LIMB_METRICS
+    if metric[0] in ("mask_iou", "stump_iou", "stump_dist_mean_mm", "stump_dist_p95_mm", "endpoint_err_mm",
+                     "length_err_mm", "volume_err_pct")
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

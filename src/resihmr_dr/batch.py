@@ -47,6 +47,7 @@ class BatchSummary:
 
     @property
     def ok(self) -> bool:
+        """True when no person failed."""
         return not self.failures
 
     def add(self, outcome: PersonOutcome) -> None:
@@ -116,6 +117,7 @@ class PersonInputs:
 
     @property
     def folder(self) -> str:
+        """The person's output folder name (``person_folder_name``)."""
         return person_folder_name(self.person)
 
 

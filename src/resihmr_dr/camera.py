@@ -37,6 +37,8 @@ class PinholeCamera:
         return project_points(points_cam, fx=self.fx, fy=self.fy, cx=self.cx, cy=self.cy)
 
     def to_dict(self) -> dict[str, float]:
+        """The intrinsics and image size as a dict of numbers (``fx``, ``fy``, ``cx``, ``cy``,
+        ``width``, ``height``)."""
         return asdict(self)
 
 

@@ -47,6 +47,7 @@ def _body_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``resihmr-dr`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="resihmr-dr", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

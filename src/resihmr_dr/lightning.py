@@ -59,6 +59,7 @@ def env_global_rank() -> int:
 
 
 def part_path(out_dir: Path, rank: int) -> Path:
+    """Process ``rank``'s part file in ``out_dir`` (the people it wrote, its failures), merged by rank 0."""
     return Path(out_dir) / f"{PART_PREFIX}{rank}{PART_SUFFIX}"
 
 
@@ -179,11 +180,13 @@ class LDposeDataModule(pl.LightningDataModule):
     @classmethod
     def from_file(cls, annotations: str | Path, *, images_dir: str | Path | None = None, body: BodyModel,
                   out_dir: str | Path, overwrite: bool = False, batch_size: int = 1) -> LDposeDataModule:  # fmt: skip
+        """A data module over an annotation file; people that fail to load become failures, not errors."""
         dataset = load_annotations(annotations, images_dir=images_dir, on_error="collect")
         return cls(dataset, body=body, out_dir=out_dir, overwrite=overwrite, batch_size=batch_size)
 
     @property
     def plan(self) -> FitPlan:
+        """Who is fitted and who is skipped (``plan_fit``), computed once."""
         if self._plan is None:
             self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite)
         return self._plan
@@ -245,6 +248,7 @@ class ResihmrFitModule(pl.LightningModule):
 
     @property
     def body(self) -> BodyModel:
+        """The body model (not a registered submodule, so DDP does not broadcast its buffers)."""
         return self._body[0]
 
     def on_predict_start(self) -> None:

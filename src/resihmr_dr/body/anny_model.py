@@ -144,6 +144,7 @@ class AnnyBody(BodyModel):
 
     @property
     def bone_labels(self) -> list[str]:
+        """Names of Anny's bones, in the order of its bone transforms."""
         return list(self._anny.bone_labels)
 
     def default_shape(self) -> torch.Tensor:

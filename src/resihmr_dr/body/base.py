@@ -78,18 +78,23 @@ class BodyParams:
 
     @property
     def batch_size(self) -> int:
+        """Number of people B."""
         return int(self.global_orient.shape[0])
 
     def replace(self, **changes: torch.Tensor) -> "BodyParams":
+        """A copy with the given fields replaced (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
     def detach(self) -> "BodyParams":
+        """The same tensors detached from the autograd graph (no copy)."""
         return BodyParams(*(t.detach() for t in self.as_tuple()))
 
     def clone(self) -> "BodyParams":
+        """Detached copies of the tensors."""
         return BodyParams(*(t.detach().clone() for t in self.as_tuple()))
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
+        """(global_orient, body_pose, shape, transl)."""
         return (self.global_orient, self.body_pose, self.shape, self.transl)
 
     def to_dict(self) -> dict[str, list]:
@@ -98,6 +103,7 @@ class BodyParams:
 
     @staticmethod
     def from_dict(values: dict, *, dtype: torch.dtype = torch.float32) -> "BodyParams":
+        """The inverse of ``to_dict``: tensors of ``dtype`` from nested lists or arrays."""
         return BodyParams(
             **{
                 f.name: torch.as_tensor(values[f.name], dtype=dtype)
@@ -161,23 +167,28 @@ class BodyModel(torch.nn.Module, abc.ABC):
 
     @property
     def num_verts(self) -> int:
+        """Number of mesh vertices V."""
         return int(self.vertex_segment.shape[0])
 
     @property
     def num_pose_joints(self) -> int:
+        """Number of posable joints P (``body_pose`` is (B, P, 3))."""
         return len(self.pose_joint_names)
 
     @property
     def num_shape(self) -> int:
+        """Number of shape coefficients S (``shape`` is (B, S))."""
         return len(self.shape_names)
 
     @property
     def device(self) -> torch.device:
+        """The device of the model's tensors."""
         return self.faces.device
 
     @property
     @abc.abstractmethod
-    def dtype(self) -> torch.dtype: ...
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's floating-point tensors."""
 
     @abc.abstractmethod
     def default_shape(self) -> torch.Tensor:

@@ -57,11 +57,15 @@ COCO_SKELETON: tuple[tuple[int, int], ...] = (
 
 
 class Side(str, enum.Enum):
+    """The person's left or right."""
+
     LEFT = "left"
     RIGHT = "right"
 
 
 class LimbKind(str, enum.Enum):
+    """Arm or leg."""
+
     ARM = "arm"
     LEG = "leg"
 
@@ -77,6 +81,7 @@ class LimbStatus(str, enum.Enum):
 
     @property
     def is_residual(self) -> bool:
+        """True for every status but ``INTACT``."""
         return self is not LimbStatus.INTACT
 
 
@@ -100,10 +105,12 @@ class Limb:
 
     @property
     def above_status(self) -> LimbStatus:
+        """The status of a cut above the middle joint: transhumeral (arm) or transfemoral (leg)."""
         return LimbStatus.TRANSHUMERAL if self.kind is LimbKind.ARM else LimbStatus.TRANSFEMORAL
 
     @property
     def below_status(self) -> LimbStatus:
+        """The status of a cut below the middle joint: transradial (arm) or transtibial (leg)."""
         return LimbStatus.TRANSRADIAL if self.kind is LimbKind.ARM else LimbStatus.TRANSTIBIAL
 
     def endpoint_index(self, status: LimbStatus) -> int:

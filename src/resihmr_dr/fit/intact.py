@@ -186,6 +186,8 @@ class IntactFitConfig:
                 )
 
     def monitor(self, max_iters: int) -> MonitorConfig:
+        """The convergence settings of a stage of ``max_iters`` iterations (this config's ftol,
+        gtol)."""
         return MonitorConfig(max_iters=max_iters, ftol=self.ftol, gtol=self.gtol)
 
 
@@ -223,10 +225,12 @@ class IntactFitResult:
 
     @property
     def stage_losses(self) -> dict[str, tuple[float, ...]]:
+        """Stage name -> its loss after each iteration."""
         return {s.name: s.losses for s in self.stages}
 
     @property
     def timings(self) -> dict[str, float]:
+        """Stage name -> seconds, plus ``total``."""
         return {s.name: s.seconds for s in self.stages} | {"total": self.seconds}
 
 

@@ -19,6 +19,8 @@ import torch
 
 
 class StopReason(str, enum.Enum):
+    """Why an optimisation stage stopped."""
+
     FTOL = "ftol"  # relative loss change below ftol
     GTOL = "gtol"  # largest gradient entry below gtol
     MAX_ITERS = "max_iters"
@@ -26,6 +28,7 @@ class StopReason(str, enum.Enum):
 
     @property
     def converged(self) -> bool:
+        """True for the tolerance stops (``FTOL``, ``GTOL``)."""
         return self in (StopReason.FTOL, StopReason.GTOL)
 
 
@@ -65,6 +68,8 @@ class ConvergenceMonitor:
         return max(len(self.losses) - 1, 0)
 
     def update(self, loss: float, grad_max: float) -> StopReason | None:
+        """Record one iteration's loss and largest absolute gradient entry; the reason to stop, or
+        None to go on (the reason's text is in ``message``)."""
         if not (math.isfinite(loss) and math.isfinite(grad_max)):
             self.message = f"non-finite loss {loss} or gradient {grad_max} at iteration {len(self.losses)}"
             return StopReason.NON_FINITE
@@ -99,6 +104,7 @@ class StageOutcome:
 
     @property
     def final_loss(self) -> float:
+        """The last recorded loss (NaN if none)."""
         return self.losses[-1] if self.losses else math.nan
 
 

@@ -103,6 +103,7 @@ class RefineConfig:
 
     @property
     def enabled(self) -> bool:
+        """True when the refinement runs: iterations > 0 and a silhouette weight > 0."""
         w = self.weights
         return self.iterations > 0 and (w.silhouette > 0 or w.stump_silhouette > 0)
 

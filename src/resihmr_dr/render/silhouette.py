@@ -106,6 +106,8 @@ class RenderIntrinsics:
     ndc_scale_px: float
 
     def project(self, points_cam: torch.Tensor, *, min_depth: float = 1e-6) -> torch.Tensor:
+        """(..., 2) pixel positions of camera-frame points (..., 3); depths are clamped to
+        ``min_depth``."""
         z = points_cam[..., 2:3].clamp_min(min_depth)
         xy = points_cam[..., :2] / z
         return torch.cat((xy[..., :1] * self.fx + self.cx, xy[..., 1:] * self.fy + self.cy), dim=-1)

@@ -27,6 +27,7 @@ class Fragments:
 
     @property
     def mask(self) -> torch.Tensor:
+        """(H, W) bool: pixels covered by a face."""
         return self.face_index >= 0
 
 

@@ -167,6 +167,7 @@ class CappedLimb:
 
     @property
     def num_rings(self) -> int:
+        """Number of interior cap rings R."""
         return len(self.profile)
 
     def replay(

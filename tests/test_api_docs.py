@@ -15,9 +15,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "docs" / "api"
 REGENERATE = "run `python scripts/build_api_docs.py` and commit docs/api"
-# resihmr_dr.eval is being reworked on another branch; its docstrings are checked once that lands
-# (its pages are still compared with the committed ones above).
-UNCHECKED_PACKAGES = ("resihmr_dr.eval",)
 
 
 def _load_script():
@@ -62,11 +59,7 @@ def test_committed_api_docs_are_up_to_date(built):
 
 def test_every_public_class_and_function_has_a_docstring(built):
     _, result = built
-    missing = [
-        name
-        for name in script.undocumented(result["modules"])
-        if not any(name == pkg or name.startswith(pkg + ".") for pkg in UNCHECKED_PACKAGES)
-    ]
+    missing = list(script.undocumented(result["modules"]))
     assert not missing, f"public names without a docstring (add one, then {REGENERATE}): {missing}"
 
 

@@ -331,17 +331,15 @@ def write_markdown(path: str | Path, result: EvalResult, *, title: str = "Benchm
 
 def write_group_plot(path: str | Path, result: EvalResult, *, by: str) -> Path:
     """Grouped bars: ``GROUP_METRICS`` (one panel each) per value of ``by`` and method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     path = Path(path)
     summary = summarise(result.rows, by=by)
     methods = [m for m in result.methods if m in METHODS]
     groups = sorted({s["group"] for s in summary}, key=lambda g: (isinstance(g, str), g))
     labels = dict((k, lab) for k, lab, _ in ALL_METRICS)
-    fig, axes = plt.subplots(2, 2, figsize=(max(10, 1.3 * len(groups) + 6), 7.5))
+    fig = Figure(figsize=(max(10, 1.3 * len(groups) + 6), 7.5))
+    axes = fig.subplots(2, 2)
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(groups))
     for ax, key in zip(axes.flat, GROUP_METRICS, strict=True):
@@ -361,7 +359,6 @@ def write_group_plot(path: str | Path, result: EvalResult, *, by: str) -> Path:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     tmp = path.with_name(f".{path.name}.partial.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
     return path
 

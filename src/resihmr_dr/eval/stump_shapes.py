@@ -91,6 +91,7 @@ class StumpShape:
             raise ValueError(f"atrophy must lie in [0, 0.5), got {self.atrophy}")
 
     def to_dict(self) -> dict:
+        """JSON-friendly dict (tuples as lists)."""
         return {
             k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
         }

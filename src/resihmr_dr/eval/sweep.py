@@ -295,15 +295,13 @@ def write_markdown(path: str | Path, result: SweepResult) -> Path:
 
 def write_plot(path: str | Path, result: SweepResult) -> Path:
     """One panel per metric: per-person values (dots) and the mean (line) against the value."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     path = Path(path)
     summary = summarise(result.rows)
     xs = [s["value"] for s in summary]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig = Figure(figsize=(16, 7))
+    axes = fig.subplots(2, 4)
     for ax, (key, label, higher) in zip(axes.flat, METRICS):
         ax.scatter([r["value"] for r in result.rows], [r[key] for r in result.rows], s=10, alpha=0.4, color="grey")
         ax.plot(xs, [s[key] for s in summary], "o-", color="C0")
@@ -316,7 +314,6 @@ def write_plot(path: str | Path, result: SweepResult) -> Path:
     axes.flat[-1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

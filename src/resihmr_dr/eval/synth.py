@@ -267,10 +267,12 @@ class ResidualSpec:
 
     @property
     def limb_name(self) -> str:
+        """The limb ('left_leg', ...) of this residual type."""
         return _type_parts(self.type_name)[0]
 
     @property
     def status(self) -> LimbStatus:
+        """The residual status (transtibial, ...) of this type."""
         return _type_parts(self.type_name)[1]
 
 

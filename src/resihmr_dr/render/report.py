@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: writing a figure never switches the caller's backend
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from resihmr_dr.data.ldpose import COCO_SKELETON, KEYPOINT_NAMES, LIMBS, NUM_COCO_KEYPOINTS  # noqa: E402
-from resihmr_dr.render.views import RESIDUAL_RGB, camera_to_model, face_colours, render_view  # noqa: E402
-from resihmr_dr.render.zbuffer import rasterize, shade  # noqa: E402
+from resihmr_dr.data.ldpose import COCO_SKELETON, KEYPOINT_NAMES, LIMBS, NUM_COCO_KEYPOINTS
+from resihmr_dr.render.views import RESIDUAL_RGB, camera_to_model, face_colours, render_view
+from resihmr_dr.render.zbuffer import rasterize, shade
 
 
 def draw_keypoints(ax, keypoints_px: np.ndarray) -> None:
@@ -68,7 +65,8 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
         panels.append((title, render_view(verts_model=verts_model, faces=faces, face_rgb=rgb_posed, yaw_deg=yaw), False))
     panels.append(("T-pose", render_view(verts_model=torch.as_tensor(fit.verts_tpose), faces=torch.as_tensor(fit.faces_tpose),
                                          face_rgb=rgb_tpose, yaw_deg=0.0, size=(480, 480)), False))  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 4.2), dpi=110)
+    fig = Figure(figsize=(2.6 * len(panels), 4.2), dpi=110)
+    axes = fig.subplots(1, len(panels))
     for ax, (title, img, with_kp) in zip(axes, panels):
         ax.imshow(np.clip(img, 0, 1))
         if with_kp:
@@ -84,12 +82,12 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
     )
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def save_cross_sections(path: str | Path, *, posed, tpose) -> None:
     """Cross-section area and perimeter along each residual limb (posed and T-pose)."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110)
+    fig = Figure(figsize=(8, 3.2), dpi=110)
+    axes = fig.subplots(1, 2)
     if not posed:
         for ax in axes:
             ax.text(0.5, 0.5, "no residual limb", ha="center", va="center")
@@ -106,4 +104,3 @@ def save_cross_sections(path: str | Path, *, posed, tpose) -> None:
         axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -45,6 +45,10 @@ def test_shipped_sweep_expands_to_valid_configs():
         assert w.silhouette == value and w.stump_silhouette == value
         assert w.keypoints == ResihmrConfig().fit.refine.weights.keypoints  # the rest untouched
         assert config.fit.refine.enabled == (value > 0)
+    iterations = load_sweep(REPO / "configs" / "ablations" / "refine_iterations.yaml")
+    configs = expand_sweep(iterations, ResihmrConfig())  # integer values for an integer key
+    assert [c.fit.refine.iterations for _, c in configs] == [0, 10, 20, 40, 80]
+    assert not configs[0][1].fit.refine.enabled and configs[-1][1].fit.refine.enabled
 
 
 def test_bad_sweeps_are_clear_errors(tmp_path):

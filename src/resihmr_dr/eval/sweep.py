@@ -63,7 +63,7 @@ METRICS: tuple[tuple[str, str, bool], ...] = tuple(
 @dataclass(frozen=True)
 class SweepSpec:
     """A sweep: ``keys`` (dotted config paths, e.g. "fit.refine.weights.silhouette") all set to
-    each of ``values`` in turn."""
+    each of ``values`` in turn (integers stay integers, for integer keys such as iterations)."""
 
     name: str
     keys: tuple[str, ...]
@@ -101,7 +101,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
         raise ConfigError(f"{path}: 'values' must be a list of finite numbers, got {values!r}")
-    return SweepSpec(name=str(data.get("name", path.stem)), keys=tuple(keys), values=tuple(float(v) for v in values))
+    return SweepSpec(name=str(data.get("name", path.stem)), keys=tuple(keys), values=tuple(v if isinstance(v, int) else float(v) for v in values))
 
 
 def apply_override(base: ResihmrConfig, *, key: str, value: Any, source: str = "<sweep>") -> ResihmrConfig:

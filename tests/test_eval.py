@@ -278,7 +278,7 @@ def test_a_bad_folder_fails_alone_and_the_cli_reports_it(anny_body, fitted, tmp_
                       methods=("intact", "ours"), progress=False)  # fmt: skip
     assert {r["ann_id"] for r in result.rows} == {3} and len(result.failures) == 4  # 2 methods x 2 people
     reasons = {f["ann_id"]: f["reason"] for f in result.failures}
-    assert "params.json" in reasons[1] and "invalid JSON" in reasons[1]
+    assert "params.json" in reasons[1] and "malformed JSON" in reasons[1]
     assert "no fitted folder" in reasons[2]
 
     shutil.copytree(fitted / "fit" / "image2_ann2", pred / "image2_ann2")  # one good person back

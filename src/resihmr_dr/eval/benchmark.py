@@ -136,7 +136,7 @@ def evaluate(
             if mask is None:
                 raise DataError(f"{gt_dir / 'annotations.json'}: annotation {person.ann_id} has no person mask")
             fitted = _read_folder(pred_dir / person_folder_name(person), body=body)
-        except (DataError, PredictionError) as err:  # nothing to score this person with
+        except DataError as err:  # nothing to score this person with (PredictionError is one)
             failures.extend({"method": m, "ann_id": person.ann_id, "reason": str(err)} for m in labels)
             continue
         gt = truth[person.ann_id]
@@ -168,10 +168,10 @@ def _read_folder(folder: Path, *, body) -> FittedFolder:
     """The fitted folder of one person; PredictionError if it is missing, unreadable or fitted
     with another body model."""
     if not folder.is_dir():
-        raise PredictionError(f"{folder}: no fitted folder (not fitted, or its fit failed: see failures.json)")
+        raise PredictionError("no fitted folder (not fitted, or its fit failed: see failures.json)", path=folder)
     fitted = read_fitted_folder(folder)
     if fitted.body_name != body.name:
-        raise PredictionError(f"{folder}: fitted with the {fitted.body_name} body model, evaluating with {body.name}")
+        raise PredictionError(f"fitted with the {fitted.body_name} body model, evaluating with {body.name}", path=folder)
     return fitted
 
 

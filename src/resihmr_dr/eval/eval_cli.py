@@ -51,7 +51,6 @@ def run_eval_command(args: argparse.Namespace) -> int:
     from resihmr_dr.config import ConfigError, load_config
     from resihmr_dr.data.errors import DataError
     from resihmr_dr.eval.benchmark import evaluate, write_outputs
-    from resihmr_dr.eval.groundtruth import GroundTruthError
     from resihmr_dr.eval.sweep import expand_sweep, load_sweep
 
     out = args.out or args.pred.with_name(f"{args.pred.name}_eval")
@@ -64,7 +63,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             expand_sweep(sweep, config)  # unknown keys and bad values fail before any fitting
         result = evaluate(pred_dir=args.pred, gt_dir=args.gt, config=config, methods=methods, sweep=sweep,
                           limit=args.limit, progress=not args.no_progress)  # fmt: skip
-    except (ConfigError, DataError, GroundTruthError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as err:  # DataError: GroundTruthError too
         print(f"resihmr-dr eval: error: {err}", file=sys.stderr)
         return 2
     paths = write_outputs(out, result, command=_command_line(args))

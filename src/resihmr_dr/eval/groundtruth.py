@@ -10,7 +10,6 @@ Frames: camera frame (OpenCV x right, y down, z forward, metres); pixels ``_px``
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,15 @@ import numpy as np
 
 from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.jsonio import read_json
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.stump.cut import residual_segments
 
 __all__ = ["GroundTruth", "GroundTruthError", "load_ground_truth"]
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(DataError):
     """A ground-truth folder or file is missing or malformed (the message names the file)."""
 
 
@@ -83,8 +84,9 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
     data_dir = Path(data_dir)
     index_path = data_dir / "gt" / "index.json"
     if not index_path.is_file():
-        raise GroundTruthError(f"{index_path} not found: the ground truth must be a folder written by `resihmr-dr synth`")
-    index = _read_json(index_path)
+        raise GroundTruthError("not found: the ground truth must be a folder written by `resihmr-dr synth`",
+                               path=index_path)  # fmt: skip
+    index = _read_object(index_path)
     # Folders from before per-sample levels were recorded had one level for all.
     generator_noise = index.get("generator", {}).get("noise_px", 0.0)
     default_noise = float(generator_noise) if isinstance(generator_noise, (int, float)) else math.nan
@@ -94,9 +96,9 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
             folder = data_dir / "gt" / entry["gt_dir"]
             ann_id = int(entry["ann_id"])
         except (KeyError, TypeError, ValueError) as err:
-            raise GroundTruthError(f"{index_path}: samples[{i}] lacks a valid 'gt_dir' / 'ann_id' ({err})") from None
+            raise GroundTruthError(f"no valid 'gt_dir' / 'ann_id' ({err})", path=index_path, item=f"samples[{i}]") from None
         gt_path = folder / "gt.json"
-        gt = _read_json(gt_path)
+        gt = _read_object(gt_path)
         try:
             mesh = trimesh.load(folder / gt["mesh"], process=False, force="mesh")
             labels = np.load(folder / gt["labels"])
@@ -106,7 +108,7 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
                 LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]), limb["measurements"]["volume_m3"]  # noqa: B018
             PinholeCamera(**gt["camera"])
         except (KeyError, ValueError, TypeError, OSError) as err:
-            raise GroundTruthError(f"{gt_path}: unreadable ground truth ({type(err).__name__}: {err})") from None
+            raise GroundTruthError(f"unreadable ground truth ({type(err).__name__}: {err})", path=gt_path) from None
         verts = np.asarray(mesh.vertices, dtype=np.float64)
         noise = gt.get("noise_px", default_noise)
         out[ann_id] = GroundTruth(
@@ -118,19 +120,16 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
                                                           "keypoints_clean_px")},
         )  # fmt: skip
         if len(out[ann_id].vertex_segment) != len(verts):
-            raise GroundTruthError(f"{folder / gt['labels']}: {len(out[ann_id].vertex_segment)} labels for {len(verts)} vertices")
+            raise GroundTruthError(f"{len(out[ann_id].vertex_segment)} labels for {len(verts)} vertices",
+                                   path=folder / gt["labels"])  # fmt: skip
     if not out:
-        raise GroundTruthError(f"{index_path}: no samples")
+        raise GroundTruthError("no samples", path=index_path)
     return out
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as err:
-        raise GroundTruthError(f"{path}: cannot read: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise GroundTruthError(f"{path}: invalid JSON: {err}") from None
+def _read_object(path: Path) -> dict:
+    """A JSON object from ``path`` (DataError naming the file otherwise)."""
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise GroundTruthError(f"{path}: expected a JSON object")
+        raise GroundTruthError("expected a JSON object", path=path)
     return data

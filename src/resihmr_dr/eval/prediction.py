@@ -12,7 +12,6 @@ Frames: camera frame (OpenCV x right, y down, z forward, metres); pixels ``_px``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ import torch
 
 from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.jsonio import read_json
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_COCO_KEYPOINTS, NUM_KEYPOINTS, Limb, LimbStatus
 from resihmr_dr.stump.cut import limb_joint_names
 
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-class PredictionError(ValueError):
+class PredictionError(DataError):
     """A prediction folder or file is missing or malformed (the message names the file)."""
 
 
@@ -164,7 +165,7 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
 
     folder = Path(folder)
     params_path, metrics_path = folder / "params.json", folder / "metrics.json"
-    data, metrics = _read_json(params_path), _read_json(metrics_path)
+    data, metrics = _read_object(params_path), _read_object(metrics_path)
     try:
         params = BodyParams.from_dict({k: [v] for k, v in data["params"].items()}, dtype=torch.float64)
         camera = PinholeCamera(**data["camera"])
@@ -175,19 +176,22 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
         )  # fmt: skip
         ann_id, body_name = int(data["ann_id"]), str(data["body_model"])
         intact_seconds = float(data["intact_fit"]["seconds"]["total"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise PredictionError(f"missing or malformed field ({type(err).__name__}: {err})", path=params_path) from None
+    try:
         seconds = float(metrics["seconds"])
         quality_ok = bool(metrics.get("quality", {}).get("ok", True))
-    except (KeyError, TypeError, ValueError) as err:
-        raise PredictionError(f"{params_path} / metrics.json: missing or malformed field ({type(err).__name__}: {err})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise PredictionError(f"missing or malformed field ({type(err).__name__}: {err})", path=metrics_path) from None
     try:
         mesh = trimesh.load(folder / "mesh.ply", process=False, force="mesh")
         residual_mask = np.load(folder / "residual_mask.npy")
     except (OSError, ValueError) as err:
-        raise PredictionError(f"{folder}: cannot read mesh.ply / residual_mask.npy ({err})") from None
+        raise PredictionError(f"cannot read mesh.ply / residual_mask.npy ({err})", path=folder) from None
     verts = np.asarray(mesh.vertices, dtype=np.float64)
     if residual_mask.shape != (len(verts),) or residual_mask.dtype != bool:
-        raise PredictionError(f"{folder / 'residual_mask.npy'}: expected ({len(verts)},) bool, got "
-                              f"{residual_mask.shape} {residual_mask.dtype}")  # fmt: skip
+        raise PredictionError(f"expected ({len(verts)},) bool for mesh.ply's vertices, got {residual_mask.shape} "
+                              f"{residual_mask.dtype}", path=folder / "residual_mask.npy")  # fmt: skip
     return FittedFolder(
         folder=folder, ann_id=ann_id, body_name=body_name, params=params, camera=camera, residual_limbs=limbs,
         verts_cam=verts, faces=np.asarray(mesh.faces, dtype=np.int64), residual_mask=residual_mask,
@@ -199,7 +203,7 @@ def prediction_from_folder(fitted: FittedFolder, *, body: BodyModel, method: str
     """The :class:`Prediction` of a folder written by ``resihmr-dr fit`` (see
     :func:`read_fitted_folder`). ``body`` must be the body model the folder was fitted with."""
     if body.name != fitted.body_name:
-        raise PredictionError(f"{fitted.folder}: fitted with the {fitted.body_name} body model, not {body.name}")
+        raise PredictionError(f"fitted with the {fitted.body_name} body model, not {body.name}", path=fitted.folder)
     posed = pose_body(body, BodyParams(*(t.to(body.device, body.dtype) for t in fitted.params.as_tuple())))
     axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs}
     endpoints = {limb.endpoint_index(status): endpoint for limb, status, _, endpoint in fitted.residual_limbs}
@@ -218,13 +222,9 @@ def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) ->
     return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as err:
-        raise PredictionError(f"{path}: cannot read: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise PredictionError(f"{path}: invalid JSON: {err}") from None
+def _read_object(path: Path) -> dict:
+    """A JSON object from ``path`` (DataError naming the file otherwise)."""
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise PredictionError(f"{path}: expected a JSON object")
+        raise PredictionError("expected a JSON object", path=path)
     return data

@@ -101,7 +101,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
         raise ConfigError(f"{path}: 'values' must be a list of finite numbers, got {values!r}")
-    return SweepSpec(name=str(data.get("name", path.stem)), keys=tuple(keys), values=tuple(v if isinstance(v, int) else float(v) for v in values))
+    values = tuple(v if isinstance(v, int) else float(v) for v in values)  # integer keys need integers
+    return SweepSpec(name=str(data.get("name", path.stem)), keys=tuple(keys), values=values)
 
 
 def apply_override(base: ResihmrConfig, *, key: str, value: Any, source: str = "<sweep>") -> ResihmrConfig:

@@ -62,7 +62,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             sweep = load_sweep(args.sweep)
             expand_sweep(sweep, config)  # unknown keys and bad values fail before any fitting
         result = evaluate(pred_dir=args.pred, gt_dir=args.gt, config=config, methods=methods, sweep=sweep,
-                          limit=args.limit, progress=not args.no_progress)  # fmt: skip
+                          limit=args.limit, progress=not args.no_progress, partial_csv=out / "eval.csv")  # fmt: skip
     except (ConfigError, DataError, FileNotFoundError, ValueError) as err:  # DataError: GroundTruthError too
         print(f"resihmr-dr eval: error: {err}", file=sys.stderr)
         return 2

@@ -31,3 +31,11 @@ def read_json(path: Path) -> Any:
         raise DataError("malformed JSON: nested too deeply", path=path) from None
     except ValueError as err:  # e.g. an integer beyond Python's digit limit
         raise DataError(f"malformed JSON: {err}", path=path) from None
+
+
+def read_json_object(path: Path) -> dict:
+    """:func:`read_json` for a file that must hold a JSON object (DataError otherwise)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"expected a JSON object, got {type(data).__name__}", path=path)
+    return data

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from resihmr_dr.atomic import atomic_write_text
-from resihmr_dr.body.base import BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.errors import DataError
@@ -180,8 +179,8 @@ def _person_methods(
     sweep_configs,
 ) -> list[tuple[str, Callable[[], Prediction]]]:
     """[(method, () -> Prediction)] for one person: the requested methods, then the sweep's."""
-    params = BodyParams(*(t.to(body.device, body.dtype) for t in fitted.params.as_tuple()))
-    posed = pose_body(body, params)
+    params = fitted.params_for(body)
+    posed = pose_body(body, params)  # shared by the baselines and ours
     limbs = [(limb, status) for limb, status, _, _ in fitted.residual_limbs]
     lams = [(limb, status, lam) for limb, status, lam, _ in fitted.residual_limbs]
     common = dict(body=body, posed=posed, camera=camera, ann_id=person.ann_id, seconds=fitted.intact_seconds)
@@ -195,7 +194,7 @@ def _person_methods(
         "joint": lambda: joint_collapse_baseline(residual_limbs=lams, lam_min=config.rafo.lam_min, cap=config.cap,
                                                  **common),  # fmt: skip
         "resihmr": refitted("resihmr", config, refine=False),
-        "ours": lambda: prediction_from_folder(fitted, body=body, method="ours"),
+        "ours": lambda: prediction_from_folder(fitted, body=body, method="ours", posed=posed),
     }
     out = [(m, build[m]) for m in methods]
     out += [(_sweep_method(sweep, v), refitted(_sweep_method(sweep, v), c.fit, refine=True)) for v, c in sweep_configs]

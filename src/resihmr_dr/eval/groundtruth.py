@@ -19,7 +19,7 @@ import numpy as np
 from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.errors import DataError
-from resihmr_dr.data.jsonio import read_json
+from resihmr_dr.data.jsonio import read_json_object
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.stump.cut import residual_segments
 
@@ -86,7 +86,7 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
     if not index_path.is_file():
         raise GroundTruthError("not found: the ground truth must be a folder written by `resihmr-dr synth`",
                                path=index_path)  # fmt: skip
-    index = _read_object(index_path)
+    index = read_json_object(index_path)
     # Folders from before per-sample levels were recorded had one level for all.
     generator_noise = index.get("generator", {}).get("noise_px", 0.0)
     default_noise = float(generator_noise) if isinstance(generator_noise, (int, float)) else math.nan
@@ -98,7 +98,7 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
         except (KeyError, TypeError, ValueError) as err:
             raise GroundTruthError(f"no valid 'gt_dir' / 'ann_id' ({err})", path=index_path, item=f"samples[{i}]") from None
         gt_path = folder / "gt.json"
-        gt = _read_object(gt_path)
+        gt = read_json_object(gt_path)
         try:
             mesh = trimesh.load(folder / gt["mesh"], process=False, force="mesh")
             labels = np.load(folder / gt["labels"])
@@ -125,11 +125,3 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
     if not out:
         raise GroundTruthError("no samples", path=index_path)
     return out
-
-
-def _read_object(path: Path) -> dict:
-    """A JSON object from ``path`` (DataError naming the file otherwise)."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise GroundTruthError("expected a JSON object", path=path)
-    return data

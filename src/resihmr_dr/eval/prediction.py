@@ -22,7 +22,7 @@ import torch
 from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.errors import DataError
-from resihmr_dr.data.jsonio import read_json
+from resihmr_dr.data.jsonio import read_json_object
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_COCO_KEYPOINTS, NUM_KEYPOINTS, Limb, LimbStatus
 from resihmr_dr.stump.cut import limb_joint_names
 
@@ -158,6 +158,10 @@ class FittedFolder:
     intact_seconds: float
     quality_ok: bool
 
+    def params_for(self, body: BodyModel) -> BodyParams:
+        """The fitted parameters on ``body``'s device and in its dtype."""
+        return BodyParams(*(t.to(body.device, body.dtype) for t in self.params.as_tuple()))
+
 
 def read_fitted_folder(folder: str | Path) -> FittedFolder:
     """Read a person folder written by ``resihmr-dr fit``; PredictionError names the bad file."""
@@ -165,7 +169,7 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
 
     folder = Path(folder)
     params_path, metrics_path = folder / "params.json", folder / "metrics.json"
-    data, metrics = _read_object(params_path), _read_object(metrics_path)
+    data, metrics = read_json_object(params_path), read_json_object(metrics_path)
     try:
         params = BodyParams.from_dict({k: [v] for k, v in data["params"].items()}, dtype=torch.float64)
         camera = PinholeCamera(**data["camera"])
@@ -199,12 +203,16 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
     )  # fmt: skip
 
 
-def prediction_from_folder(fitted: FittedFolder, *, body: BodyModel, method: str) -> Prediction:
+def prediction_from_folder(
+    fitted: FittedFolder, *, body: BodyModel, method: str, posed: PosedBody | None = None
+) -> Prediction:
     """The :class:`Prediction` of a folder written by ``resihmr-dr fit`` (see
-    :func:`read_fitted_folder`). ``body`` must be the body model the folder was fitted with."""
+    :func:`read_fitted_folder`). ``body`` must be the body model the folder was fitted with;
+    ``posed``: the body already posed by the folder's parameters (posed here if None)."""
     if body.name != fitted.body_name:
         raise PredictionError(f"fitted with the {fitted.body_name} body model, not {body.name}", path=fitted.folder)
-    posed = pose_body(body, BodyParams(*(t.to(body.device, body.dtype) for t in fitted.params.as_tuple())))
+    if posed is None:
+        posed = pose_body(body, fitted.params_for(body))
     axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs}
     endpoints = {limb.endpoint_index(status): endpoint for limb, status, _, endpoint in fitted.residual_limbs}
     return Prediction(
@@ -220,11 +228,3 @@ def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) ->
     ab = b - a
     t = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
     return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)
-
-
-def _read_object(path: Path) -> dict:
-    """A JSON object from ``path`` (DataError naming the file otherwise)."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise PredictionError("expected a JSON object", path=path)
-    return data

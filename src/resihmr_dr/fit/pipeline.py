@@ -17,8 +17,8 @@ from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.init_fit import InitialFit
-from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
 from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
+from resihmr_dr.eval.prediction import predicted_keypoints_px
 from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
 from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
@@ -215,7 +215,12 @@ def _fit_person(
     # The root joint in the model frame: the global transform maps it to root + transl.
     root_model = (posed.joints[0, JOINT_INDEX["pelvis"]] - params.transl[0]).double().cpu().numpy()
 
-    pred_kp = _predicted_keypoints(camera, posed.coco_kp[0], rafo, limb_inputs)
+    # Endpoints of intact limbs have no prediction (0); they are unlabelled in the annotation too.
+    pred_kp = predicted_keypoints_px(
+        camera=camera, coco_cam=posed.coco_kp[0].double().cpu().numpy(),
+        endpoints_cam={item.limb.endpoint_index(item.status): result.endpoint_cam.double().cpu().numpy()
+                       for result, item in zip(rafo, limb_inputs)},
+    )  # fmt: skip
     metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
     if mask is not None:
         rendered = rasterize(verts_cam=torch.as_tensor(verts_cam), faces=torch.as_tensor(faces), camera=camera).mask
@@ -272,13 +277,3 @@ def _lambda_on_segment(*, endpoint, anchor, target, lam_min: float, lam_max: flo
     seg = target - anchor
     lam = float(np.dot(endpoint - anchor, seg) / max(float(np.dot(seg, seg)), 1e-12))
     return float(np.clip(lam, lam_min, lam_max))
-
-
-def _predicted_keypoints(camera, coco_cam: torch.Tensor, rafo, limb_inputs) -> np.ndarray:
-    """(25, 2) px: the body's COCO keypoints, and each residual endpoint from RAFO."""
-    pred = np.full((NUM_KEYPOINTS, 2), np.nan)
-    pred[:NUM_COCO_KEYPOINTS] = camera.project(coco_cam.double()).cpu().numpy()
-    for result, item in zip(rafo, limb_inputs):
-        pred[item.limb.endpoint_index(item.status)] = camera.project(result.endpoint_cam.double()).cpu().numpy()
-    # Endpoints of intact limbs have no prediction; they are unlabelled in the annotation too.
-    return np.nan_to_num(pred, nan=0.0)

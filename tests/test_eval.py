@@ -19,7 +19,7 @@ from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.config import ResihmrConfig
 from resihmr_dr.data.annotations import load_annotations
-from resihmr_dr.data.ldpose import NUM_KEYPOINTS
+from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.eval.baselines import METHOD_LABELS, METHODS, joint_lambda
 from resihmr_dr.eval.benchmark import evaluate, summarise, write_outputs
 from resihmr_dr.eval.eval_cli import add_eval_parser
@@ -28,8 +28,14 @@ from resihmr_dr.eval.prediction import Prediction, prediction_from_fit, predicti
 from resihmr_dr.eval.scores import (
     LIMB_METRICS,
     PERSON_METRICS,
+    SurfaceQuery,
     apply_similarity,
+    icp_rigid,
+    perimeter_profile,
     procrustes,
+    rotation_between,
+    rotation_vector_matrix,
+    sample_surface_points,
     score_prediction,
     surface_distances,
     symmetric_surface_distance,
@@ -84,9 +90,10 @@ def _capsule(*, radius: float, height: float, shift=(0.0, 0.0, 0.0)) -> trimesh.
 
 
 def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=(0.0, 0.0),
-          body_transform=None):  # fmt: skip
+          body_transform=None, ankle=AXIS * SEGMENT_M):  # fmt: skip
     """A ground truth (a torso box + the true capsule stump on the left shank) and a prediction
-    with ``pred_mesh`` as its left-leg residual limb."""
+    with ``pred_mesh`` as its left-leg residual limb (fitted knee at ANCHOR + joint_shift, the
+    ankle ``ankle`` from it)."""
     torso = trimesh.creation.box(extents=(0.3, 0.5, 0.2))
     torso.apply_translation(ANCHOR + np.array([0.2, -0.5, 0.0]))
     stump = _capsule(radius=RADIUS, height=HEIGHT)
@@ -98,7 +105,8 @@ def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=
     kp[:17] = [100.0, 100.0, 2.0]
     true_volume = stump.volume  # all of it lies distal of the plane through the knee
     limb = {"limb": "left_leg", "status": "transtibial", "type": "left_transtibial", "shape": {"name": "rounded"},
-            "anchor_cam": ANCHOR.tolist(), "endpoint_cam": (ANCHOR + AXIS * (HEIGHT + 2 * RADIUS)).tolist(),
+            "anchor_cam": ANCHOR.tolist(), "target_cam": (ANCHOR + AXIS * SEGMENT_M).tolist(),
+            "endpoint_cam": (ANCHOR + AXIS * (HEIGHT + 2 * RADIUS)).tolist(),
             "measurements": {"length_m": HEIGHT + 2 * RADIUS, "length_fraction": (HEIGHT + 2 * RADIUS) / SEGMENT_M,
                              "volume_m3": true_volume}}  # fmt: skip
     gt = GroundTruth(ann_id=1, image_id=1, verts=verts, faces=faces, vertex_segment=labels, source_vertex=source,
@@ -108,7 +116,7 @@ def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=
     joint_shift = np.asarray(joint_shift, dtype=np.float64)
     joints = np.zeros((len(JOINT_INDEX), 3))
     joints[JOINT_INDEX["left_knee"]] = ANCHOR + joint_shift
-    joints[JOINT_INDEX["left_ankle"]] = ANCHOR + joint_shift + AXIS * SEGMENT_M
+    joints[JOINT_INDEX["left_ankle"]] = ANCHOR + joint_shift + np.asarray(ankle, dtype=np.float64)
     p_verts = np.concatenate([torso.vertices + joint_shift, pred_mesh.vertices])
     p_faces = np.concatenate([torso.faces, pred_mesh.faces + 8])
     limb_mask = np.arange(len(p_verts)) >= 8
@@ -182,6 +190,152 @@ def test_a_missing_limb_is_nan_and_another_body_model_has_no_vertex_error():
     assert row["mask_iou"] == 1.0  # 2D scores need no limb
 
 
+# --------------------------------------------------------------------------- pose-free shape
+SHAPE_KEYS = ("shape_local_mean_mm", "shape_icp_mean_mm", "perimeter_err_pct", "volume_sf_err_pct", "tip_reproj_px")
+ENDPOINT_KP = LIMB_BY_NAME["left_leg"].endpoint_index(LimbStatus.TRANSTIBIAL)
+
+
+def _about_anchor(mesh: trimesh.Trimesh, matrix: np.ndarray) -> trimesh.Trimesh:
+    """A copy of ``mesh`` with its vertices mapped by ``matrix`` (3, 3) about ANCHOR."""
+    out = mesh.copy()
+    out.vertices = (mesh.vertices - ANCHOR) @ np.asarray(matrix).T + ANCHOR
+    return out
+
+
+def test_surface_query_finds_the_exact_closest_points():
+    mesh = _capsule(radius=RADIUS, height=HEIGHT)  # long thin cylinder triangles: bisected inside
+    rng = np.random.default_rng(3)
+    near = sample_surface_points(mesh.vertices, mesh.faces, 400, seed=1) + rng.normal(0.0, 0.004, (400, 3))
+    points = np.concatenate([near, ANCHOR + rng.normal(0.0, 0.3, (100, 3))])
+    closest, dist, normal = SurfaceQuery.build(mesh.vertices, mesh.faces).closest(points)
+    assert np.allclose(np.linalg.norm(points - closest, axis=1), dist)
+    assert np.allclose(surface_distances(closest, mesh.vertices, mesh.faces), 0.0, atol=1e-9)  # on the surface
+    reference = surface_distances(points, mesh.vertices, mesh.faces)  # trimesh: a point of the surface too
+    assert np.all(dist <= reference + 1e-12) and np.allclose(dist, reference, atol=5e-5)
+    assert np.allclose(np.linalg.norm(normal, axis=1), 1.0)
+
+
+def test_sampled_points_cover_the_surface_by_area_and_repeat_with_the_seed():
+    box = trimesh.creation.box(extents=(1.0, 2.0, 3.0))
+    points = sample_surface_points(box.vertices, box.faces, 2200, seed=4)
+    assert points.shape == (2200, 3) and np.allclose(surface_distances(points, box.vertices, box.faces), 0.0)
+    on_face = np.abs(np.abs(points) - np.array([0.5, 1.0, 1.5])) < 1e-9  # which pair of faces each lies on
+    # Areas of the x, y, z face pairs: 2 * (6, 3, 2) of 22.
+    assert np.allclose(on_face.sum(axis=0) / len(points), [6 / 11, 3 / 11, 2 / 11], atol=0.01)
+    assert np.array_equal(points, sample_surface_points(box.vertices, box.faces, 2200, seed=4))
+    assert not np.allclose(points, sample_surface_points(box.vertices, box.faces, 2200, seed=5))
+    assert sample_surface_points(box.vertices, box.faces[:0], 10, seed=0).shape == (0, 3)
+
+
+def test_rotation_between_is_the_smallest_and_icp_recovers_a_rigid_motion():
+    for a, b in (([0.0, 1.0, 0.0], [1.0, 0.0, 0.0]), ([1.0, 2.0, 3.0], [1.0, 2.0, 3.1]), ([0.0, 1.0, 0.0],
+                 [0.0, -1.0, 0.0]), ([0.3, 0.1, 0.2], [0.3, 0.1, 0.2])):  # fmt: skip
+        a, b = np.array(a) / np.linalg.norm(a), np.array(b) / np.linalg.norm(b)
+        rot = rotation_between(a, b)
+        assert np.allclose(rot @ rot.T, np.eye(3)) and np.linalg.det(rot) == pytest.approx(1.0)
+        assert np.allclose(rot @ a, b)
+        if np.linalg.norm(np.cross(a, b)) > 1e-9:  # about a x b, by the angle between them
+            assert np.allclose(rot @ np.cross(a, b), np.cross(a, b))
+    assert np.allclose(rotation_vector_matrix(np.array([0.0, 0.0, math.pi / 2])) @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+
+    box = trimesh.creation.box(extents=(0.1, 0.2, 0.3))  # no symmetry a small motion could hide in
+    source = sample_surface_points(box.vertices, box.faces, 1000, seed=0)
+    motion = rotation_vector_matrix(np.array([0.05, -0.03, 0.04]))
+    moved = source @ motion.T + np.array([0.01, -0.005, 0.008])
+    rot, transl, dist = icp_rigid(moved, SurfaceQuery.build(box.vertices, box.faces))
+    assert np.allclose(moved @ rot.T + transl, source, atol=1e-7) and np.allclose(rot @ motion, np.eye(3), atol=1e-7)
+    assert dist.shape == (1000,) and dist.max() < 1e-7
+
+
+def test_perimeter_profile_of_a_capsule():
+    mesh = _capsule(radius=RADIUS, height=HEIGHT)
+    everything = np.ones(len(mesh.vertices), dtype=bool)
+    tip = ANCHOR + AXIS * (HEIGHT + 2 * RADIUS)
+    perimeters = perimeter_profile(mesh.vertices, mesh.faces, everything, ANCHOR, ANCHOR + AXIS * SEGMENT_M, tip)
+    polygon = 2 * 32 * RADIUS * math.sin(math.pi / 32)  # the cylinder's 32-gon
+    assert perimeters[1:4] == pytest.approx([polygon] * 3, rel=1e-9)  # 0.3, 0.5, 0.7: on the cylinder
+    assert perimeters[0] < polygon and perimeters[4] < polygon  # 0.1, 0.9: on the caps
+    # A tip past the capsule: the stations at 0.5, 0.7, 0.9 of 0.7 m miss the surface.
+    far = perimeter_profile(mesh.vertices, mesh.faces, everything, ANCHOR, ANCHOR + AXIS, ANCHOR + AXIS * 0.7)
+    assert np.isfinite(far[:2]).all() and np.isnan(far[2:]).all()
+    assert np.isnan(perimeter_profile(mesh.vertices, mesh.faces, everything, ANCHOR, ANCHOR + AXIS, ANCHOR)).all()
+
+
+def test_a_perfect_prediction_has_no_shape_error_and_a_missing_limb_none():
+    pred, gt, mask = _case(_capsule(radius=RADIUS, height=HEIGHT))
+    (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
+    for key in SHAPE_KEYS[:-1]:
+        assert row[key] == pytest.approx(0.0, abs=1e-6), key
+    assert math.isnan(row["tip_reproj_px"])  # the truth labels no residual endpoint here
+    (row,) = score_prediction(Prediction(**{**vars(pred), "limb_masks": {}}), gt, mask=mask, camera=CAMERA)
+    assert all(math.isnan(row[k]) for k in SHAPE_KEYS)
+
+
+def test_a_rotated_and_deeper_stump_has_no_shape_error():
+    """The truth turned rigidly about its anchor (with a twist about the limb) and fitted 30 cm
+    deeper: the anchor-aligned surface distance is large, the pose-free ones are not."""
+    rot = rotation_vector_matrix(np.array([0.5, 0.3, 0.2]))
+    depth = np.array([0.0, 0.0, 0.3])
+    turned = _about_anchor(_capsule(radius=RADIUS, height=HEIGHT), rot)
+    turned.apply_translation(depth)
+    pred, gt, mask = _case(turned, joint_shift=depth, ankle=rot @ AXIS * SEGMENT_M)
+    (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
+    assert row["stump_dist_mean_mm"] > 30.0 and row["endpoint_err_mm"] > 100.0
+    assert row["shape_local_mean_mm"] < 0.5 and row["shape_icp_mean_mm"] < 0.5
+    assert row["perimeter_err_pct"] == pytest.approx(0.0, abs=0.5)
+    assert row["volume_sf_err_pct"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_thicker_stump_has_its_shape_and_perimeter_errors():
+    delta = 0.01
+    # Offset surface: radius + delta about the same centres (the poles move out by delta too).
+    (row,) = score_prediction(*_case(_capsule(radius=RADIUS + delta, height=HEIGHT, shift=-delta * AXIS))[:2],
+                              mask=_case(_capsule(radius=RADIUS, height=HEIGHT))[2], camera=CAMERA)  # fmt: skip
+    assert row["shape_local_mean_mm"] == pytest.approx(10.0, abs=0.3)
+    assert row["shape_icp_mean_mm"] == pytest.approx(10.0, abs=0.5)
+    # Radially scaled about the axis (the poles stay): each section's perimeter grows by (r + delta) / r.
+    thick = _capsule(radius=RADIUS, height=HEIGHT)
+    rel = thick.vertices - ANCHOR
+    along = np.outer(rel @ AXIS, AXIS)
+    thick.vertices = ANCHOR + along + (rel - along) * (RADIUS + delta) / RADIUS
+    (row,) = score_prediction(*_case(thick)[:2], mask=_case(thick)[2], camera=CAMERA)
+    assert row["perimeter_err_pct"] == pytest.approx(2 * math.pi * delta / (2 * math.pi * RADIUS) * 100, rel=1e-6)
+    assert 0.7 * 10.0 < row["shape_local_mean_mm"] <= 10.0 + 1e-6  # delta on the cylinder, less on the caps
+
+
+def test_a_uniformly_scaled_stump_has_no_scale_free_volume_error():
+    scale = 1.2
+    big = _about_anchor(_capsule(radius=RADIUS, height=HEIGHT), scale * np.eye(3))
+    pred, gt, mask = _case(big, ankle=AXIS * SEGMENT_M * scale)
+    (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
+    assert row["volume_err_pct"] == pytest.approx((scale**3 - 1) * 100, rel=1e-6)
+    assert row["volume_sf_err_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert row["length_err_pct"] == pytest.approx(0.0, abs=1e-6)
+    assert row["perimeter_err_pct"] == pytest.approx((scale - 1) * 100, rel=1e-6)  # stations scale alike
+
+
+def test_tip_reprojection_against_the_clean_endpoint_keypoint():
+    pred, gt, mask = _case(_capsule(radius=RADIUS, height=HEIGHT, shift=(0.03, 0.0, 0.0)), joint_shift=(0.03, 0.0, 0.0))
+    gt.keypoints_px[ENDPOINT_KP] = [163.0, 164.0, 2.0]
+    (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
+    # The tip (0.03, 0, 3.0) projects to (800 * 0.03 / 3 + 160, 160) = (168, 160): 5 and 4 px off.
+    assert row["tip_reproj_px"] == pytest.approx(math.sqrt(41.0), abs=1e-9)
+    gt.keypoints_px[ENDPOINT_KP, 2] = 0.0  # unlabelled
+    (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
+    assert math.isnan(row["tip_reproj_px"])
+
+
+def test_the_shape_scores_are_deterministic():
+    rot = rotation_vector_matrix(np.array([0.2, -0.4, 0.1]))
+    lumpy = _about_anchor(_capsule(radius=RADIUS, height=HEIGHT), rot @ np.diag([1.3, 0.9, 1.1]))
+    pred, gt, mask = _case(lumpy, ankle=rot @ AXIS * SEGMENT_M)
+    gt.keypoints_px[ENDPOINT_KP] = [150.0, 250.0, 2.0]
+    first, second = (score_prediction(pred, gt, mask=mask, camera=CAMERA)[0] for _ in range(2))
+    for key in SHAPE_KEYS:
+        assert math.isfinite(first[key]) and first[key] == second[key], key
+    assert first["shape_icp_mean_mm"] < first["shape_local_mean_mm"]
+
+
 def test_joint_lambda_snaps_to_the_nearer_joint():
     assert joint_lambda(0.2, lam_min=0.05) == 0.05 and joint_lambda(0.49, lam_min=0.05) == 0.05
     assert joint_lambda(0.5, lam_min=0.05) == 1.0 and joint_lambda(0.9, lam_min=0.05) == 1.0
@@ -245,6 +399,7 @@ def test_eval_scores_every_method_and_the_baselines_rank_as_expected(anny_body, 
     md = paths["md"].read_text()
     assert all(label in md for label in METHOD_LABELS.values()) and "resihmr-dr eval --pred P --gt G" in md
     assert "## By residual type" in md and "left_transtibial" in md and "## By stump shape" in md
+    assert "Shape (pose-free)" in md and "| shape dist., ICP (mm) |" in md
 
 
 def test_the_folder_reads_back_as_the_fit_it_was_written_from(anny_body, fitted):

@@ -185,3 +185,58 @@ def test_imported_initial_fit_skips_the_intact_stages(anny_body, params):
     assert fit.metrics["intact"] < 1.0  # the true parameters reproject exactly
     (result,) = fit.rafo
     assert abs(result.lam - 0.6) < 0.02  # the joints are the true ones: only RAFO's own error
+
+
+@pytest.mark.parametrize("refined", [False, True], ids=["convex", "refined"])
+def test_params_describe_the_written_mesh(anny_body, params, tmp_path, refined):
+    """params.json's anchor, target, endpoint and λ, and stump.json's length, are the written
+    mesh's: its body's joints, its cap's tip vertex and the tip's fraction along J_a -> J_t."""
+    from resihmr_dr.eval.stump_shapes import sample_stump_shape
+    from resihmr_dr.eval.synth import ResidualSpec, make_stumped_mesh
+    from resihmr_dr.outputs import write_person
+    from resihmr_dr.render.zbuffer import rasterize
+
+    with torch.no_grad():
+        out = anny_body(params)
+    spec = ResidualSpec("right_transfemoral", 0.55, sample_stump_shape("tapered", np.random.default_rng(1)))
+    gt = make_stumped_mesh(verts_cam=out.verts[0].double().numpy(), faces=anny_body.faces.numpy(),
+                           vertex_segment=anny_body.vertex_segment.numpy(), joints_cam=out.joints[0].double().numpy(),
+                           residuals=[spec])  # fmt: skip
+    mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
+    person, _ = make_person(anny_body, params, {"right_leg": (S.TRANSFEMORAL, gt.limbs[0]["lambda"])})
+    config = FAST if refined else PipelineConfig(intact=FAST.intact, refine=RefineConfig(iterations=0))
+    fit = fit_person(body=anny_body, person=person, camera=CAMERA, mask=mask if refined else None, config=config)
+    assert (fit.refinement is not None) == refined
+    folder = write_person(fit, tmp_path)
+    written = json.loads((folder / "params.json").read_text())
+    stump = json.loads((folder / "stump.json").read_text())["posed"]
+    mesh = trimesh.load(folder / "mesh.ply", process=False)
+    from resihmr_dr.body.base import BodyParams, JOINT_INDEX
+
+    body_params = BodyParams.from_dict({k: [v] for k, v in written["params"].items()})
+    with torch.no_grad():
+        joints = anny_body(body_params).joints[0].double().numpy()
+    (limb,) = written["residual_limbs"]
+    anchor, target, tip = (np.asarray(limb[k]) for k in ("anchor_cam", "target_cam", "endpoint_cam"))
+    np.testing.assert_allclose(anchor, joints[JOINT_INDEX["right_hip"]], atol=1e-5)
+    np.testing.assert_allclose(target, joints[JOINT_INDEX["right_knee"]], atol=1e-5)
+    # The endpoint is the tip: a vertex of the written mesh, the farthest of the limb along the axis.
+    verts = np.asarray(mesh.vertices)
+    residual = np.load(folder / "residual_mask.npy")
+    axis = (target - anchor) / np.linalg.norm(target - anchor)
+    limb_verts = verts[residual]
+    assert np.linalg.norm(verts - tip, axis=1).min() < 1e-6
+    assert ((limb_verts - anchor) @ axis).max() <= (tip - anchor) @ axis + 1e-7, ((limb_verts - anchor) @ axis).max() - (tip - anchor) @ axis
+    lam = float((tip - anchor) @ (target - anchor) / np.sum((target - anchor) ** 2))
+    assert limb["lambda"] == pytest.approx(lam, abs=1e-6)
+    assert stump[0]["length_fraction"] == pytest.approx(lam, abs=1e-6)
+    assert stump[0]["length_m"] == pytest.approx(lam * np.linalg.norm(target - anchor), abs=1e-6)
+    # Its reprojection is what params.json says.
+    xy = CAMERA.project(torch.as_tensor(tip)[None]).numpy()[0]
+    kp = np.asarray(person.keypoints_px)[KEYPOINT_INDEX["above_right_knee_end"], :2]
+    assert limb["endpoint_reprojection_px"] == pytest.approx(float(np.linalg.norm(xy - kp)), abs=1e-6)
+    if refined:
+        stages = written["refinement"]["stages"]
+        assert [s["name"] for s in stages][:2] == ["body", "stump"]
+        assert all(s["iterations"] >= 1 and s["stop_reason"] in ("ftol", "gtol", "max_iters") for s in stages)
+        assert set(stages[0]["terms_last"]) >= {"silhouette", "stump_silhouette", "contour", "depth", "endpoint"}

@@ -22,6 +22,7 @@ from resihmr_dr.stump.cap import (
     cap_faces,
     cap_vertices,
     cut_and_cap,
+    cut_and_cap_to_tips,
     cut_spec,
     dome_profile,
 )
@@ -194,10 +195,10 @@ def test_replay_reproduces_the_mesh_and_is_differentiable(anny_meshes):
     np.testing.assert_allclose(body.replay(verts_t + shift).detach().numpy(), body.verts + shift.numpy(), atol=1e-12)
     replayed[body.tip_indices[0]].sum().backward()
     assert verts_t.grad.abs().sum() > 0
-    # Per-step radial offsets move only that step's cap vertices (its last R L + 1 vertices there).
+    # Per-step normal offsets move only that step's cap vertices (its last R L + 1 vertices there).
     first = body.steps[0]
     offsets = torch.full((first.num_rings, len(first.cut.boundary_loop)), 0.005, dtype=torch.float64, requires_grad=True)
-    moved = body.replay(torch.tensor(verts), radial_offsets=[offsets, None])
+    moved = body.replay(torch.tensor(verts), normal_offsets=[offsets, None])
     changed = np.flatnonzero(np.abs(moved.detach().numpy() - body.verts).max(axis=1) > 1e-9)
     assert len(changed) == first.num_rings * len(first.cut.boundary_loop)
     moved.sum().backward()
@@ -212,7 +213,7 @@ def test_replay_reproduces_the_mesh_and_is_differentiable(anny_meshes):
     expected_tip = last.verts[loop].mean(axis=0) + last.tip_height * (tilted / tilted.norm()).numpy()
     np.testing.assert_allclose(tilted_verts[last.tip_index], expected_tip, atol=1e-12)
     with pytest.raises(CutError, match="one entry per step"):
-        body.replay(torch.tensor(verts), radial_offsets=[offsets])
+        body.replay(torch.tensor(verts), normal_offsets=[offsets])
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +266,25 @@ def test_tube_geometry_matches_closed_form(lam):
     assert all(a < disc * 1.001 for a in geom.area_m2)
 
 
+@pytest.mark.parametrize("lam", [0.1, 0.5, 0.95])
+def test_cut_to_tips_ends_the_cap_at_the_endpoint(lam):
+    verts, faces, labels = _tube()
+    anchor, target = np.zeros(3), np.array([0.0, -LENGTH, 0.0])
+    tip = endpoint_from_lambda(anchor, target, lam)
+    spec = CutSpec(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSFEMORAL, anchor, target, tip)
+    body = cut_and_cap_to_tips(verts=verts, faces=faces, vertex_segment=labels, tips=[spec], config=CONFIG)
+    (step,) = body.steps
+    _check_closed(body.verts, body.faces)
+    # The tip is the endpoint; the cut plane lies the cap's length proximal of it (or, for a
+    # short residual limb, halfway to the anchor).
+    np.testing.assert_allclose(body.verts[body.tip_indices[0]], tip, atol=1e-9)
+    plane_along = float((step.cut.plane_point - anchor) @ step.cut.axis)
+    expected = max(lam * LENGTH - CONFIG.height_fraction * RADIUS, CONFIG.min_plane_fraction * lam * LENGTH)
+    assert plane_along == pytest.approx(expected, rel=0.02)
+    (geom,) = residual_body_geometry(body)
+    assert geom.length_fraction == pytest.approx(lam, abs=1e-9)
+
+
 def test_cross_section_picks_the_loop_around_the_axis():
     a, fa, _ = _tube(radius=0.05)
     b, fb, _ = _tube(radius=0.02)
@@ -286,7 +306,7 @@ def test_closed_volume_fans_holes_off_the_plane():
     assert volume == pytest.approx(math.pi * RADIUS**2 * (LENGTH - 0.1), rel=0.01)
 
 
-def test_radial_offsets_grow_the_cap_and_keep_it_closed():
+def test_normal_offsets_grow_the_cap_and_keep_it_closed():
     verts, faces, labels = _tube()
     anchor, target = np.zeros(3), np.array([0.0, -LENGTH, 0.0])
     spec = CutSpec(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, 0.5))
@@ -300,9 +320,24 @@ def test_radial_offsets_grow_the_cap_and_keep_it_closed():
         np.testing.assert_allclose(radial, step.profile[k - 1] * step.loop_radius, rtol=0.01)
     assert len(np.unique(np.round(step.cap_ring_angle[rings == 1], 9))) == len(step.cut.boundary_loop)
     offsets = torch.full((CONFIG.num_rings, len(step.cut.boundary_loop)), 0.01, dtype=torch.float64)
-    moved = step.replay(torch.tensor(verts), radial_offsets=offsets).numpy()
+    moved = step.replay(torch.tensor(verts), normal_offsets=offsets).numpy()
     grown = _check_closed(moved, body.faces)
     assert grown.volume > trimesh.Trimesh(body.verts, body.faces, process=False).volume
+    # Each ring vertex moved by exactly its offset, along the dome's outward normal: on a
+    # circular tube the dome is an ellipsoid of revolution, and the move is normal to it.
+    cap = step.cap_vertex_ids[:-1]
+    delta = moved[cap] - body.verts[cap]
+    np.testing.assert_allclose(np.linalg.norm(delta, axis=1), 0.01, rtol=1e-9)
+    rel = body.verts[cap] - body.verts[step.cut.boundary_loop].mean(axis=0)
+    along = rel @ step.cut.axis
+    radial = rel - np.outer(along, step.cut.axis)
+    grad = radial / step.loop_radius**2 + np.outer(along / step.tip_height**2, step.cut.axis)  # ellipsoid normal
+    cosine = np.sum(grad * delta, axis=1) / np.linalg.norm(grad, axis=1) / 0.01
+    np.testing.assert_allclose(cosine, 1.0, atol=0.02)
+    # A new tip height moves the tip along the axis and lifts the rings with it.
+    taller = step.replay(torch.tensor(verts), tip_height=2 * step.tip_height).numpy()
+    np.testing.assert_allclose((taller[step.tip_index] - body.verts[step.tip_index]) @ step.cut.axis, step.tip_height,
+                               rtol=1e-9)  # fmt: skip
 
 
 def test_cap_vertices_gradcheck():
@@ -316,7 +351,7 @@ def test_cap_vertices_gradcheck():
     tip = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
 
     def fn(loop, axis, profile, heights, offsets, tip):
-        return cap_vertices(loop, axis, profile, heights, tip_height=tip, radial_offsets=offsets)
+        return cap_vertices(loop, axis, profile, heights, tip_height=tip, normal_offsets=offsets)
 
     assert torch.autograd.gradcheck(fn, (loop, axis, profile, heights, offsets, tip))
     out = fn(loop, axis, profile, heights, offsets, tip)
@@ -371,9 +406,9 @@ def test_bad_inputs(anny_meshes):
         CapConfig(num_rings=0)
     with pytest.raises(CutError, match="height_fraction"):
         CapConfig(height_fraction=-1.0)
-    with pytest.raises(CutError, match="radial_offsets"):
+    with pytest.raises(CutError, match="normal_offsets"):
         cap_vertices(torch.zeros(5, 3), torch.tensor([0.0, 0.0, 1.0]), *dome_profile(2, 0.1, dtype=torch.float32),
-                     tip_height=0.1, radial_offsets=torch.zeros(3, 5))  # fmt: skip
+                     tip_height=0.1, normal_offsets=torch.zeros(3, 5))  # fmt: skip
     # A limb already cut above the knee cannot be cut again below it (the shank is gone).
     body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels,
                        cuts=[_spec(joints, leg, LimbStatus.TRANSFEMORAL, 0.5)], config=CONFIG)  # fmt: skip

@@ -278,13 +278,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"{name}: keypoint error {metrics['body']:.1f} px, mask IoU {metrics.get('mask_iou', float('nan')):.3f}, "
               f"{metrics['seconds']:.1f} s")  # fmt: skip
         for limb, geometry in zip(params["residual_limbs"], stump["posed"]):
+            reproj = limb["endpoint_reprojection_px"]
             print(f"  {limb['limb']} {limb['type']}: lambda {limb['lambda']:.3f} "
-                  f"({'accepted' if limb['accepted'] else 'fallback'}, {limb['reprojection_error_px']:.1f} px), "
+                  f"(RAFO {'accepted' if limb['rafo']['accepted'] else 'fallback'}; tip "
+                  f"{'unlabelled' if reproj is None else f'{reproj:.1f} px from its keypoint'}), "
                   f"residual length {geometry['length_m'] * 100:.1f} cm ({geometry['length_fraction']:.2f} of the "
                   f"segment), stump volume {geometry['volume_m3'] * 1e6:.0f} cm^3")  # fmt: skip
-        for limb in (params.get("refinement") or {}).get("limbs", []):
-            print(f"  silhouette refinement of the {limb['limb']} cap: dome height x{limb['dome_height_scale']:.2f}, "
-                  f"largest ring offset {limb['max_abs_radial_offset_m'] * 1000:.1f} mm")  # fmt: skip
+        refinement = params.get("refinement") or {}
+        if refinement:
+            stops = ", ".join(f"{s['name']} {s['iterations']} it. ({s['stop_reason']})" for s in refinement["stages"])
+            print(f"  silhouette refinement: {stops}; depth drift {refinement['depth_drift_m'] * 1000:.0f} mm")
+        for limb in refinement.get("limbs", []):
+            print(f"  {limb['limb']} cap: tip {limb['tip_height_m'] * 1000:.0f} mm beyond the cut, largest offset "
+                  f"{limb['max_abs_normal_offset_m'] * 1000:.1f} mm")  # fmt: skip
         print(f"  wrote {folder}/ (report.png, mesh.ply, params.json, stump.json, metrics.json, ...)")
     return 0 if summary.ok else 1
 

@@ -217,9 +217,8 @@ def loss_rows(fit: PersonFit, *, position: int) -> list[tuple[int, dict[str, flo
         for step, value in enumerate(losses):
             rows.setdefault(step, {})[f"intact/{stage}"] = float(value)
     if fit.refinement is not None:
-        for term, values in fit.refinement.history.items():
-            for step, value in enumerate(values):
-                rows.setdefault(step, {})[f"refine/{term}"] = float(value)
+        for step, row in enumerate(fit.refinement.history):
+            rows.setdefault(step, {}).update({f"refine/{term}": float(value) for term, value in row.items()})
     return [(step, {"person": float(position)} | row) for step, row in sorted(rows.items())]
 
 

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 import trimesh
 
 from resihmr_dr.atomic import atomic_directory
@@ -37,29 +38,35 @@ def person_folder_name(person: PersonAnnotation | PersonFit) -> str:
 
 
 def params_dict(fit: PersonFit) -> dict:
-    """The paper's Θ (body parameters and each λ_r), the camera and the residual limbs."""
+    """The paper's Θ (body parameters and each λ_r), the camera and the residual limbs.
+
+    Every residual-limb number describes the written mesh: ``anchor_cam`` / ``target_cam`` are
+    the fitted body's J_a / J_t, ``endpoint_cam`` is the cap's tip (a vertex of mesh.ply) and
+    ``lambda`` its fraction along J_a -> J_t. RAFO's own answer is kept under ``rafo``.
+    """
     residual = []
-    for result, lam_mesh in zip(fit.rafo, fit.lambda_mesh):
-        d = result.to_dict()
+    for limb, lam_intact in zip(fit.limbs, fit.lambda_intact):
+        d = limb.rafo.to_dict()
         residual.append({
-            "limb": d["limb_name"],
-            "side": d["limb_name"].split("_")[0],
-            "type": d["status"],
-            "lambda": d["lam"],
-            "lambda_mesh": lam_mesh,
-            "anchor_cam": d["anchor_cam"],
-            "endpoint_cam": d["endpoint_cam"],
-            "target_cam": d["target_cam"],
-            "accepted": d["accepted"],
-            "reprojection_error_px": d["reproj_error_px"],
-            "fallback": d["fallback"],
-            "reason": d["reason"],
+            "limb": limb.limb.name,
+            "side": limb.limb.side.value,
+            "type": limb.status.value,
+            "lambda": limb.lam,
+            "anchor_cam": limb.anchor_cam.tolist(),
+            "endpoint_cam": limb.tip_cam.tolist(),
+            "target_cam": limb.target_cam.tolist(),
+            "endpoint_reprojection_px": _reprojection_px(fit, limb),
+            "lambda_intact": lam_intact,
+            "rafo": {"lambda": d["lam"], "anchor_cam": d["anchor_cam"], "endpoint_cam": d["endpoint_cam"],
+                     "accepted": d["accepted"], "reprojection_error_px": d["reproj_error_px"],
+                     "fallback": d["fallback"], "reason": d["reason"]},
         })  # fmt: skip
     return {
         "body_model": fit.body_name,
         "ann_id": fit.ann_id,
         "image_id": fit.image_id,
         "params": {k: v[0] for k, v in fit.params.to_dict().items()},
+        "intact_params": {k: v[0] for k, v in fit.intact_params.to_dict().items()},
         "camera": fit.camera.to_dict(),
         "frame": "camera: OpenCV (x right, y down, z forward), metres",
         "residual_limbs": residual,
@@ -75,25 +82,35 @@ def params_dict(fit: PersonFit) -> dict:
     }
 
 
+def _reprojection_px(fit: PersonFit, limb) -> float | None:
+    """Pixel distance of the tip's projection from the limb's endpoint keypoint (None if unlabelled)."""
+    kp = fit.keypoints_px[limb.limb.endpoint_index(limb.status)]
+    if kp[2] <= 0:
+        return None
+    xy = fit.camera.project(torch.as_tensor(limb.tip_cam)[None]).numpy()[0]
+    return float(np.linalg.norm(xy - kp[:2]))
+
+
 def _refinement_dict(fit: PersonFit) -> dict | None:
-    """The silhouette refinement's cap shape and losses (None where it did not run)."""
+    """The silhouette refinement: its stages (iterations, stop reason, per-term losses at the
+    start and end), the caps' shape and the depth drift (None where it did not run)."""
     ref = fit.refinement
     if ref is None:
         return None
     return {
+        "stages": [stage.to_dict() for stage in ref.stages],
+        "iterations": ref.iterations,
+        "recuts": ref.recuts,
+        "depth_drift_m": ref.depth_drift_m,
         "limbs": [
             {
-                "limb": result.limb_name,
-                "lambda_tip": lam_tip,
-                "dome_height_scale": scale,
-                "max_abs_radial_offset_m": float(offsets.abs().max()),
-                "radial_offsets_m": offsets.cpu().tolist(),
+                "limb": limb.limb.name,
+                "tip_height_m": height,
+                "max_abs_normal_offset_m": float(offsets.abs().max()),
+                "normal_offsets_m": offsets.cpu().tolist(),
             }
-            for result, lam_tip, scale, offsets in zip(fit.rafo, ref.lambda_tip, ref.height_scales, ref.radial_offsets)
+            for limb, height, offsets in zip(fit.limbs, ref.tip_heights, ref.normal_offsets)
         ],
-        "losses_first": {k: v[0] for k, v in ref.history.items() if v},
-        "losses_last": {k: v[-1] for k, v in ref.history.items() if v},
-        "iterations": len(ref.history.get("total", [])),
         "seconds": ref.seconds,
     }
 

@@ -34,7 +34,7 @@ from resihmr_dr.eval.prediction import (
     prediction_from_fit,
 )
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
-from resihmr_dr.stump.cap import CapConfig, cut_and_cap, cut_spec
+from resihmr_dr.stump.cap import CapConfig, cut_and_cap_to_tips, cut_spec
 from resihmr_dr.stump.cut import residual_segments
 
 __all__ = ["METHODS", "METHOD_LABELS", "intact_baseline", "joint_collapse_baseline", "joint_lambda", "refit"]
@@ -95,8 +95,8 @@ def joint_collapse_baseline(
     start = time.perf_counter()
     specs = [cut_spec(joints=posed.joints_cam, limb=limb, status=status, lam=joint_lambda(lam, lam_min=lam_min))
              for limb, status, lam in residual_limbs]  # fmt: skip
-    residual = cut_and_cap(verts=posed.verts_cam, faces=body.faces.cpu().numpy(),
-                           vertex_segment=body.vertex_segment.cpu().numpy(), cuts=specs, config=cap)  # fmt: skip
+    residual = cut_and_cap_to_tips(verts=posed.verts_cam, faces=body.faces.cpu().numpy(),
+                                   vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=cap)  # fmt: skip
     endpoints = {spec.limb.endpoint_index(spec.status): spec.endpoint for spec in specs}
     return Prediction(
         method="joint", ann_id=ann_id, verts_cam=np.asarray(residual.verts, dtype=np.float64),

@@ -8,9 +8,9 @@ refitted once per value of an ablation sweep (e.g. ``configs/ablations/mask_weig
 Every method is scored by :func:`resihmr_dr.eval.scores.score_prediction`.
 
 Outputs (:func:`write_outputs`): ``eval.csv`` (one row per method, person and residual limb),
-``eval.md`` (the mean of every metric per method, and the main 3D metrics by residual type,
-stump shape and keypoint-noise level) and ``eval_by_type.png``, ``eval_by_shape.png``,
-``eval_by_noise.png``.
+``eval.md`` (the mean of every metric per method: 2D, 3D and pose-free shape tables; and the
+main 3D metrics by residual type, stump shape and keypoint-noise level) and
+``eval_by_type.png``, ``eval_by_shape.png``, ``eval_by_noise.png``.
 """
 
 from __future__ import annotations
@@ -179,8 +179,8 @@ def _person_methods(
     sweep_configs,
 ) -> list[tuple[str, Callable[[], Prediction]]]:
     """[(method, () -> Prediction)] for one person: the requested methods, then the sweep's."""
-    params = fitted.params_for(body)
-    posed = pose_body(body, params)  # shared by the baselines and ours
+    params = fitted.params_for(body, intact=True)  # the intact-body fit every method starts from
+    posed = pose_body(body, params)  # shared by the baselines
     limbs = [(limb, status) for limb, status, _, _ in fitted.residual_limbs]
     lams = [(limb, status, lam) for limb, status, lam, _ in fitted.residual_limbs]
     common = dict(body=body, posed=posed, camera=camera, ann_id=person.ann_id, seconds=fitted.intact_seconds)
@@ -194,7 +194,7 @@ def _person_methods(
         "joint": lambda: joint_collapse_baseline(residual_limbs=lams, lam_min=config.rafo.lam_min, cap=config.cap,
                                                  **common),  # fmt: skip
         "resihmr": refitted("resihmr", config, refine=False),
-        "ours": lambda: prediction_from_folder(fitted, body=body, method="ours", posed=posed),
+        "ours": lambda: prediction_from_folder(fitted, body=body, method="ours"),
     }
     out = [(m, build[m]) for m in methods]
     out += [(_sweep_method(sweep, v), refitted(_sweep_method(sweep, v), c.fit, refine=True)) for v, c in sweep_configs]
@@ -245,10 +245,12 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-# The two method tables: the paper's 2D protocol (and the seconds), then the 3D metrics.
+# The method tables: the paper's 2D protocol (and the seconds), the 3D metrics, then the stump's
+# shape apart from its pose (and the tip's reprojection).
 TABLE_2D = ("kp_body_px", "kp_res_limb_px", "kp_intact_px", "mask_iou", "stump_iou")
 TABLE_3D = ("endpoint_err_mm", "length_err_mm", "length_err_pct", "volume_err_pct", "stump_dist_mean_mm",
             "stump_dist_p95_mm", "pa_v2v_mm")  # fmt: skip
+TABLE_SHAPE = ("shape_local_mean_mm", "shape_icp_mean_mm", "perimeter_err_pct", "volume_sf_err_pct", "tip_reproj_px")
 
 
 def _method_table(result: EvalResult, keys: Sequence[str], *, seconds: bool) -> list[str]:
@@ -296,8 +298,9 @@ def _group_tables(result: EvalResult, by: str) -> list[str]:
 
 
 def write_markdown(path: str | Path, result: EvalResult, *, title: str = "Benchmark", command: str | None = None) -> Path:
-    """``eval.md``: the method table (best value of each column in bold) and the main 3D metrics
-    by residual type, stump shape and noise level, and the failures."""
+    """``eval.md``: the method tables (2D, 3D, pose-free shape; best value of each column in
+    bold) and the main 3D metrics by residual type, stump shape and noise level, and the
+    failures."""
     path = Path(path)
     limbs = len({(r["ann_id"], r["limb"]) for r in result.rows})
     lines = [f"# {title}", ""]
@@ -316,6 +319,13 @@ def write_markdown(path: str | Path, result: EvalResult, *, title: str = "Benchm
         "the true one; body vertex error after Procrustes alignment):",
         "",
         *_method_table(result, TABLE_3D, seconds=False),
+        "",
+        "Shape (pose-free): each residual limb against the true one in its own frame (surface distances "
+        "after putting the fitted anchor on the true one and turning the limb's anchor-to-tip direction onto "
+        "the true one, then after a rigid ICP; perimeters along each limb's own axis; volume over segment "
+        "length cubed), and the fitted tip's reprojection against the clean endpoint keypoint:",
+        "",
+        *_method_table(result, TABLE_SHAPE, seconds=False),
         "",
     ]
     for by, title_ in GROUPS.items():

@@ -139,8 +139,9 @@ def prediction_from_fit(fit, *, body: BodyModel, method: str, seconds: float | N
 class FittedFolder:
     """What ``resihmr-dr fit`` wrote for one person, read back.
 
-    params: the fitted Θ (B = 1); camera; residual limbs as (limb, status, lambda_mesh,
-    endpoint_cam (3,)); verts_cam (V, 3), faces (F, 3), residual_mask (V,) of ``mesh.ply``;
+    params: the fitted Θ (B = 1); intact_params: the intact-body fit it started from (the
+    baselines' input); camera; residual limbs as (limb, status, lambda_intact (RAFO's λ on the
+    intact fit's segment), endpoint_cam (3,) the mesh's tip); verts_cam (V, 3), faces (F, 3), residual_mask (V,) of ``mesh.ply``;
     seconds: the whole pipeline; intact_seconds: the intact fit alone; quality_ok: the fit's
     convergence checks passed (``metrics.json``).
     """
@@ -149,6 +150,7 @@ class FittedFolder:
     ann_id: int
     body_name: str
     params: BodyParams
+    intact_params: BodyParams
     camera: PinholeCamera
     residual_limbs: tuple[tuple[Limb, LimbStatus, float, np.ndarray], ...]
     verts_cam: np.ndarray
@@ -158,9 +160,11 @@ class FittedFolder:
     intact_seconds: float
     quality_ok: bool
 
-    def params_for(self, body: BodyModel) -> BodyParams:
-        """The fitted parameters on ``body``'s device and in its dtype."""
-        return BodyParams(*(t.to(body.device, body.dtype) for t in self.params.as_tuple()))
+    def params_for(self, body: BodyModel, *, intact: bool = False) -> BodyParams:
+        """The fitted (or, ``intact``, the intact-body fit's) parameters on ``body``'s device and
+        in its dtype."""
+        params = self.intact_params if intact else self.params
+        return BodyParams(*(t.to(body.device, body.dtype) for t in params.as_tuple()))
 
 
 def read_fitted_folder(folder: str | Path) -> FittedFolder:
@@ -172,9 +176,10 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
     data, metrics = read_json_object(params_path), read_json_object(metrics_path)
     try:
         params = BodyParams.from_dict({k: [v] for k, v in data["params"].items()}, dtype=torch.float64)
+        intact_params = BodyParams.from_dict({k: [v] for k, v in data["intact_params"].items()}, dtype=torch.float64)
         camera = PinholeCamera(**data["camera"])
         limbs = tuple(
-            (LIMB_BY_NAME[r["limb"]], LimbStatus(r["type"]), float(r["lambda_mesh"]),
+            (LIMB_BY_NAME[r["limb"]], LimbStatus(r["type"]), float(r["lambda_intact"]),
              np.asarray(r["endpoint_cam"], dtype=np.float64).reshape(3))
             for r in data["residual_limbs"]
         )  # fmt: skip
@@ -197,7 +202,7 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
         raise PredictionError(f"expected ({len(verts)},) bool for mesh.ply's vertices, got {residual_mask.shape} "
                               f"{residual_mask.dtype}", path=folder / "residual_mask.npy")  # fmt: skip
     return FittedFolder(
-        folder=folder, ann_id=ann_id, body_name=body_name, params=params, camera=camera, residual_limbs=limbs,
+        folder=folder, ann_id=ann_id, body_name=body_name, params=params, intact_params=intact_params, camera=camera, residual_limbs=limbs,
         verts_cam=verts, faces=np.asarray(mesh.faces, dtype=np.int64), residual_mask=residual_mask,
         seconds=seconds, intact_seconds=intact_seconds, quality_ok=quality_ok,
     )  # fmt: skip

@@ -21,6 +21,30 @@
   predicted and true residual-limb surfaces (anchor-aligned; every vertex of each surface to the
   other surface), mean and 95th percentile.
 
+3D, per residual limb, the stump's shape apart from its pose (each limb in its own frame):
+
+- ``shape_local_mean_mm``: symmetric mean surface distance between the predicted and true
+  residual-limb surfaces after moving J_a onto the true anchor and rotating the predicted limb
+  about it by the smallest rotation that turns its anchor -> tip direction onto the true
+  anchor -> tip one (Rodrigues); each surface's area-sampled points (``SHAPE_SAMPLES``, seeded,
+  :func:`sample_surface_points`) to the other surface, both directions pooled;
+- ``shape_icp_mean_mm``: the same after a rigid ICP (no scale) of the predicted limb's samples
+  (every ``ICP_EVERY``-th) onto the true surface, started from that alignment
+  (:func:`icp_rigid`; what scanner validation studies report);
+- ``perimeter_err_pct``: cross-section perimeters of each limb at 0.1, 0.3, 0.5, 0.7 and 0.9
+  (``PROFILE_STATIONS``) of its own residual length along its own axis (predicted: J_a,
+  J_a -> J_t, its tip; true: anchor, anchor -> target, endpoint), measured as the stump
+  geometry is (:func:`perimeter_profile`); mean over stations of |p_pred - p_true| / p_true x 100,
+  stations where either section is empty skipped (NaN if all are);
+- ``volume_sf_err_pct``: scale-free volume, |V_pred / L_pred^3 - V_true / L_true^3| /
+  (V_true / L_true^3) x 100, with V the volume distal of the anchor plane (as
+  ``volume_err_pct``) and L the segment length |J_t - J_a| (fitted / true);
+- ``tip_reproj_px``: pixels between the predicted tip projected by the camera (camera frame, no
+  alignment) and the limb's clean endpoint keypoint; NaN where that keypoint is unlabelled.
+
+The residual-limb surfaces are the faces with all three vertices in the limb's vertex mask
+(predicted: ``limb_masks``; true: :meth:`GroundTruth.limb_region`), as for ``stump_dist_*``.
+
 Per person: ``pa_v2v_mm``: mean vertex error of the fitted intact body against the true one, over
 the vertices outside every residual segment, after a similarity Procrustes alignment (needs the
 same body model as the truth; NaN otherwise).
@@ -31,24 +55,36 @@ compared on equal terms. Frames: camera frame (OpenCV, metres); pixels ``_px``.
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.eval.groundtruth import GroundTruth
 from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.eval.prediction import Prediction, limb_axis_joints
-from resihmr_dr.stump.geometry import closed_volume_distal
+from resihmr_dr.stump.cut import CutError
+from resihmr_dr.stump.geometry import closed_volume_distal, stump_geometry
 
 __all__ = [
     "LIMB_METRICS",
     "PERSON_METRICS",
+    "PROFILE_STATIONS",
+    "SHAPE_SAMPLES",
+    "SurfaceQuery",
     "apply_similarity",
+    "icp_rigid",
+    "perimeter_profile",
     "procrustes",
+    "rotation_between",
+    "rotation_vector_matrix",
+    "sample_surface_points",
     "score_prediction",
     "surface_distances",
     "symmetric_surface_distance",
@@ -70,7 +106,16 @@ LIMB_METRICS: tuple[tuple[str, str, bool], ...] = (
     ("volume_err_pct", "stump volume error (%)", False),
     ("stump_dist_mean_mm", "stump surface dist. mean (mm)", False),
     ("stump_dist_p95_mm", "stump surface dist. p95 (mm)", False),
+    ("shape_local_mean_mm", "shape dist., axis-aligned (mm)", False),
+    ("shape_icp_mean_mm", "shape dist., ICP (mm)", False),
+    ("perimeter_err_pct", "perimeter profile error (%)", False),
+    ("volume_sf_err_pct", "scale-free volume error (%)", False),
+    ("tip_reproj_px", "tip reprojection (px)", False),
 )
+SHAPE_SAMPLES = 2000  # area-sampled points per residual-limb surface (shape_*_mean_mm)
+SHAPE_SEED = 0  # their generator's seed: the scores are deterministic
+ICP_EVERY = 4  # shape_icp_mean_mm's ICP fits every 4th sample
+PROFILE_STATIONS = 5  # perimeter stations at (i + 1/2) / 5 = 0.1, 0.3, ..., 0.9 of the residual length
 
 
 def procrustes(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -121,6 +166,251 @@ def symmetric_surface_distance(
     ])  # fmt: skip
 
 
+# --------------------------------------------------------------------------- pose-free shape
+def rotation_between(from_dir: np.ndarray, to_dir: np.ndarray) -> np.ndarray:
+    """(3, 3) the smallest rotation turning the direction ``from_dir`` (3,) onto ``to_dir`` (3,)
+    (Rodrigues: about their cross product; about any perpendicular axis, by pi, when opposite)."""
+    a = np.asarray(from_dir, dtype=np.float64)
+    b = np.asarray(to_dir, dtype=np.float64)
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    cross, cos = np.cross(a, b), float(a @ b)
+    if cos < -1.0 + 1e-12:  # opposite: a half turn about an axis perpendicular to a
+        perp = np.cross(a, np.eye(3)[int(np.argmin(np.abs(a)))])
+        perp /= np.linalg.norm(perp)
+        return 2.0 * np.outer(perp, perp) - np.eye(3)
+    k = np.array([[0.0, -cross[2], cross[1]], [cross[2], 0.0, -cross[0]], [-cross[1], cross[0], 0.0]])
+    return np.eye(3) + k + k @ k / (1.0 + cos)
+
+
+def sample_surface_points(verts: np.ndarray, faces: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """(count, 3) points spread over a triangle surface (verts (V, 3), faces (F, 3)) by area.
+
+    Stratified: the k-th point falls in the k-th of ``count`` equal slices of the cumulative face
+    area, at a uniform random place of its triangle; the same seed gives the same points.
+    (0, 3) when the surface has no area.
+    """
+    tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]  # (F, 3, 3)
+    if not len(tri) or count < 1:
+        return np.zeros((0, 3))
+    cum = np.cumsum(0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1))
+    if not cum[-1] > 0:
+        return np.zeros((0, 3))
+    rng = np.random.default_rng(seed)
+    slices = (np.arange(count) + rng.random(count)) / count * cum[-1]
+    face = np.minimum(np.searchsorted(cum, slices, side="right"), len(tri) - 1)
+    root, r2 = np.sqrt(rng.random(count)), rng.random(count)
+    weights = np.stack([1.0 - root, root * (1.0 - r2), root * r2], axis=1)  # uniform barycentric
+    return np.einsum("nk,nkd->nd", weights, tri[face])
+
+
+@dataclass(frozen=True)
+class SurfaceQuery:
+    """Exact closest points on a triangle surface, fast: the nearest few triangles (KD-tree of
+    their centroids) bound a point's distance d from above; a triangle can be nearer only if
+    its centroid lies within d + its radius, and all of those are checked.
+
+    triangles: (F', 3, 3) the surface's triangles, long ones bisected (the same surface, so the
+    same closest points) until none reaches far from its centroid; centres: (F', 3) their
+    centroids (``tree`` over them); radii: (F',) the largest distance of each triangle's
+    vertices from its centroid; normals: (F', 3) their unit normals (0 where degenerate).
+    """
+
+    triangles: np.ndarray
+    centres: np.ndarray
+    radii: np.ndarray
+    normals: np.ndarray
+    tree: cKDTree
+
+    @classmethod
+    def build(cls, verts: np.ndarray, faces: np.ndarray) -> SurfaceQuery:
+        """The query structure of verts (V, 3), faces (F >= 1, 3)."""
+        tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
+        if not len(tri):
+            raise ValueError("SurfaceQuery needs at least one face")
+        limit = 2.0 * float(np.median(_triangle_radii(tri)))
+        for _ in range(64):  # bisect the longest edge of every triangle reaching beyond the limit
+            long = _triangle_radii(tri) > limit
+            if not long.any():
+                break
+            t = tri[long]
+            first = np.argmax(np.linalg.norm(t - np.roll(t, -1, axis=1), axis=2), axis=1)  # edge (i, i + 1)
+            t = t[np.arange(len(t))[:, None], (first[:, None] + np.arange(3)) % 3]  # longest edge first
+            mid = 0.5 * (t[:, 0] + t[:, 1])
+            halves = np.concatenate([np.stack([t[:, 0], mid, t[:, 2]], 1), np.stack([mid, t[:, 1], t[:, 2]], 1)])
+            tri = np.concatenate([tri[~long], halves])
+        centres = tri.mean(axis=1)
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        norm = np.linalg.norm(normals, axis=1, keepdims=True)
+        normals = np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
+        return cls(tri, centres, _triangle_radii(tri), normals, cKDTree(centres))
+
+    def closest(self, points: np.ndarray, *, pairs: int = 400_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 3) closest surface points, (N,) distances and (N, 3) unit normals there (of the
+        triangle hit; 0 for a degenerate one) of ``points`` (N, 3); ``pairs``: the
+        point-triangle candidates gathered at a time (memory)."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        k = min(4, len(self.triangles))
+        idx = self.tree.query(points, k=k)[1].reshape(len(points), k)
+        bound = _closest_on_triangles(np.repeat(points, k, axis=0), self.triangles[idx.ravel()])[1]
+        bound = bound.reshape(len(points), k).min(axis=1) * (1 + 1e-9) + 1e-12
+        lists = self.tree.query_ball_point(points, bound + float(self.radii.max()))
+        counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(points))
+        near, dist, face = np.zeros_like(points), np.zeros(len(points)), np.zeros(len(points), dtype=np.int64)
+        start = 0
+        while start < len(points):  # blocks of points with about ``pairs`` candidates in all
+            stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), pairs)))
+            owner = np.repeat(np.arange(start, stop), counts[start:stop])
+            cand = np.fromiter(itertools.chain.from_iterable(lists[start:stop]), dtype=np.int64, count=len(owner))
+            # Only triangles that can come within the bound: by their centroid and radius, and by their plane.
+            rel, reach = points[owner] - self.centres[cand], bound[owner]
+            keep = _dot(rel, rel) <= (reach + self.radii[cand]) ** 2
+            keep &= np.abs(_dot(rel, self.normals[cand])) <= reach
+            owner, cand = owner[keep], cand[keep]
+            q, d = _closest_on_triangles(points[owner], self.triangles[cand])
+            first = np.searchsorted(owner, np.arange(start, stop))  # every point keeps its nearest
+            best = np.minimum.reduceat(d, first)
+            hit = np.flatnonzero(d == best[owner - start])
+            _, pick = np.unique(owner[hit], return_index=True)  # the first nearest of each point
+            near[start:stop], dist[start:stop], face[start:stop] = q[hit[pick]], best, cand[hit[pick]]
+            start = stop
+        return near, dist, self.normals[face]
+
+
+def _triangle_radii(tri: np.ndarray) -> np.ndarray:
+    """(F,) the largest distance of each triangle's (F, 3, 3) vertices from its centroid."""
+    return np.linalg.norm(tri - tri.mean(axis=1, keepdims=True), axis=2).max(axis=1)
+
+
+def _closest_on_triangles(p: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) closest points and (M,) distances of points p (M, 3) on triangles tri (M, 3, 3)
+    (Ericson's Voronoi-region test, vectorised; a degenerate triangle by its edges)."""
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    ab, ac, ap = b - a, c - a, p - a
+    d00, d01, d11 = _dot(ab, ab), _dot(ab, ac), _dot(ac, ac)
+    d1, d2 = _dot(ab, ap), _dot(ac, ap)
+    d3, d4, d5, d6 = d1 - d00, d2 - d01, d1 - d01, d2 - d11  # the same products from b and from c
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v, w = vb / (va + vb + vc), vc / (va + vb + vc)  # inside the face
+        on_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        on_ac, on_ab = d2 / (d2 - d6), d1 / (d1 - d3)
+    regions = (  # (test, v, w); the first test that holds wins, so applied last first
+        ((va <= 0) & (d4 >= d3) & (d5 >= d6), 1.0 - on_bc, on_bc),  # edge bc
+        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, on_ac),  # edge ac
+        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0),  # vertex c
+        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), on_ab, 0.0),  # edge ab
+        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0),  # vertex b
+        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0),  # vertex a
+    )
+    for test, rv, rw in regions:
+        v, w = np.where(test, rv, v), np.where(test, rw, w)
+    near = a + v[:, None] * ab + w[:, None] * ac
+    bad = np.flatnonzero(~np.isfinite(near).all(axis=1))  # a degenerate triangle, no region held
+    if len(bad):
+        edges = [_closest_on_segments(p[bad], s, e) for s, e in ((a[bad], b[bad]), (b[bad], c[bad]), (c[bad], a[bad]))]
+        pick = np.argmin([np.linalg.norm(p[bad] - q, axis=1) for q in edges], axis=0)
+        near[bad] = np.stack(edges)[pick, np.arange(len(bad))]
+    return near, np.sqrt(_dot(p - near, p - near))
+
+
+def _closest_on_segments(p: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """(M, 3) closest points of points p (M, 3) on the segments start-end (M, 3) each."""
+    se = end - start
+    t = np.clip(_dot(p - start, se) / np.maximum(_dot(se, se), 1e-300), 0.0, 1.0)
+    return start + t[:, None] * se
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(M,) row-wise dot products of (M, 3) arrays."""
+    return np.einsum("ij,ij->i", x, y)
+
+
+def icp_rigid(
+    source: np.ndarray, surface: SurfaceQuery, *, iterations: int = 30, tolerance: float = 1e-7,
+    stall: float = 1e-3, matches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Rigid (R (3, 3), t (3,)) moving the points ``source`` (N >= 3, 3) onto ``surface``, from
+    the identity, and the (N,) distances of the moved points to the surface.
+
+    ICP with exact closest surface points. Each step is the point-to-plane least-squares motion
+    (linearised; least-norm where the surface leaves it (nearly) free, e.g. the twist of a round
+    limb); where that makes the mean squared distance worse, the point-to-point one (Kabsch)
+    from the same matches instead, which cannot. Stops when a step would move no point more than
+    ``tolerance`` (m), when the mean squared distance improves by less than ``stall`` of itself,
+    or after ``iterations`` evaluations; returns the best transform seen. Deterministic.
+    matches: ``surface.closest(source)`` if already known.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    radius = float(np.linalg.norm(source - source.mean(axis=0), axis=1).max())
+    rot, transl = np.eye(3), np.zeros(3)
+    best = (math.inf, rot, transl, np.full(len(source), math.inf))
+    fallback = None  # the point-to-point step from the best, while its point-to-plane step is tried
+    for i in range(iterations):
+        moved = source @ rot.T + transl
+        target, dist, normal = matches if i == 0 and matches is not None else surface.closest(moved)
+        mse = float(dist @ dist) / len(dist)
+        if not mse < best[0] * (1.0 - stall):  # not (much) better than the best
+            if mse < best[0]:
+                best = (mse, rot, transl, dist)
+            elif fallback is not None:
+                (rot, transl), fallback = fallback, None
+                continue
+            break
+        best = (mse, rot, transl, dist)
+        centre = moved.mean(axis=0)
+        # (N, 6) rows: d/d(rotation vector about the centre, translation) of each point's plane distance.
+        system = np.concatenate([np.cross(moved - centre, normal), normal], axis=1)
+        step = np.linalg.lstsq(system, _dot(target - moved, normal), rcond=1e-6)[0]
+        if np.linalg.norm(step[:3]) * radius + np.linalg.norm(step[3:]) < tolerance:
+            break  # converged: the step would not move any point measurably
+        step_rot = rotation_vector_matrix(step[:3])
+        fallback = _kabsch(source, target)
+        rot, transl = step_rot @ rot, step_rot @ (transl - centre) + centre + step[3:]
+    return best[1], best[2], best[3]
+
+
+def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rigid (R (3, 3), t (3,)) minimising sum |R src_i + t - dst_i|^2 over (N, 3) pairs, no reflection."""
+    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    u, _, vt = np.linalg.svd((dst - mu_d).T @ (src - mu_s))
+    rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+    return rot, mu_d - rot @ mu_s
+
+
+def rotation_vector_matrix(rotvec: np.ndarray) -> np.ndarray:
+    """(3, 3) the rotation by |rotvec| radians about rotvec (3,) (Rodrigues)."""
+    rotvec = np.asarray(rotvec, dtype=np.float64)
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-300:
+        return np.eye(3)
+    x, y, z = rotvec / angle
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + math.sin(angle) * k + (1.0 - math.cos(angle)) * k @ k
+
+
+def perimeter_profile(
+    verts: np.ndarray, faces: np.ndarray, mask: np.ndarray, anchor: np.ndarray, target: np.ndarray, tip: np.ndarray,
+    stations: int = PROFILE_STATIONS,
+) -> np.ndarray:  # fmt: skip
+    """(stations,) cross-section perimeters (m) of a residual limb at ``(i + 1/2) / stations`` of
+    its residual length from the anchor along its axis, measured as
+    :func:`resihmr_dr.stump.geometry.stump_geometry` does (the residual faces' section; where the
+    limb's label border leaves it open, the whole mesh's loop around the axis if it stays within
+    the limb's girth). NaN where the plane misses the surface; all NaN when the tip does not lie
+    beyond the anchor.
+
+    verts: (V, 3); faces: (F, 3) the whole mesh; mask: (V,) bool the limb's vertices; anchor,
+    target, tip: (3,) J_a, J_t (the axis) and the limb's end.
+    """
+    try:
+        geometry = stump_geometry(verts=verts, faces=faces, residual_mask=mask, anchor=anchor, target=target, tip=tip,
+                                  num_stations=stations)  # fmt: skip
+    except CutError:
+        return np.full(stations, math.nan)
+    perimeters = np.asarray(geometry.perimeter_m, dtype=np.float64)
+    return np.where(perimeters > 0, perimeters, math.nan)
+
+
 def score_prediction(pred: Prediction, gt: GroundTruth, *, mask: np.ndarray, camera: PinholeCamera) -> list[dict[str, Any]]:
     """One row per residual limb of the truth: the person's 2D and body scores (the same on
     every row of the person) and that limb's scores (module docstring); NaN where the
@@ -144,18 +434,19 @@ def score_prediction(pred: Prediction, gt: GroundTruth, *, mask: np.ndarray, cam
         row = {"limb": limb_gt["limb"], "type": limb_gt["type"], "status": limb_gt["status"],
                "shape": limb_gt["shape"]["name"], **person,
                "stump_iou": mask_iou(pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1])}  # fmt: skip
-        row.update(_limb_scores(pred, gt, limb_gt, region_gt))
+        row.update(_limb_scores(pred, gt, limb_gt, region_gt, camera))
         rows.append(row)
     return rows
 
 
-def _limb_scores(pred: Prediction, gt: GroundTruth, limb_gt: dict, region_gt: np.ndarray) -> dict[str, float]:
-    keys = ("endpoint_err_mm", "length_err_mm", "length_err_pct", "volume_err_pct", "stump_dist_mean_mm",
-            "stump_dist_p95_mm")  # fmt: skip
+def _limb_scores(
+    pred: Prediction, gt: GroundTruth, limb_gt: dict, region_gt: np.ndarray, camera: PinholeCamera
+) -> dict[str, float]:
     region = pred.limb_masks.get(limb_gt["limb"])
-    if region is None or not region.any():
-        return dict.fromkeys(keys, math.nan)
-    anchor, target = limb_axis_joints(pred.joints_cam, LIMB_BY_NAME[limb_gt["limb"]], LimbStatus(limb_gt["status"]))
+    if region is None or not region.any():  # no such limb: all NaN (stump_iou is score_prediction's)
+        return {key: math.nan for key, _, _ in LIMB_METRICS if key != "stump_iou"}
+    limb, status = LIMB_BY_NAME[limb_gt["limb"]], LimbStatus(limb_gt["status"])
+    anchor, target = limb_axis_joints(pred.joints_cam, limb, status)
     segment = float(np.linalg.norm(target - anchor))
     axis = (target - anchor) / segment
     verts = pred.verts_cam[region]
@@ -165,8 +456,9 @@ def _limb_scores(pred: Prediction, gt: GroundTruth, limb_gt: dict, region_gt: np
     volume = closed_volume_distal(pred.verts_cam, faces, anchor, axis)
     true = limb_gt["measurements"]
     shift = np.asarray(limb_gt["anchor_cam"], dtype=np.float64) - anchor
-    dist = symmetric_surface_distance(pred.verts_cam + shift, faces, gt.verts, gt.faces[region_gt[gt.faces].all(axis=1)])
-    return {
+    faces_gt = gt.faces[region_gt[gt.faces].all(axis=1)]
+    dist = symmetric_surface_distance(pred.verts_cam + shift, faces, gt.verts, faces_gt)
+    scores = {
         "endpoint_err_mm": float(np.linalg.norm(tip + shift - np.asarray(limb_gt["endpoint_cam"]))) * 1000,
         "length_err_mm": abs(length - true["length_m"]) * 1000,
         "length_err_pct": abs(length / segment - true["length_fraction"]) * 100,
@@ -174,6 +466,55 @@ def _limb_scores(pred: Prediction, gt: GroundTruth, limb_gt: dict, region_gt: np
         "stump_dist_mean_mm": float(dist.mean()) * 1000,
         "stump_dist_p95_mm": float(np.percentile(dist, 95)) * 1000,
     }
+    # The stump's shape apart from its pose (module docstring).
+    anchor_gt, target_gt, tip_gt = (np.asarray(limb_gt[k], dtype=np.float64) for k in ("anchor_cam", "target_cam",
+                                                                                       "endpoint_cam"))  # fmt: skip
+    scores.update(_pose_free_distances(pred.verts_cam, faces, anchor, tip, gt.verts, faces_gt, anchor_gt, tip_gt))
+    p_pred = perimeter_profile(pred.verts_cam, pred.faces, region, anchor, target, tip)
+    p_true = perimeter_profile(gt.verts, gt.faces, region_gt, anchor_gt, target_gt, tip_gt)
+    both = np.isfinite(p_pred) & np.isfinite(p_true)  # stations where neither section is empty
+    errors = np.abs(p_pred - p_true)[both] / p_true[both]
+    scores["perimeter_err_pct"] = float(errors.mean()) * 100 if len(errors) else math.nan
+    ratio, ratio_gt = volume / segment**3, true["volume_m3"] / float(np.linalg.norm(target_gt - anchor_gt)) ** 3
+    scores["volume_sf_err_pct"] = abs(ratio - ratio_gt) / ratio_gt * 100
+    kp = gt.keypoints_px[limb.endpoint_index(status)]
+    tip_px = camera.project(torch.as_tensor(tip, dtype=torch.float64)).numpy()
+    scores["tip_reproj_px"] = float(np.linalg.norm(tip_px - kp[:2])) if kp[2] > 0 else math.nan
+    return scores
+
+
+def _pose_free_distances(
+    verts: np.ndarray, faces: np.ndarray, anchor: np.ndarray, tip: np.ndarray, verts_gt: np.ndarray,
+    faces_gt: np.ndarray, anchor_gt: np.ndarray, tip_gt: np.ndarray,
+) -> dict[str, float]:  # fmt: skip
+    """``shape_local_mean_mm`` and ``shape_icp_mean_mm`` (module docstring) of the predicted limb
+    surface (verts (V, 3), its faces (F, 3); anchor, tip (3,)) against the true one."""
+    samples = sample_surface_points(verts, faces, SHAPE_SAMPLES, SHAPE_SEED)
+    samples_gt = sample_surface_points(verts_gt, faces_gt, SHAPE_SAMPLES, SHAPE_SEED)
+    if len(samples) < 3 or len(samples_gt) < 3 or not (np.any(tip != anchor) and np.any(tip_gt != anchor_gt)):
+        return {"shape_local_mean_mm": math.nan, "shape_icp_mean_mm": math.nan}
+    surface, surface_gt = SurfaceQuery.build(verts, faces), SurfaceQuery.build(verts_gt, faces_gt)
+    # x -> rot x + transl: the anchor onto the true one, then the anchor -> tip direction onto the true one.
+    rot = rotation_between(tip - anchor, tip_gt - anchor_gt)
+    transl = anchor_gt - rot @ anchor
+
+    def mean_mm(rot: np.ndarray, transl: np.ndarray, to_true: np.ndarray | None = None) -> float:
+        """Symmetric mean distance (mm) with the predicted limb moved by (rot, transl)."""
+        if to_true is None:
+            to_true = surface_gt.closest(samples @ rot.T + transl)[1]
+        to_pred = surface.closest((samples_gt - transl) @ rot)[1]  # the true samples moved back instead
+        return float(np.concatenate([to_true, to_pred]).mean()) * 1000
+
+    local = samples @ rot.T + transl
+    matches = surface_gt.closest(local)
+    out = {"shape_local_mean_mm": mean_mm(rot, transl, matches[1])}
+    # ICP on every ICP_EVERY-th sample (plenty for 6 degrees of freedom); the distance on all of them.
+    icp_rot, icp_transl, _ = icp_rigid(local[::ICP_EVERY], surface_gt, matches=tuple(m[::ICP_EVERY] for m in matches))
+    if np.array_equal(icp_rot, np.eye(3)) and not icp_transl.any():  # ICP found nothing nearer
+        out["shape_icp_mean_mm"] = out["shape_local_mean_mm"]
+    else:
+        out["shape_icp_mean_mm"] = mean_mm(icp_rot @ rot, icp_rot @ transl + icp_transl)
+    return out
 
 
 def _pa_v2v_mm(pred: Prediction, gt: GroundTruth) -> float:

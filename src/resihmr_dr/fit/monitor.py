@@ -34,11 +34,14 @@ class StopReason(str, enum.Enum):
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """Stopping rules of one stage. ftol: relative loss change ``|f_prev - f| / max(|f_prev|, |f|, 1)``."""
+    """Stopping rules of one stage. ftol: relative loss change ``|f_prev - f| / max(|f_prev|, |f|, 1)``;
+    min_iters: the ftol test applies from this iteration on (PyTorch's L-BFGS takes a tiny first
+    step, scaled by 1 / |grad|_1, which would otherwise pass for convergence)."""
 
     max_iters: int = 30
     ftol: float = 1e-6
     gtol: float = 1e-6
+    min_iters: int = 0
 
     def __post_init__(self) -> None:
         if self.max_iters < 0:
@@ -77,7 +80,7 @@ class ConvergenceMonitor:
         if grad_max <= self.config.gtol:
             self.message = f"max |grad| {grad_max:.3g} <= gtol {self.config.gtol:g}"
             return StopReason.GTOL
-        if len(self.losses) > 1:
+        if len(self.losses) > max(1, self.config.min_iters):
             change = relative_change(self.losses[-2], loss)
             if change <= self.config.ftol:
                 self.message = (

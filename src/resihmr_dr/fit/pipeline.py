@@ -17,6 +17,7 @@ from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.init_fit import InitialFit
+from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.eval.prediction import predicted_keypoints_px
 from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
@@ -24,9 +25,9 @@ from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
 from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, refine
 from resihmr_dr.render.zbuffer import rasterize
-from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap
+from resihmr_dr.stump.cap import CapConfig, ResidualBody, cut_and_cap_to_tips, cut_spec
 from resihmr_dr.stump.cut import limb_joint_names
-from resihmr_dr.stump.geometry import StumpGeometry, residual_body_geometry, stump_geometry
+from resihmr_dr.stump.geometry import StumpGeometry, stump_geometry
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,22 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class LimbState:
+    """One residual limb as the written mesh has it (camera frame, metres): J_a and J_t of the
+    fitted body, the cap's tip (the residual endpoint) and λ, the tip's fraction along
+    J_a -> J_t; ``rafo``: RAFO's own answer (its endpoint and possibly moved anchor), kept for
+    reference."""
+
+    limb: Limb
+    status: LimbStatus
+    anchor_cam: np.ndarray
+    target_cam: np.ndarray
+    tip_cam: np.ndarray
+    lam: float
+    rafo: RafoResult
+
+
+@dataclass(frozen=True)
 class PersonFit:
     """Everything fitted for one person (camera frame: OpenCV, metres).
 
@@ -51,8 +68,11 @@ class PersonFit:
     faces: (F', 3); residual_mask: (V',) bool m_r. verts_tpose: (V', 3) the same mesh in the
     T-pose (model frame; the posed cut replayed, so faces_tpose == faces and
     residual_mask_tpose == residual_mask); pred_keypoints_px: (25, 2) the fit's LDpose keypoints
-    (residual endpoints from RAFO); metrics: Table-1 metrics; stump / stump_tpose: per residual
-    limb measurements in the pose and the T-pose.
+    (residual endpoints: the caps' tips); metrics: Table-1 metrics; stump / stump_tpose: per
+    residual limb measurements in the pose and the T-pose. params: the final body (refined
+    where the refinement ran); intact_params: the intact-body fit it started from;
+    lambda_intact: per residual limb, RAFO's λ on the intact fit's segment (where the first cut
+    was made); limbs: per residual limb, its joints, tip and λ on the written mesh.
     """
 
     ann_id: int
@@ -62,7 +82,9 @@ class PersonFit:
     params: BodyParams
     intact: IntactFitResult
     rafo: tuple[RafoResult, ...]
-    lambda_mesh: tuple[float, ...]
+    intact_params: BodyParams
+    lambda_intact: tuple[float, ...]
+    limbs: tuple[LimbState, ...]
     verts_cam: np.ndarray
     verts_tpose: np.ndarray
     faces: np.ndarray
@@ -152,41 +174,57 @@ def _fit_person(
 
     faces = body.faces.cpu().numpy()
     verts_cam = posed.verts[0].cpu().numpy().astype(np.float64)
-    lambda_mesh: tuple[float, ...] = ()
+    lambda_intact: tuple[float, ...] = ()
     stump: tuple[StumpGeometry, ...] = ()
     stump_tpose: tuple[StumpGeometry, ...] = ()
     residual_mask = np.zeros(len(verts_cam), dtype=bool)
     refined: RefineResult | None = None
+    limbs: list[LimbState] = []
     if rafo:
+        # RAFO may move the anchor joint; the mesh keeps the fitted body's joints, so the
+        # endpoint is taken at RAFO's λ along the mesh's own segment (the refinement then poses
+        # the limb onto the endpoint keypoint), and the cap's tip is placed there.
         joints_np = joints_cam.cpu().numpy().astype(np.float64)
-        specs, lams = [], []
+        specs = []
         for result, item in zip(rafo, limb_inputs):
             anchor, target = _anchor_target(joints_np, item)
             lam = _lambda_on_segment(
                 endpoint=result.endpoint_cam.detach().cpu().numpy(), anchor=anchor, target=target,
                 lam_min=config.rafo.lam_min, lam_max=config.rafo.lam_max,
             )  # fmt: skip
-            lams.append(lam)
-            specs.append(CutSpec(item.limb, item.status, anchor, target, anchor + lam * (target - anchor)))
-        lambda_mesh = tuple(lams)
-        residual: ResidualBody = cut_and_cap(
-            verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), cuts=specs, config=config.cap
+            specs.append(cut_spec(joints=joints_np, limb=item.limb, status=item.status, lam=lam))
+        lambda_intact = tuple(float(_fraction(s.endpoint, s.anchor, s.target)) for s in specs)
+        residual: ResidualBody = cut_and_cap_to_tips(
+            verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=config.cap
         )
+        normal_offsets = tip_heights = None
         if mask is not None and config.refine.enabled:
             targets = [
                 ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))
                 for item in limb_inputs
             ]
             refined = refine(body=body, params=params, residual=residual, targets=targets, keypoints_px=keypoints,
-                             camera=camera, mask=mask, config=config.refine)  # fmt: skip
-            residual = dataclasses.replace(residual, verts=refined.verts_cam)
-            if config.refine.refine_body:
-                params = refined.params
-                with torch.no_grad():
-                    posed = body(params)
-                    tpose = body.tpose(params)
+                             camera=camera, mask=mask, stature_m=stature, cap=config.cap, config=config.refine)  # fmt: skip
+            residual = dataclasses.replace(refined.residual, verts=refined.verts_cam)
+            normal_offsets = [o.double() for o in refined.normal_offsets]
+            tip_heights = list(refined.tip_heights)
+            params = refined.params
+            with torch.no_grad():
+                posed = body(params)
+                tpose = body.tpose(params)
         verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
-        stump = residual_body_geometry(residual, num_stations=config.num_stations)
+        # Every number describes the written mesh: its joints, its tips.
+        final_joints = posed.joints[0].double().cpu().numpy()
+        for item, result, tip_index, limb_mask in zip(limb_inputs, rafo, residual.tip_indices, residual.limb_masks):
+            anchor, target = _anchor_target(final_joints, item)
+            tip = verts_cam[tip_index]
+            limbs.append(LimbState(limb=item.limb, status=item.status, anchor_cam=anchor, target_cam=target, tip_cam=tip,
+                                   lam=_fraction(tip, anchor, target), rafo=result))  # fmt: skip
+        stump = tuple(
+            stump_geometry(verts=verts_cam, faces=faces, residual_mask=limb_mask, anchor=s.anchor_cam, target=s.target_cam,
+                           tip=s.tip_cam, num_stations=config.num_stations, limb_name=s.limb.name, status=s.status.value)
+            for s, limb_mask in zip(limbs, residual.limb_masks)
+        )  # fmt: skip
 
     # The T-pose: the posed cut replayed on the T-pose body (same vertices and faces, so m_r
     # holds for both), each cap rebuilt along its T-pose limb axis with the refined cap shape.
@@ -196,11 +234,9 @@ def _fit_person(
         segments = [_anchor_target(tpose_joints, item) for item in limb_inputs]
         with torch.no_grad():
             verts_tpose = residual.replay(
-                verts_tpose,
-                radial_offsets=None if refined is None else [o.double() for o in refined.radial_offsets],
-                height_scales=None if refined is None else refined.height_scales,
+                verts_tpose, normal_offsets=normal_offsets, tip_heights=tip_heights,
                 axes=[torch.as_tensor(target - anchor) for anchor, target in segments],
-            )
+            )  # fmt: skip
         verts_tpose_np = verts_tpose.cpu().numpy()
         stump_tpose = tuple(
             stump_geometry(
@@ -218,8 +254,7 @@ def _fit_person(
     # Endpoints of intact limbs have no prediction (0); they are unlabelled in the annotation too.
     pred_kp = predicted_keypoints_px(
         camera=camera, coco_cam=posed.coco_kp[0].double().cpu().numpy(),
-        endpoints_cam={item.limb.endpoint_index(item.status): result.endpoint_cam.double().cpu().numpy()
-                       for result, item in zip(rafo, limb_inputs)},
+        endpoints_cam={s.limb.endpoint_index(s.status): s.tip_cam for s in limbs},
     )  # fmt: skip
     metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
     if mask is not None:
@@ -227,6 +262,10 @@ def _fit_person(
         metrics["mask_iou"] = mask_iou(rendered.numpy(), mask)
     metrics["intact_fit_converged"] = bool(intact.converged)
     metrics["rafo_accepted"] = [bool(r.accepted) for r in rafo]
+    if refined is not None:
+        metrics["refinement"] = {"iterations": refined.iterations, "recuts": refined.recuts,
+                                 "stop_reasons": [s.outcome.reason.value for s in refined.stages],
+                                 "depth_drift_m": refined.depth_drift_m, "seconds": refined.seconds}  # fmt: skip
     metrics["quality"] = check_quality(
         keypoints_px=keypoints,
         pred_keypoints_px=pred_kp,
@@ -243,7 +282,9 @@ def _fit_person(
         params=params,
         intact=intact,
         rafo=rafo,
-        lambda_mesh=lambda_mesh,
+        intact_params=intact.params,
+        lambda_intact=lambda_intact,
+        limbs=tuple(limbs),
         verts_cam=np.asarray(verts_cam, dtype=np.float64),
         verts_tpose=np.asarray(verts_tpose, dtype=np.float64),
         faces=np.asarray(faces, dtype=np.int64),
@@ -270,6 +311,12 @@ def _anchor_target(joints: np.ndarray, item) -> tuple[np.ndarray, np.ndarray]:
     """(J_a, J_t), each (3,), of a residual limb's segment from (len(JOINT_NAMES), 3) joints."""
     anchor_name, target_name = limb_joint_names(item.limb, item.status)
     return joints[JOINT_INDEX[anchor_name]], joints[JOINT_INDEX[target_name]]
+
+
+def _fraction(point: np.ndarray, anchor: np.ndarray, target: np.ndarray) -> float:
+    """The position of ``point`` (3,) along J_a -> J_t as a fraction of |J_t - J_a|."""
+    seg = target - anchor
+    return float(np.dot(point - anchor, seg) / max(float(np.dot(seg, seg)), 1e-12))
 
 
 def _lambda_on_segment(*, endpoint, anchor, target, lam_min: float, lam_max: float) -> float:

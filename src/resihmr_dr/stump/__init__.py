@@ -2,7 +2,8 @@
 
 - :mod:`.cut`: :func:`cut_limb` removes the limb distal to the endpoint (labels + plane).
 - :mod:`.cap`: :func:`cap_cut` seals the hole with concentric rings; :func:`cap_vertices` is the
-  differentiable ring-vertex function; :func:`cut_and_cap` handles several limbs in turn.
+  differentiable ring-vertex function; :func:`cut_and_cap` handles several limbs in turn,
+  :func:`cut_and_cap_to_tips` so that each cap ends at its residual endpoint.
 - :mod:`.geometry`: :func:`stump_geometry` gives length, volume and the cross-section profile.
 """
 
@@ -15,6 +16,7 @@ from resihmr_dr.stump.cap import (
     cap_faces,
     cap_vertices,
     cut_and_cap,
+    cut_and_cap_to_tips,
     cut_spec,
     dome_profile,
 )
@@ -46,6 +48,7 @@ __all__ = [
     "cap_faces",
     "cap_vertices",
     "cut_and_cap",
+    "cut_and_cap_to_tips",
     "cut_limb",
     "cut_spec",
     "dome_profile",

@@ -4,17 +4,19 @@ Cap layout (fixed topology, only positions move): the cut's boundary loop is rin
 1..R each hold one vertex per loop vertex; a tip vertex closes the dome. Ring ``k`` is the loop
 scaled about its centroid ``c`` by ``profile[k]`` and lifted by ``heights[k]`` along the limb
 axis; :func:`cap_vertices` is a pure torch function of the loop, so the cap follows the body
-and its per-ring / per-angle radial offsets can be optimised (stage 4) while the mesh stays
-watertight. The default profile is a quarter ellipse: ``profile = cos(theta)``,
+and its per-vertex offsets along the dome's normal and its height can be optimised (the
+silhouette refinement) while the mesh stays watertight. The default profile is a quarter ellipse: ``profile = cos(theta)``,
 ``heights = H sin(theta)`` for ``theta_k = k / (R + 1) * pi / 2``, ``H = height_fraction *``
 mean loop radius; it meets the limb with a tangent along the axis (smooth) and is convex when
-the loop is.
+the loop is. :func:`cut_and_cap_to_tips` places the cut so that the cap's tip is the residual
+endpoint (the pipeline's use: the endpoint keypoint marks the end of the limb).
 
 Frames: that of the cut mesh (metres).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from resihmr_dr.stump.cut import (
     LimbCut,
     cut_limb,
     endpoint_from_lambda,
+    limb_axis,
     limb_joint_names,
     residual_segments,
 )
@@ -42,23 +45,31 @@ __all__ = [
     "cap_faces",
     "cap_vertices",
     "cut_and_cap",
+    "cut_and_cap_to_tips",
     "cut_spec",
+    "limb_radius_at",
+    "plane_for_tip",
     "dome_profile",
 ]
 
 
 @dataclass(frozen=True)
 class CapConfig:
-    """num_rings: interior rings R (>= 1); height_fraction: dome height / mean loop radius (> 0)."""
+    """num_rings: interior rings R (>= 1); height_fraction: dome height / mean loop radius (> 0);
+    min_plane_fraction: when the cap's tip is given (:func:`cut_and_cap_to_tips`), the cut plane
+    lies at least this fraction of the tip's distance from the anchor joint (in (0, 1))."""
 
     num_rings: int = 6
     height_fraction: float = 0.6
+    min_plane_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if int(self.num_rings) != self.num_rings or self.num_rings < 1:
             raise CutError(f"CapConfig.num_rings must be an integer >= 1, got {self.num_rings}")
         if not (math.isfinite(self.height_fraction) and self.height_fraction > 0):
             raise CutError(f"CapConfig.height_fraction must be > 0, got {self.height_fraction}")
+        if not 0.0 < self.min_plane_fraction < 1.0:
+            raise CutError(f"CapConfig.min_plane_fraction must lie in (0, 1), got {self.min_plane_fraction}")
 
 
 def dome_profile(
@@ -76,33 +87,40 @@ def cap_vertices(
     heights: torch.Tensor,
     *,
     tip_height: torch.Tensor | float,
-    radial_offsets: torch.Tensor | None = None,
+    normal_offsets: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positions of the cap's ring and tip vertices (differentiable in every tensor argument).
 
     boundary_verts: (L, 3) the boundary loop (ring 0), in order; axis: (3,) limb axis pointing
     distally (normalised here); profile: (R,) scale of each ring about the loop centroid ``c``;
-    heights: (R,) lift of each ring along the axis, metres; tip_height: scalar, the tip is at
-    ``c + tip_height * axis``; radial_offsets: optional (R, L) extra outward displacement of each
-    ring vertex, metres, along the unit in-plane direction from the axis to its loop vertex.
-    Returns (R * L + 1, 3): ring 1 vertices in loop order, ring 2, ..., then the tip.
+    heights: (R,) lift of each ring along the axis, metres; tip_height: scalar > 0, the tip is at
+    ``c + tip_height * axis``; normal_offsets: optional (R, L) displacement of each ring vertex,
+    metres, along the dome's outward normal there (the normal of the ellipse through the loop
+    vertex and the tip: ``(tip_height * profile_k, rho_j * heights_k / tip_height)`` in (radial,
+    axial) components, normalised). Returns (R * L + 1, 3): ring 1 vertices in loop order, ring 2,
+    ..., then the tip.
     """
     if boundary_verts.ndim != 2 or boundary_verts.shape[1] != 3 or boundary_verts.shape[0] < 3:
         raise CutError(f"boundary_verts must have shape (L >= 3, 3), got {tuple(boundary_verts.shape)}")
     if profile.ndim != 1 or heights.shape != profile.shape:
         raise CutError(f"profile and heights must both have shape (R,), got {tuple(profile.shape)}, {tuple(heights.shape)}")
     num_rings, loop_len = profile.shape[0], boundary_verts.shape[0]
-    if radial_offsets is not None and radial_offsets.shape != (num_rings, loop_len):
-        raise CutError(f"radial_offsets must have shape ({num_rings}, {loop_len}), got {tuple(radial_offsets.shape)}")
+    if normal_offsets is not None and normal_offsets.shape != (num_rings, loop_len):
+        raise CutError(f"normal_offsets must have shape ({num_rings}, {loop_len}), got {tuple(normal_offsets.shape)}")
     axis = axis / axis.norm()
     centre = boundary_verts.mean(dim=0)
     rel = boundary_verts - centre  # (L, 3)
+    tip_height = torch.as_tensor(tip_height, dtype=boundary_verts.dtype, device=boundary_verts.device)
     rings = centre + profile[:, None, None] * rel + heights[:, None, None] * axis  # (R, L, 3)
-    if radial_offsets is not None:
+    if normal_offsets is not None:
         in_plane = rel - (rel @ axis)[:, None] * axis
-        direction = in_plane / in_plane.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        rings = rings + radial_offsets[:, :, None] * direction
-    tip = centre + torch.as_tensor(tip_height, dtype=boundary_verts.dtype) * axis
+        rho = in_plane.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (L, 1)
+        radial = in_plane / rho
+        lift = heights / tip_height  # (R,) sin(theta_k) of the quarter ellipse
+        normal = (tip_height * profile)[:, None, None] * radial + (rho * lift[:, None, None]) * axis
+        normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        rings = rings + normal_offsets[:, :, None] * normal
+    tip = centre + tip_height * axis
     return torch.cat([rings.reshape(-1, 3), tip[None]], dim=0)
 
 
@@ -174,34 +192,40 @@ class CappedLimb:
         self,
         verts_in: torch.Tensor,
         *,
-        radial_offsets: torch.Tensor | None = None,
+        normal_offsets: torch.Tensor | None = None,
         axis: torch.Tensor | None = None,
-        height_scale: torch.Tensor | float = 1.0,
+        tip_height: torch.Tensor | float | None = None,
     ) -> torch.Tensor:
         """Capped-mesh vertices from other positions of the *uncut* input vertices, differentiably.
 
         verts_in: (V, 3) -> (V'', 3); the cap is rebuilt on the replayed loop with the stored
-        profile, heights and tip height (and optional (R, L) ``radial_offsets``), along ``axis``
-        (3,) when given (e.g. from re-posed joints), else the stored axis; ``height_scale``
-        (scalar > 0) stretches the dome along the axis. The cut itself (which vertices, the
-        crossing weights) stays fixed.
+        profile and ring lifts (and optional (R, L) ``normal_offsets``), along ``axis`` (3,) when
+        given (e.g. from re-posed joints), else the stored axis; ``tip_height`` (scalar > 0,
+        metres beyond the loop centroid; default the stored one) moves the tip along the axis and
+        the rings' lifts with it. The cut itself (which vertices, the crossing weights) stays
+        fixed.
         """
         cut_verts = self.cut.interpolate(verts_in)
         loop = torch.as_tensor(self.cut.boundary_loop, device=verts_in.device)
         as_t = lambda a: torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)
+        height = self.tip_height if tip_height is None else tip_height
         cap = cap_vertices(
             cut_verts[loop],
             as_t(self.cut.axis) if axis is None else axis,
             as_t(self.profile),
-            as_t(self.heights) * height_scale,
-            tip_height=self.tip_height * height_scale,
-            radial_offsets=radial_offsets,
+            as_t(self.heights / self.tip_height) * height,
+            tip_height=height,
+            normal_offsets=normal_offsets,
         )
         return torch.cat([cut_verts, cap], dim=0)
 
 
-def cap_cut(cut: LimbCut, *, config: CapConfig = CapConfig()) -> CappedLimb:
-    """Seal ``cut``'s boundary loop with a dome (see the module docstring)."""
+def cap_cut(cut: LimbCut, *, config: CapConfig = CapConfig(), tip_height: float | None = None) -> CappedLimb:
+    """Seal ``cut``'s boundary loop with a dome (see the module docstring).
+
+    tip_height: the dome's height beyond the loop centroid along the axis, metres (> 0); None
+    gives ``config.height_fraction`` x the mean loop radius.
+    """
     loop = cut.boundary_loop
     loop_pts = cut.verts[loop]
     axis = cut.axis
@@ -212,7 +236,9 @@ def cap_cut(cut: LimbCut, *, config: CapConfig = CapConfig()) -> CappedLimb:
     loop_radius = float(radii.mean())
     if not loop_radius > 1e-6:
         raise CutError(f"{cut.limb_name}: the cut boundary loop is degenerate (radius {loop_radius:.3g} m)")
-    height = config.height_fraction * loop_radius
+    height = config.height_fraction * loop_radius if tip_height is None else float(tip_height)
+    if not (math.isfinite(height) and height > 0):
+        raise CutError(f"{cut.limb_name}: the cap's tip height must be > 0, got {height:.3g} m")
     profile, heights = dome_profile(config.num_rings, height)
     cap = cap_vertices(
         torch.from_numpy(loop_pts), torch.from_numpy(axis), profile, heights, tip_height=height
@@ -296,25 +322,26 @@ class ResidualBody:
         self,
         verts_in: torch.Tensor,
         *,
-        radial_offsets: Sequence[torch.Tensor | None] | None = None,
-        height_scales: Sequence[torch.Tensor | float] | None = None,
+        normal_offsets: Sequence[torch.Tensor | None] | None = None,
+        tip_heights: Sequence[torch.Tensor | float | None] | None = None,
         axes: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Final vertices from other positions of the original body's vertices (differentiable).
 
         verts_in: (V, 3) -> (V'', 3). Per step (each optional, one entry per step):
-        radial_offsets, an (R, L_step) tensor (or None) of outward ring offsets, metres (see
-        :func:`cap_vertices`); height_scales, a scalar stretching the dome along the axis;
-        axes, a (3,) limb axis replacing the stored one (e.g. the T-pose's).
+        normal_offsets, an (R, L_step) tensor (or None) of ring-vertex offsets along the dome's
+        normal, metres (see :func:`cap_vertices`); tip_heights, the dome's height beyond the loop
+        centroid (None: the stored one); axes, a (3,) limb axis replacing the stored one (e.g.
+        the T-pose's or the re-posed body's).
         """
-        for name, values in (("radial_offsets", radial_offsets), ("height_scales", height_scales), ("axes", axes)):
+        for name, values in (("normal_offsets", normal_offsets), ("tip_heights", tip_heights), ("axes", axes)):
             if values is not None and len(values) != len(self.steps):
                 raise CutError(f"{name} needs one entry per step ({len(self.steps)}), got {len(values)}")
         for i, step in enumerate(self.steps):
             verts_in = step.replay(
                 verts_in,
-                radial_offsets=None if radial_offsets is None else radial_offsets[i],
-                height_scale=1.0 if height_scales is None else height_scales[i],
+                normal_offsets=None if normal_offsets is None else normal_offsets[i],
+                tip_height=None if tip_heights is None else tip_heights[i],
                 axis=None if axes is None else axes[i],
             )
         return verts_in
@@ -327,12 +354,18 @@ def cut_and_cap(
     vertex_segment: np.ndarray | torch.Tensor,
     cuts: Sequence[CutSpec],
     config: CapConfig = CapConfig(),
+    tip_points: Sequence[np.ndarray] | None = None,
 ) -> ResidualBody:
     """Cut and cap each residual limb in turn (bilateral / multi-limb loss).
 
     verts: (V, 3) posed body, any frame; faces: (F, 3); vertex_segment: (V,). Each limb may
-    appear once. Raises CutError (see :func:`cut_limb`).
+    appear once; each spec's ``endpoint`` is where its cut plane passes. tip_points: optional,
+    per spec a (3,) point beyond the plane: that cap's tip is lifted to its level along the axis
+    (else the dome is ``config.height_fraction`` x the loop radius high). Raises CutError (see
+    :func:`cut_limb`). :func:`cut_and_cap_to_tips` places the planes for given tips.
     """
+    if tip_points is not None and len(tip_points) != len(cuts):
+        raise CutError(f"tip_points needs one point per cut ({len(cuts)}), got {len(tip_points)}")
     names = [spec.limb.name for spec in cuts]
     if len(set(names)) != len(names):
         raise CutError(f"each limb may be cut once, got {names}")
@@ -341,7 +374,7 @@ def cut_and_cap(
     steps: list[CappedLimb] = []
     tips: list[int] = []
     cur_verts, cur_faces, cur_labels = verts, faces, vertex_segment
-    for spec in cuts:
+    for i, spec in enumerate(cuts):
         cut = cut_limb(
             verts=cur_verts,
             faces=cur_faces,
@@ -352,7 +385,10 @@ def cut_and_cap(
             target=spec.target,
             endpoint=spec.endpoint,
         )
-        capped = cap_cut(cut, config=config)
+        tip_height = None
+        if tip_points is not None:
+            tip_height = float((np.asarray(tip_points[i], dtype=np.float64) - cut.verts[cut.boundary_loop].mean(axis=0)) @ cut.axis)
+        capped = cap_cut(cut, config=config, tip_height=tip_height)
         tips = [_map_index(cut.vertex_map, t) for t in tips] + [capped.tip_index]
         steps.append(capped)
         cur_verts, cur_faces, cur_labels = capped.verts, capped.faces, capped.vertex_segment
@@ -369,6 +405,66 @@ def cut_and_cap(
         tip_indices=tuple(tips),
         limb_masks=masks,
     )
+
+
+def limb_radius_at(
+    *, verts: np.ndarray, vertex_segment: np.ndarray, spec: CutSpec, band_m: float = 0.015
+) -> float:
+    """Median distance (metres) from the axis J_a -> J_t of the residual segment's vertices
+    within ``band_m`` of the plane through ``spec.endpoint`` (all of them if none are)."""
+    verts = np.asarray(verts, dtype=np.float64)
+    axis = limb_axis(spec.anchor, spec.target)
+    segment = SEGMENT_INDEX[residual_segments(spec.limb, spec.status)[0]]
+    rel = verts[np.asarray(vertex_segment) == segment] - spec.anchor
+    if not len(rel):
+        raise CutError(f"{spec.limb.name}: the mesh has no residual-segment vertices")
+    along = rel @ axis
+    radial = np.linalg.norm(rel - along[:, None] * axis, axis=1)
+    near = np.abs(along - (spec.endpoint - spec.anchor) @ axis) < band_m
+    return float(np.median(radial[near] if near.any() else radial))
+
+
+def plane_for_tip(
+    spec: CutSpec, *, radius_m: float, config: CapConfig = CapConfig(), cap_length_m: float | None = None
+) -> CutSpec:
+    """The cut whose cap ends at ``spec.endpoint`` (the tip): the plane lies proximal of the tip by
+    the cap's length (``cap_length_m``, default ``config.height_fraction * radius_m``), but no
+    closer to the anchor than ``config.min_plane_fraction`` of the tip's distance from it (short
+    residual limbs get a flatter cap)."""
+    axis = limb_axis(spec.anchor, spec.target)
+    tip_along = float((spec.endpoint - spec.anchor) @ axis)
+    if not tip_along > 0:
+        raise CutError(f"{spec.limb.name}: the tip must lie beyond the anchor joint along J_a -> J_t")
+    length = config.height_fraction * radius_m if cap_length_m is None else float(cap_length_m)
+    plane_along = max(tip_along - length, config.min_plane_fraction * tip_along)
+    return dataclasses.replace(spec, endpoint=spec.anchor + plane_along * axis)
+
+
+def cut_and_cap_to_tips(
+    *,
+    verts: np.ndarray | torch.Tensor,
+    faces: np.ndarray | torch.Tensor,
+    vertex_segment: np.ndarray | torch.Tensor,
+    tips: Sequence[CutSpec],
+    config: CapConfig = CapConfig(),
+    cap_lengths_m: Sequence[float | None] | None = None,
+) -> ResidualBody:
+    """Cut and cap each residual limb so that its cap's tip is at ``spec.endpoint`` (the residual
+    endpoint marks the end of the limb): the plane of :func:`plane_for_tip` (per limb an optional
+    cap length, else the default), a dome up to the tip's level. Raises CutError (see
+    :func:`cut_limb`)."""
+    lengths = [None] * len(tips) if cap_lengths_m is None else list(cap_lengths_m)
+    if len(lengths) != len(tips):
+        raise CutError(f"cap_lengths_m needs one entry per tip ({len(tips)}), got {len(lengths)}")
+    verts_np = verts.detach().cpu().numpy() if isinstance(verts, torch.Tensor) else np.asarray(verts)
+    labels = vertex_segment.detach().cpu().numpy() if isinstance(vertex_segment, torch.Tensor) else np.asarray(vertex_segment)
+    planes = [
+        plane_for_tip(spec, radius_m=limb_radius_at(verts=verts_np, vertex_segment=labels, spec=spec), config=config,
+                      cap_length_m=length)  # fmt: skip
+        for spec, length in zip(tips, lengths)
+    ]
+    return cut_and_cap(verts=verts, faces=faces, vertex_segment=vertex_segment, cuts=planes, config=config,
+                       tip_points=[spec.endpoint for spec in tips])  # fmt: skip
 
 
 def _map_index(vertex_map: np.ndarray, old: int) -> int:

@@ -40,7 +40,7 @@ def test_demo_fits_the_sample_and_writes_every_output(anny_body, tmp_path, capsy
     params = json.loads((folder / "params.json").read_text())
     assert params["body_model"] == "anny"
     (limb,) = params["residual_limbs"]
-    assert limb["limb"] == "left_leg" and limb["type"] == "transtibial" and limb["accepted"]
+    assert limb["limb"] == "left_leg" and limb["type"] == "transtibial" and limb["rafo"]["accepted"]
     assert abs(limb["lambda"] - 0.45) < 0.06  # the sample was made at lambda = 0.45
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["body"] < 5.0 and metrics["mask_iou"] > 0.85

@@ -494,7 +494,7 @@ def test_tiny_border_and_default_camera_people(user_inputs):
     assert user_inputs["truth"][4][:, -1].any()  # the mask is cut by the image's edge
     params = json.loads((user_inputs["out"] / "image1_ann1" / "params.json").read_text())
     assert params["camera"]["fx"] == 5000.0 and params["camera"]["cx"] == CAMERA.width / 2
-    assert params["residual_limbs"][0]["accepted"]
+    assert params["residual_limbs"][0]["rafo"]["accepted"]
 
 
 

@@ -415,7 +415,7 @@ def score_prediction(pred: Prediction, gt: GroundTruth, *, mask: np.ndarray, cam
     """One row per residual limb of the truth: the person's 2D and body scores (the same on
     every row of the person) and that limb's scores (module docstring); NaN where the
     prediction has no such limb. mask: (H, W) bool person mask; camera: the image's camera."""
-    from resihmr_dr.fit.refine import stump_rois
+    from resihmr_dr.fit.refine_terms import stump_rois
     from resihmr_dr.render.zbuffer import rasterize
 
     mask = np.asarray(mask, dtype=bool)

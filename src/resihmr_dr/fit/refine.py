@@ -9,7 +9,8 @@ the capped body to the person mask, in two stages:
    against the whole mask (and the stump windows), the intact keypoints and the endpoint
    keypoints; the cap keeps its convex shape;
 2. **stump**: each residual limb's end and its cap's per-vertex offsets along the dome's normal
-   against the stump windows (and the whole mask), with the body fixed.
+   against the stump windows, the contour and endpoint terms and the cap's regularisers, with
+   the body fixed (so the whole-body silhouette and keypoint terms are constant and skipped).
 
 Each residual limb's end is a variable: the cap's tip height beyond its cut ring, i.e. λ_r (the
 tip's fraction along J_a -> J_t, reported). When a tip moves distally more than a ring spacing
@@ -44,150 +45,42 @@ switches a term off):
   cap* on the same ring, so that they are at their minimum on the paper's cap and a mask weight
   trades shape against them; ``cap_size``: the offsets' magnitude.
 
-Several images of one person: the per-image terms live in :class:`_ViewTerms`; shape, the
+Several images of one person: the per-image terms live in :class:`~resihmr_dr.fit.refine_terms.ViewTerms`; shape, the
 limbs' ends and the caps are shared variables, orientation, translation and pose per-image ones.
 With every silhouette weight at 0 the stage does not run and the result is the paper's cap.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyOutput, BodyParams
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.ldpose import KEYPOINT_NAMES, Limb, LimbStatus
+from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.fit.anthropometry import expected_segment_length_m, residual_segment
-from resihmr_dr.fit.intact import intact_targets
 from resihmr_dr.fit.mesh_losses import part_topology
 from resihmr_dr.fit.monitor import MonitorConfig, StageOutcome, minimize_lbfgs
-from resihmr_dr.render.distance import chamfer_to_points, mask_contour_px, mask_distance_maps, sample_map
-from resihmr_dr.render.silhouette import SilhouetteConfig, render_silhouette, silhouette_loss
+from resihmr_dr.fit.refine_config import RefineConfig, RefineWeights
+from resihmr_dr.fit.refine_terms import (
+    ViewTerms,
+    body_terms,
+    bounded_offsets,
+    cap_terms,
+    inward_bounds,
+    outward_bounds,
+    soft_floor,
+)
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap_to_tips
+from resihmr_dr.stump.cut import limb_joint_names
 
-__all__ = [
-    "RefineConfig",
-    "RefineResult",
-    "RefineWeights",
-    "ResidualTarget",
-    "StageRecord",
-    "refine",
-    "stump_rois",
-]
-
-
-@dataclass(frozen=True)
-class RefineWeights:
-    """Weights of the refinement terms (see the module docstring)."""
-
-    silhouette: float = 1.0
-    stump_silhouette: float = 1.0
-    contour: float = 1.0
-    keypoints: float = 1.0
-    endpoint: float = 1.0
-    anchor: float = 1.0
-    length: float = 1.0
-    anthro: float = 1.0
-    depth: float = 1.0
-    pose_prior: float = 1.0
-    shape_prior: float = 1.0
-    cap_laplacian: float = 1.0
-    cap_normal: float = 1.0
-    cap_edge: float = 1.0
-    cap_size: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"RefineWeights.{name} must be finite and >= 0, got {value}")
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """Settings of the silhouette refinement.
-
-    iterations: L-BFGS iteration cap of each stage (0 disables the refinement); ftol / gtol: the
-    stages' convergence tests (relative loss change, largest scaled gradient entry);
-    max_recuts: how often a limb may be cut again when its tip moved more than a ring spacing.
-    image_size: long side (px) of the whole-body render; roi_size: side (px) of each stump
-    window's render; roi_margin: the window's margin as a fraction of the limb's 2D extent.
-    silhouette / stump_silhouette: the soft rasteriser's settings for the whole body / the stump
-    windows. loss: "iou", "bce" or "l2" (the silhouette mismatch). The sigmas scale each term to 1 at a
-    typical error (see the module docstring); keypoint_sigma is a fraction of the image's long
-    side; contour_sigma_px and contour_hinge_px: the distance-transform terms' scale and the
-    distance (px) a mask contour pixel may lie from the nearest vertex for free.
-    max_offset_fraction: cap offsets are bounded to this fraction of the cut's radius (outward)
-    and of each ring vertex's distance from the axis (inward); min_tip_fraction: the tip stays
-    at least this fraction of the cut radius beyond the cut ring. refine_body: free the body in
-    the first stage (else only the limbs' ends and caps move).
-    """
-
-    weights: RefineWeights = field(default_factory=RefineWeights)
-    iterations: int = 30
-    ftol: float = 1e-4
-    gtol: float = 1e-5
-    max_recuts: int = 1
-    image_size: int = 256
-    roi_size: int = 128
-    roi_margin: float = 0.35
-    loss: str = "iou"
-    # Much sharper than PyTorch3D's 1e-4: every face near a pixel adds to its alpha, so a soft
-    # silhouette is dilated where faces overlap; against the mask of the true mesh (256 px render)
-    # the soft IoU peaks at the true size for 1e-6 (0.949) but at a 1 % smaller body for 1e-5
-    # (0.911), which made the fit shrink the body. The distance-transform term supplies the
-    # gradients beyond the resulting ~0.4 px blur.
-    silhouette: SilhouetteConfig = field(default_factory=lambda: SilhouetteConfig(sigma=1e-6))
-    # The stump windows are rendered at ~1.3 window pixels per image pixel, where 1e-5's bias is
-    # below an image pixel and its wider blur gives the cap's offsets usable gradients (measured
-    # on 3 synthetic people: stump surface distance 19.9 mm at 1e-6, 15.9 mm at 1e-5).
-    stump_silhouette: SilhouetteConfig = field(default_factory=lambda: SilhouetteConfig(sigma=1e-5))
-    iou_sigma: float = 0.02
-    keypoint_sigma: float = 0.01
-    contour_sigma_px: float = 3.0
-    contour_hinge_px: float = 1.5
-    anchor_sigma_m: float = 0.05
-    length_sigma_m: float = 0.02
-    anthro_sigma_frac: float = 0.25
-    depth_sigma_m: float = 0.02
-    pose_sigma_rad: float = 0.15
-    shape_sigma: float = 0.1
-    cap_laplacian_sigma_m: float = 0.002
-    cap_normal_sigma: float = 0.05
-    cap_edge_sigma_m: float = 0.004
-    cap_size_sigma_m: float = 0.03
-    max_offset_fraction: float = 0.6
-    min_tip_fraction: float = 0.1
-    refine_body: bool = True
-
-    def __post_init__(self) -> None:
-        if self.iterations < 0 or self.image_size < 16 or self.roi_size < 16 or self.max_recuts < 0:
-            raise ValueError(
-                "RefineConfig: iterations >= 0, max_recuts >= 0, image_size >= 16 and roi_size >= 16 required"
-            )
-        silhouette_loss(self.loss)  # raises on an unknown name
-        positive = ("ftol", "gtol", "iou_sigma", "keypoint_sigma", "contour_sigma_px", "anchor_sigma_m",
-                    "length_sigma_m", "anthro_sigma_frac", "depth_sigma_m", "pose_sigma_rad", "shape_sigma",
-                    "cap_laplacian_sigma_m", "cap_normal_sigma", "cap_edge_sigma_m", "cap_size_sigma_m",
-                    "max_offset_fraction", "min_tip_fraction", "roi_margin")  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"RefineConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not self.contour_hinge_px >= 0:
-            raise ValueError(f"RefineConfig.contour_hinge_px must be >= 0, got {self.contour_hinge_px}")
-        if not self.max_offset_fraction < 1:
-            raise ValueError(f"RefineConfig.max_offset_fraction must be < 1, got {self.max_offset_fraction}")
-
-    @property
-    def enabled(self) -> bool:
-        """True when the refinement runs: iterations > 0 and a silhouette weight > 0."""
-        w = self.weights
-        return self.iterations > 0 and (w.silhouette > 0 or w.stump_silhouette > 0)
+# RefineConfig and RefineWeights live in refine_config; they are this module's settings.
+__all__ = ["RefineConfig", "RefineResult", "RefineWeights", "ResidualTarget", "StageRecord", "refine"]
 
 
 @dataclass(frozen=True)
@@ -246,155 +139,6 @@ class RefineResult:
         return sum(s.outcome.iterations for s in self.stages)
 
 
-def stump_rois(
-    *, verts_cam: np.ndarray, limb_masks: Sequence[np.ndarray], camera: PinholeCamera, margin: float
-) -> list[tuple[int, int, int, int]]:
-    """Square integer pixel windows (x0, y0, x1, y1) around each residual limb's projection."""
-    xy = camera.project(torch.as_tensor(verts_cam)).numpy()
-    rois = []
-    for mask in limb_masks:
-        pts = xy[np.asarray(mask, bool)]
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
-        centre = (lo + hi) / 2
-        half = max(float((hi - lo).max()) * (0.5 + margin), 8.0)
-        x0, y0 = int(math.floor(centre[0] - half)), int(math.floor(centre[1] - half))
-        side = int(math.ceil(2 * half))
-        x0 = min(max(x0, 0), max(camera.width - side, 0))
-        y0 = min(max(y0, 0), max(camera.height - side, 0))
-        rois.append((x0, y0, min(x0 + side, camera.width), min(y0 + side, camera.height)))
-    return rois
-
-
-def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) {0, 1} -> (h, w) float coverage by area averaging."""
-    return F.interpolate(mask[None, None].float(), size=size, mode="area")[0, 0]
-
-
-def _segment_joint_names(limb: Limb, status: LimbStatus) -> tuple[str, str]:
-    anchor, target = limb.segment_joints(status)
-    return KEYPOINT_NAMES[anchor], KEYPOINT_NAMES[target]
-
-
-def bounded_offsets(raw: torch.Tensor, *, inward_m: torch.Tensor, outward_m: torch.Tensor | float) -> torch.Tensor:
-    """(R, L) offsets in (-inward_m, outward_m) from unbounded ``raw`` (metres), 0 at 0, slope 1
-    there: a smooth map (``tanh`` on each side) so that no ring vertex crosses the axis."""
-    return torch.where(raw >= 0, outward_m * torch.tanh(raw / outward_m), inward_m * torch.tanh(raw / inward_m))
-
-
-def outward_bounds(
-    tip_height: torch.Tensor, profile: torch.Tensor, lift: torch.Tensor, rho: torch.Tensor, *, max_m: float
-) -> torch.Tensor:
-    """(R, L) largest outward offsets (metres) of a cap's ring vertices: ``max_m``, and no more
-    than keeps each vertex below 90 % of the way from its ring's level to the tip along the axis
-    (so the tip stays the limb's end). profile, lift: (R,) the rings' scale and lift fraction;
-    rho: (L,) the loop vertices' distances from the axis."""
-    radial = tip_height * profile[:, None]  # the dome normal's radial and axial components
-    axial = rho[None, :] * lift[:, None]
-    n_axial = axial / (radial.square() + axial.square()).sqrt().clamp_min(1e-12)
-    room = 0.9 * tip_height * (1 - lift)[:, None] / n_axial.clamp_min(1e-6)
-    return room.clamp_max(max_m)
-
-
-def soft_floor(value: torch.Tensor, floor: float, *, softness: float) -> torch.Tensor:
-    """A smooth ``max(value, floor)``: ``floor + softness * softplus((value - floor) / softness)``."""
-    return floor + softness * F.softplus((value - floor) / softness)
-
-
-# ------------------------------------------------------------------------------- one image
-
-
-class _ViewTerms:
-    """The terms of one image: silhouettes, the distance-transform terms, keypoints and endpoints
-    (its camera, mask and keypoints are fixed; the mesh comes in per evaluation)."""
-
-    def __init__(
-        self,
-        *,
-        camera: PinholeCamera,
-        mask: np.ndarray,
-        keypoints_px: np.ndarray,
-        endpoints_px: Sequence[np.ndarray | None],
-        config: RefineConfig,
-        dtype: torch.dtype,
-        device: torch.device,
-    ) -> None:
-        if mask.shape != (camera.height, camera.width):
-            raise ValueError(f"mask is {mask.shape}, the camera image is {(camera.height, camera.width)}")
-        kw = dict(dtype=dtype, device=device)
-        self.camera, self.config = camera, config
-        self.loss_fn = silhouette_loss(config.loss)
-        scale = config.image_size / max(camera.width, camera.height)
-        self.full_size = (max(16, round(camera.height * scale)), max(16, round(camera.width * scale)))
-        self.full_scale = (self.full_size[1] / camera.width, self.full_size[0] / camera.height)  # (x, y)
-        self.mask_t = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=device)
-        self.mask_full = _resize_mask(self.mask_t, self.full_size).to(dtype)
-        # The distance transform at the render's resolution, in full-image pixels.
-        dist = mask_distance_maps(self.mask_full > 0.5, device=device, dtype=dtype)
-        self.outside_px = dist.outside_px / min(self.full_scale)
-        target_np, weights_np = intact_targets(keypoints_px)
-        self.kp_target = torch.as_tensor(target_np, **kw)
-        self.kp_weight = torch.as_tensor(weights_np, **kw)
-        self.kp_sigma = config.keypoint_sigma * max(camera.width, camera.height)
-        self.endpoints = [None if e is None else torch.as_tensor(e, **kw) for e in endpoints_px]
-        self.rois: list[tuple[int, int, int, int]] = []
-
-    def set_windows(self, *, verts_cam: np.ndarray, limb_masks: Sequence[np.ndarray]) -> None:
-        """Place each stump's window around its current projection (per stage)."""
-        cfg = self.config
-        self.rois = stump_rois(verts_cam=verts_cam, limb_masks=limb_masks, camera=self.camera, margin=cfg.roi_margin)
-        self.roi_masks = [
-            _resize_mask(self.mask_t[y0:y1, x0:x1], (cfg.roi_size, cfg.roi_size)).to(self.mask_full.dtype)
-            for x0, y0, x1, y1 in self.rois
-        ]
-        self.roi_contours = [mask_contour_px(self.mask_t > 0.5, window=roi).to(self.mask_full) for roi in self.rois]
-        self.limb_vertices = [torch.as_tensor(np.flatnonzero(m), device=self.mask_t.device) for m in limb_masks]
-        xy = self.camera.project(torch.as_tensor(verts_cam)).numpy()
-        pad = 2 * cfg.contour_hinge_px + 2
-        self.roi_vertices = [
-            torch.as_tensor(np.flatnonzero((xy[:, 0] > x0 - pad) & (xy[:, 0] < x1 + pad) & (xy[:, 1] > y0 - pad)
-                                           & (xy[:, 1] < y1 + pad)), device=self.mask_t.device)  # fmt: skip
-            for x0, y0, x1, y1 in self.rois
-        ]
-
-    def terms(self, *, verts: torch.Tensor, faces: torch.Tensor, body: BodyOutput, tips: Sequence[torch.Tensor],
-              weights: RefineWeights) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Per-image terms of the mesh ``verts`` (V'', 3) / ``faces``, the posed body (B = 1) and
-        each limb's tip (3,)."""
-        cfg, cam, w = self.config, self.camera, weights
-        out: dict[str, torch.Tensor] = {}
-        if w.silhouette > 0:
-            alpha = render_silhouette(verts_cam=verts[None], faces=faces, camera=cam, image_size=self.full_size,
-                                      config=cfg.silhouette)[0]  # fmt: skip
-            out["silhouette"] = w.silhouette * self.loss_fn(alpha, self.mask_full) / cfg.iou_sigma
-        if w.stump_silhouette > 0 and self.rois:
-            losses = []
-            for roi, roi_mask in zip(self.rois, self.roi_masks):
-                alpha = render_silhouette(verts_cam=verts[None], faces=faces, camera=cam,
-                                          image_size=(cfg.roi_size, cfg.roi_size), crop=roi,
-                                          config=cfg.stump_silhouette)[0]  # fmt: skip
-                losses.append(self.loss_fn(alpha, roi_mask))
-            out["stump_silhouette"] = w.stump_silhouette * torch.stack(losses).mean() / cfg.iou_sigma
-        if w.contour > 0:
-            xy = cam.project(verts)
-            xy_full = xy * torch.as_tensor(self.full_scale, dtype=xy.dtype, device=xy.device)
-            outside = (sample_map(self.outside_px, xy_full) / cfg.contour_sigma_px).square()
-            term = outside.mean()
-            for contour, ids, limb_ids in zip(self.roi_contours, self.roi_vertices, self.limb_vertices):
-                term = term + outside[limb_ids].mean()  # each residual limb's own vertices
-                if len(contour) and len(ids):
-                    gap = chamfer_to_points(contour, xy[ids], hinge_px=cfg.contour_hinge_px)
-                    term = term + (gap / cfg.contour_sigma_px).square()
-            out["contour"] = w.contour * term
-        if w.keypoints > 0:
-            err = (cam.project(body.coco_kp[0]) - self.kp_target).square().sum(-1) / self.kp_sigma**2
-            out["keypoints"] = w.keypoints * (self.kp_weight * err).sum() / self.kp_weight.sum().clamp_min(1.0)
-        pairs = [(tip, k) for tip, k in zip(tips, self.endpoints) if k is not None]
-        if w.endpoint > 0 and pairs:
-            errs = [(cam.project(tip) - k).square().sum() / self.kp_sigma**2 for tip, k in pairs]
-            out["endpoint"] = w.endpoint * torch.stack(errs).mean()
-        return out
-
-
 # ------------------------------------------------------------------------------- the fit
 
 
@@ -440,7 +184,7 @@ def refine(
     dtype, device = body.dtype, body.device
     kw = dict(dtype=dtype, device=device)
     w = config.weights
-    view = _ViewTerms(camera=camera, mask=np.asarray(mask), keypoints_px=keypoints_px,
+    view = ViewTerms(camera=camera, mask=np.asarray(mask), keypoints_px=keypoints_px,
                       endpoints_px=[t.endpoint_px for t in targets], config=config, dtype=dtype, device=device)  # fmt: skip
 
     init = params.detach()
@@ -451,7 +195,7 @@ def refine(
     rel_depth0 = j0[:, 2] - j0[pelvis, 2]
     limbs = []
     for step, target in zip(residual.steps, targets):
-        names = _segment_joint_names(target.limb, target.status)
+        names = limb_joint_names(target.limb, target.status)
         expected = expected_segment_length_m(residual_segment(target.status), body_height_m=stature_m)
         limbs.append(_Limb(target=target, joints=names,
                            raw_offsets=torch.zeros(step.num_rings, len(step.cut.boundary_loop), **kw),
@@ -497,13 +241,16 @@ def refine(
     def evaluate(state: _Stage, fixed_body: BodyOutput | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         out, verts, axes, offsets, heights = mesh(state, fixed_body)
         tips = [verts[i] for i in state.residual.tip_indices]
-        terms = view.terms(verts=verts, faces=state.faces, body=out, tips=tips, weights=w)
+        # With the body fixed only the caps move, and the stump windows see them: the whole-body
+        # silhouette and keypoint terms are constant then and are not evaluated.
+        weights = w if state.body_free else dataclasses.replace(w, silhouette=0.0, keypoints=0.0)
+        terms = view.terms(verts=verts, faces=state.faces, body=out, tips=tips, weights=weights)
         # Body priors (RAFO's alpha and mu, the anthropometric prior, the depth anchor).
         if state.body_free:
-            terms.update(_body_terms(out=out, limbs=limbs, anchor0=anchor0, length0=length0, rel_depth0=rel_depth0,
+            terms.update(body_terms(out=out, limbs=limbs, anchor0=anchor0, length0=length0, rel_depth0=rel_depth0,
                                      u_pose=u_pose, u_shape=u_shape, scales=scales, config=config))  # fmt: skip
         if state.cap_free:
-            terms.update(_cap_terms(verts=verts, offsets=offsets, state=state, axes=axes, heights=heights,
+            terms.update(cap_terms(verts=verts, offsets=offsets, state=state, axes=axes, heights=heights,
                                     config=config, out=out))  # fmt: skip
         return sum(terms.values()), terms, verts
 
@@ -613,7 +360,7 @@ class _Stage:
         faces = torch.as_tensor(residual.faces, device=kw["device"])
         inward, topo, shapes = [], [], []
         for step, lb, cap_ids in zip(residual.steps, limbs, _final_cap_ids(residual)):
-            inward.append(torch.as_tensor(_inward_bounds(step), **kw))
+            inward.append(torch.as_tensor(inward_bounds(step), **kw))
             loop = step.cut.verts[step.cut.boundary_loop]
             rel = loop - loop.mean(axis=0)
             rho = np.linalg.norm(rel - np.outer(rel @ step.cut.axis, step.cut.axis), axis=1)
@@ -629,16 +376,6 @@ class _Stage:
         )  # fmt: skip
 
 
-def _inward_bounds(step) -> np.ndarray:
-    """(R, L) how far (metres) each ring vertex of a cap may move inwards: 60 % of its distance
-    from the axis (at least 5 % of the cut's radius), so that no ring crosses the axis."""
-    loop = step.cut.verts[step.cut.boundary_loop]
-    rel = loop - loop.mean(axis=0)
-    in_plane = rel - np.outer(rel @ step.cut.axis, step.cut.axis)
-    ring_rho = step.profile[:, None] * np.linalg.norm(in_plane, axis=1)[None, :]
-    return np.maximum(0.6 * ring_rho, 0.05 * step.loop_radius)
-
-
 def _final_cap_ids(residual: ResidualBody) -> list[np.ndarray]:
     """Per step, the ids of its cap's vertices (rings and tip) in the final mesh."""
     out = []
@@ -652,60 +389,6 @@ def _final_cap_ids(residual: ResidualBody) -> list[np.ndarray]:
             ids = lookup[ids]
         out.append(ids)
     return out
-
-
-def _body_terms(*, out: BodyOutput, limbs, anchor0, length0, rel_depth0, u_pose, u_shape, scales, config) -> dict:
-    """RAFO's anchor and length terms, the anthropometric prior, the depth anchor, the priors."""
-    w = config.weights
-    joints = out.joints[0]
-    pelvis = joints[JOINT_INDEX["pelvis"]]
-    terms = {}
-    anchor, length, anthro = [], [], []
-    for lb, a0, l0 in zip(limbs, anchor0, length0):
-        a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
-        anchor.append(((a - pelvis) - a0).square().sum() / config.anchor_sigma_m**2)
-        seg = (b - a).norm()
-        length.append(((seg - l0) / config.length_sigma_m).square())
-        anthro.append(((seg - lb.expected_length_m) / (config.anthro_sigma_frac * lb.expected_length_m)).square())
-    if w.anchor > 0:
-        terms["anchor"] = w.anchor * torch.stack(anchor).mean()
-    if w.length > 0:
-        terms["length"] = w.length * torch.stack(length).mean()
-    if w.anthro > 0:
-        terms["anthro"] = w.anthro * torch.stack(anthro).mean()
-    if w.depth > 0:
-        rel_depth = joints[:, 2] - pelvis[2]
-        terms["depth"] = w.depth * ((rel_depth - rel_depth0) / config.depth_sigma_m).square().mean()
-    if w.pose_prior > 0:
-        terms["pose_prior"] = w.pose_prior * (scales["pose"] * u_pose / config.pose_sigma_rad).square().sum()
-    if w.shape_prior > 0:
-        terms["shape_prior"] = w.shape_prior * (scales["shape"] * u_shape / config.shape_sigma).square().sum()
-    return terms
-
-
-def _cap_terms(*, verts, offsets, state: _Stage, axes, heights, config, out) -> dict:
-    """The caps' mesh regularisers relative to the convex cap on the same ring, and their size."""
-    w = config.weights
-    with torch.no_grad():
-        convex = state.residual.replay(out.verts[0], tip_heights=[h.detach() for h in heights],
-                                       axes=[a.detach() for a in axes])  # fmt: skip
-    lap, normal, edge, size = [], [], [], []
-    for topo, o in zip(state.cap_topology, offsets):
-        # The uniform Laplacian is linear: that of the offsets from the convex cap.
-        lap.append((topo.laplacian(verts - convex) / config.cap_laplacian_sigma_m).square())
-        normal.append((topo.pair_cosines(verts) - topo.pair_cosines(convex)).square().mean() / config.cap_normal_sigma**2)
-        edge.append((topo.edge_lengths(verts) - topo.edge_lengths(convex)).square().mean() / config.cap_edge_sigma_m**2)
-        size.append((o / config.cap_size_sigma_m).square().mean())
-    terms = {}
-    if w.cap_laplacian > 0:
-        terms["cap_laplacian"] = w.cap_laplacian * torch.stack(lap).mean()
-    if w.cap_normal > 0:
-        terms["cap_normal"] = w.cap_normal * torch.stack(normal).mean()
-    if w.cap_edge > 0:
-        terms["cap_edge"] = w.cap_edge * torch.stack(edge).mean()
-    if w.cap_size > 0:
-        terms["cap_size"] = w.cap_size * torch.stack(size).mean()
-    return terms
 
 
 def _recut_moved(
@@ -760,7 +443,7 @@ def _recut_moved(
         outward = outward_bounds(torch.tensor(step.tip_height), torch.as_tensor(step.profile),
                                  torch.as_tensor(step.heights / step.tip_height), torch.as_tensor(rho),
                                  max_m=config.max_offset_fraction * step.loop_radius).numpy().reshape(-1)  # fmt: skip
-        inward = _inward_bounds(step).reshape(-1)
+        inward = inward_bounds(step).reshape(-1)
         ratio = np.where(offsets >= 0, offsets / outward, offsets / inward).clip(-0.95, 0.95)
         raw = np.where(offsets >= 0, outward, inward) * np.arctanh(ratio)  # the inverse of bounded_offsets
         lb.raw_offsets = torch.as_tensor(raw.reshape(step.num_rings, -1), dtype=lb.raw_offsets.dtype,

@@ -418,7 +418,9 @@ def test_the_folder_reads_back_as_the_fit_it_was_written_from(anny_body, fitted)
                                  camera=gt.camera)  # fmt: skip
     for a, b in zip(from_folder, in_memory, strict=True):
         for key, _, _ in PERSON_METRICS + LIMB_METRICS:
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-3), key
+            # ICP's nearest-point pairs can flip on the PLY round trip's last digits: 0.02 mm there.
+            tol = 0.02 if key == "shape_icp_mean_mm" else 1e-3
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=tol), key
     stump = json.loads((folder / "stump.json").read_text())["posed"][0]
     # The evaluator's own measurement of the folder matches the pipeline's stump.json.
     true_length = gt.limbs[0]["measurements"]["length_m"]

@@ -507,3 +507,15 @@ def test_shank_profile_is_closed_and_smooth(anny_meshes):
     areas = np.asarray(geom.area_m2)
     assert 0.004 < areas[:-1].min() and areas.max() < 0.015  # a shank: ~5-7 cm radius
     assert np.all(areas[1:-1] / areas[:-2] > 0.8)  # no jumps before the dome
+
+
+@pytest.mark.parametrize("limb_name,status", [(limb.name, limb.above_status) for limb in LIMBS])
+def test_cut_to_tips_next_to_the_anchor_joint(anny_meshes, limb_name, status):
+    """A residual limb ending next to its anchor joint (joint-level collapse, λ = 0.05): the cut
+    ring there follows the segment's label border, off the plane; the cap still closes it."""
+    verts, joints, faces, labels = anny_meshes["rest"]
+    spec = cut_spec(joints=joints, limb=LIMB_BY_NAME[limb_name], status=status, lam=0.05)
+    body = cut_and_cap_to_tips(verts=verts, faces=faces, vertex_segment=labels, tips=[spec], config=CONFIG)
+    _check_closed(body.verts, body.faces)
+    (step,) = body.steps
+    assert step.tip_height >= 0.1 * step.loop_radius * 0.99

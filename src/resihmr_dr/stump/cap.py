@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 
+# The smallest cap height, as a fraction of the ring's radius, when a tip is given.
+MIN_TIP_FRACTION = 0.1
+
+
 @dataclass(frozen=True)
 class CapConfig:
     """num_rings: interior rings R (>= 1); height_fraction: dome height / mean loop radius (> 0);
@@ -360,8 +364,9 @@ def cut_and_cap(
 
     verts: (V, 3) posed body, any frame; faces: (F, 3); vertex_segment: (V,). Each limb may
     appear once; each spec's ``endpoint`` is where its cut plane passes. tip_points: optional,
-    per spec a (3,) point beyond the plane: that cap's tip is lifted to its level along the axis
-    (else the dome is ``config.height_fraction`` x the loop radius high). Raises CutError (see
+    per spec a (3,) point beyond the plane: that cap's tip is lifted to its level along the axis,
+    but at least ``MIN_TIP_FRACTION`` x the ring's radius beyond the ring's centroid (else the
+    dome is ``config.height_fraction`` x the loop radius high). Raises CutError (see
     :func:`cut_limb`). :func:`cut_and_cap_to_tips` places the planes for given tips.
     """
     if tip_points is not None and len(tip_points) != len(cuts):
@@ -387,7 +392,12 @@ def cut_and_cap(
         )
         tip_height = None
         if tip_points is not None:
-            tip_height = float((np.asarray(tip_points[i], dtype=np.float64) - cut.verts[cut.boundary_loop].mean(axis=0)) @ cut.axis)
+            centre = cut.verts[cut.boundary_loop].mean(axis=0)
+            tip_height = float((np.asarray(tip_points[i], dtype=np.float64) - centre) @ cut.axis)
+            # Near a joint the ring is not planar (it follows the segment's label border), and its
+            # centroid may lie level with or beyond the tip: the cap then keeps a minimal height.
+            radius = float(np.linalg.norm(cut.verts[cut.boundary_loop] - centre, axis=1).mean())
+            tip_height = max(tip_height, MIN_TIP_FRACTION * radius)
         capped = cap_cut(cut, config=config, tip_height=tip_height)
         tips = [_map_index(cut.vertex_map, t) for t in tips] + [capped.tip_index]
         steps.append(capped)

@@ -144,8 +144,9 @@ class RefineResult:
 
 @dataclass
 class _Limb:
-    """One residual limb's state across stages: its joints' names, its cap's current offsets
-    (raw, metres) and tip height, and the tip height the current cut was made for."""
+    """One residual limb's state across stages: its joints' names, its cap's current offsets and
+    tip height (both raw, metres: before the bounds and the height floor of the mesh are applied),
+    and the tip height the current cut was made for."""
 
     target: ResidualTarget
     joints: tuple[str, str]
@@ -288,8 +289,7 @@ def refine(
         # Fold the stage's steps into the limbs' state.
         with torch.no_grad():
             for lb, u_tip, u_off in zip(limbs, state.u_tips, state.u_offsets):
-                lb.tip_height = soft_floor(lb.tip_height + scales["tip"] * u_tip, config.min_tip_fraction * lb.radius,
-                                           softness=0.1 * lb.radius)  # fmt: skip
+                lb.tip_height = lb.tip_height + scales["tip"] * u_tip  # unfloored: the floor applies in mesh()
                 lb.raw_offsets = lb.raw_offsets + scales["offset"] * u_off
                 u_tip.zero_()
                 u_off.zero_()
@@ -316,7 +316,7 @@ def refine(
     with torch.no_grad():
         p = current_params()
         state = _Stage.build(residual, limbs, body_free=False, cap_free=True, kw=kw)
-        out, verts, _, offsets, _ = mesh(state, body(p))
+        out, verts, _, offsets, heights = mesh(state, body(p))
         joints = out.joints[0]
         lambda_tip = []
         for lb, tip_index in zip(limbs, residual.tip_indices):
@@ -329,7 +329,7 @@ def refine(
         params=p.detach(),
         residual=residual,
         normal_offsets=tuple(o.detach() for o in offsets),
-        tip_heights=tuple(float(lb.tip_height) for lb in limbs),
+        tip_heights=tuple(float(h) for h in heights),
         verts_cam=verts.detach().cpu().double().numpy(),
         lambda_tip=tuple(lambda_tip),
         stages=tuple(stages),

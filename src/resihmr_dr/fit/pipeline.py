@@ -215,7 +215,7 @@ def _fit_person(
         verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
         # Every number describes the written mesh: its joints, its tips.
         final_joints = posed.joints[0].double().cpu().numpy()
-        for item, result, tip_index, limb_mask in zip(limb_inputs, rafo, residual.tip_indices, residual.limb_masks):
+        for item, result, tip_index in zip(limb_inputs, rafo, residual.tip_indices):
             anchor, target = _anchor_target(final_joints, item)
             tip = verts_cam[tip_index]
             limbs.append(LimbState(limb=item.limb, status=item.status, anchor_cam=anchor, target_cam=target, tip_cam=tip,

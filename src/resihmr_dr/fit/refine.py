@@ -359,7 +359,7 @@ class _Stage:
     def build(residual: ResidualBody, limbs: Sequence[_Limb], *, body_free: bool, cap_free: bool, kw: dict) -> "_Stage":
         faces = torch.as_tensor(residual.faces, device=kw["device"])
         inward, topo, shapes = [], [], []
-        for step, lb, cap_ids in zip(residual.steps, limbs, _final_cap_ids(residual)):
+        for step, cap_ids in zip(residual.steps, _final_cap_ids(residual)):
             inward.append(torch.as_tensor(inward_bounds(step), **kw))
             loop = step.cut.verts[step.cut.boundary_loop]
             rel = loop - loop.mean(axis=0)

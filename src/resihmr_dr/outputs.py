@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 import trimesh
 
 from resihmr_dr.atomic import atomic_directory
@@ -83,12 +82,12 @@ def params_dict(fit: PersonFit) -> dict:
 
 
 def _reprojection_px(fit: PersonFit, limb) -> float | None:
-    """Pixel distance of the tip's projection from the limb's endpoint keypoint (None if unlabelled)."""
-    kp = fit.keypoints_px[limb.limb.endpoint_index(limb.status)]
-    if kp[2] <= 0:
+    """Pixel distance of the tip's projection (the fit's predicted endpoint keypoint) from the
+    limb's endpoint keypoint (None if unlabelled)."""
+    index = limb.limb.endpoint_index(limb.status)
+    if fit.keypoints_px[index, 2] <= 0:
         return None
-    xy = fit.camera.project(torch.as_tensor(limb.tip_cam)[None]).numpy()[0]
-    return float(np.linalg.norm(xy - kp[:2]))
+    return float(np.linalg.norm(fit.pred_keypoints_px[index] - fit.keypoints_px[index, :2]))
 
 
 def _refinement_dict(fit: PersonFit) -> dict | None:

@@ -27,7 +27,7 @@ from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, re
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, ResidualBody, cut_and_cap_to_tips, cut_spec
 from resihmr_dr.stump.cut import limb_joint_names
-from resihmr_dr.stump.geometry import StumpGeometry, stump_geometry
+from resihmr_dr.stump.geometry import StumpGeometry, residual_length, stump_geometry
 
 
 @dataclass(frozen=True)
@@ -185,15 +185,15 @@ def _fit_person(
         # endpoint is taken at RAFO's λ along the mesh's own segment (the refinement then poses
         # the limb onto the endpoint keypoint), and the cap's tip is placed there.
         joints_np = joints_cam.cpu().numpy().astype(np.float64)
-        specs = []
+        lams = []
         for result, item in zip(rafo, limb_inputs):
             anchor, target = _anchor_target(joints_np, item)
-            lam = _lambda_on_segment(
+            lams.append(_lambda_on_segment(
                 endpoint=result.endpoint_cam.detach().cpu().numpy(), anchor=anchor, target=target,
                 lam_min=config.rafo.lam_min, lam_max=config.rafo.lam_max,
-            )  # fmt: skip
-            specs.append(cut_spec(joints=joints_np, limb=item.limb, status=item.status, lam=lam))
-        lambda_intact = tuple(float(_fraction(s.endpoint, s.anchor, s.target)) for s in specs)
+            ))  # fmt: skip
+        specs = [cut_spec(joints=joints_np, limb=i.limb, status=i.status, lam=lam) for i, lam in zip(limb_inputs, lams)]
+        lambda_intact = tuple(lams)
         residual: ResidualBody = cut_and_cap_to_tips(
             verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=config.cap
         )
@@ -219,7 +219,7 @@ def _fit_person(
             anchor, target = _anchor_target(final_joints, item)
             tip = verts_cam[tip_index]
             limbs.append(LimbState(limb=item.limb, status=item.status, anchor_cam=anchor, target_cam=target, tip_cam=tip,
-                                   lam=_fraction(tip, anchor, target), rafo=result))  # fmt: skip
+                                   lam=residual_length(anchor, target, tip)[1], rafo=result))  # fmt: skip
         stump = tuple(
             stump_geometry(verts=verts_cam, faces=faces, residual_mask=limb_mask, anchor=s.anchor_cam, target=s.target_cam,
                            tip=s.tip_cam, num_stations=config.num_stations, limb_name=s.limb.name, status=s.status.value)
@@ -311,12 +311,6 @@ def _anchor_target(joints: np.ndarray, item) -> tuple[np.ndarray, np.ndarray]:
     """(J_a, J_t), each (3,), of a residual limb's segment from (len(JOINT_NAMES), 3) joints."""
     anchor_name, target_name = limb_joint_names(item.limb, item.status)
     return joints[JOINT_INDEX[anchor_name]], joints[JOINT_INDEX[target_name]]
-
-
-def _fraction(point: np.ndarray, anchor: np.ndarray, target: np.ndarray) -> float:
-    """The position of ``point`` (3,) along J_a -> J_t as a fraction of |J_t - J_a|."""
-    seg = target - anchor
-    return float(np.dot(point - anchor, seg) / max(float(np.dot(seg, seg)), 1e-12))
 
 
 def _lambda_on_segment(*, endpoint, anchor, target, lam_min: float, lam_max: float) -> float:

@@ -73,6 +73,7 @@ from resihmr_dr.fit.refine_terms import (
     bounded_offsets,
     cap_terms,
     inward_bounds,
+    loop_rho,
     outward_bounds,
     soft_floor,
 )
@@ -361,11 +362,8 @@ class _Stage:
         inward, topo, shapes = [], [], []
         for step, cap_ids in zip(residual.steps, _final_cap_ids(residual)):
             inward.append(torch.as_tensor(inward_bounds(step), **kw))
-            loop = step.cut.verts[step.cut.boundary_loop]
-            rel = loop - loop.mean(axis=0)
-            rho = np.linalg.norm(rel - np.outer(rel @ step.cut.axis, step.cut.axis), axis=1)
             shapes.append((torch.as_tensor(step.profile, **kw), torch.as_tensor(step.heights / step.tip_height, **kw),
-                           torch.as_tensor(rho, **kw)))  # fmt: skip
+                           torch.as_tensor(loop_rho(step), **kw)))  # fmt: skip
             cap_faces = np.flatnonzero(np.isin(residual.faces, cap_ids).any(axis=1))
             topo.append(part_topology(residual.faces, vertex_ids=cap_ids, face_ids=cap_faces))
         return _Stage(
@@ -437,11 +435,8 @@ def _recut_moved(
         ring_ids = ring_ids[:-1]  # the tip stays where it is
         limb_faces = residual.faces[residual.limb_masks[i][residual.faces].all(axis=1)]
         offsets = _offsets_onto(new.verts[ring_ids], normals[ring_ids], current, limb_faces)
-        loop = step.cut.verts[step.cut.boundary_loop]
-        rel = loop - loop.mean(axis=0)
-        rho = np.linalg.norm(rel - np.outer(rel @ step.cut.axis, step.cut.axis), axis=1)
         outward = outward_bounds(torch.tensor(step.tip_height), torch.as_tensor(step.profile),
-                                 torch.as_tensor(step.heights / step.tip_height), torch.as_tensor(rho),
+                                 torch.as_tensor(step.heights / step.tip_height), torch.as_tensor(loop_rho(step)),
                                  max_m=config.max_offset_fraction * step.loop_radius).numpy().reshape(-1)  # fmt: skip
         inward = inward_bounds(step).reshape(-1)
         ratio = np.where(offsets >= 0, offsets / outward, offsets / inward).clip(-0.95, 0.95)

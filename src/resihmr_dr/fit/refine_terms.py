@@ -26,6 +26,7 @@ __all__ = [
     "bounded_offsets",
     "cap_terms",
     "inward_bounds",
+    "loop_rho",
     "outward_bounds",
     "soft_floor",
     "stump_rois",
@@ -173,14 +174,24 @@ class ViewTerms:
         return out
 
 
+def loop_rho(step) -> np.ndarray:
+    """(L,) each loop vertex's distance (metres) from a cap's axis through the loop's centroid."""
+    loop = step.cut.verts[step.cut.boundary_loop]
+    rel = loop - loop.mean(axis=0)
+    return np.linalg.norm(rel - np.outer(rel @ step.cut.axis, step.cut.axis), axis=1)
+
+
 def inward_bounds(step) -> np.ndarray:
     """(R, L) how far (metres) each ring vertex of a cap may move inwards: 60 % of its distance
     from the axis (at least 5 % of the cut's radius), so that no ring crosses the axis."""
-    loop = step.cut.verts[step.cut.boundary_loop]
-    rel = loop - loop.mean(axis=0)
-    in_plane = rel - np.outer(rel @ step.cut.axis, step.cut.axis)
-    ring_rho = step.profile[:, None] * np.linalg.norm(in_plane, axis=1)[None, :]
+    ring_rho = step.profile[:, None] * loop_rho(step)[None, :]
     return np.maximum(0.6 * ring_rho, 0.05 * step.loop_radius)
+
+
+def _weighted(weights: RefineWeights, per_limb: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``{name: weight * mean over the limbs}`` for the terms whose weight is > 0."""
+    return {name: getattr(weights, name) * torch.stack(values).mean()
+            for name, values in per_limb.items() if getattr(weights, name) > 0}  # fmt: skip
 
 
 def body_terms(*, out: BodyOutput, limbs, anchor0, length0, rel_depth0, u_pose, u_shape, scales, config) -> dict:
@@ -196,12 +207,7 @@ def body_terms(*, out: BodyOutput, limbs, anchor0, length0, rel_depth0, u_pose, 
         seg = (b - a).norm()
         length.append(((seg - l0) / config.length_sigma_m).square())
         anthro.append(((seg - lb.expected_length_m) / (config.anthro_sigma_frac * lb.expected_length_m)).square())
-    if w.anchor > 0:
-        terms["anchor"] = w.anchor * torch.stack(anchor).mean()
-    if w.length > 0:
-        terms["length"] = w.length * torch.stack(length).mean()
-    if w.anthro > 0:
-        terms["anthro"] = w.anthro * torch.stack(anthro).mean()
+    terms.update(_weighted(w, {"anchor": anchor, "length": length, "anthro": anthro}))
     if w.depth > 0:
         rel_depth = joints[:, 2] - pelvis[2]
         terms["depth"] = w.depth * ((rel_depth - rel_depth0) / config.depth_sigma_m).square().mean()
@@ -225,13 +231,4 @@ def cap_terms(*, verts, offsets, state, axes, heights, config, out) -> dict:
         normal.append((topo.pair_cosines(verts) - topo.pair_cosines(convex)).square().mean() / config.cap_normal_sigma**2)
         edge.append((topo.edge_lengths(verts) - topo.edge_lengths(convex)).square().mean() / config.cap_edge_sigma_m**2)
         size.append((o / config.cap_size_sigma_m).square().mean())
-    terms = {}
-    if w.cap_laplacian > 0:
-        terms["cap_laplacian"] = w.cap_laplacian * torch.stack(lap).mean()
-    if w.cap_normal > 0:
-        terms["cap_normal"] = w.cap_normal * torch.stack(normal).mean()
-    if w.cap_edge > 0:
-        terms["cap_edge"] = w.cap_edge * torch.stack(edge).mean()
-    if w.cap_size > 0:
-        terms["cap_size"] = w.cap_size * torch.stack(size).mean()
-    return terms
+    return _weighted(w, {"cap_laplacian": lap, "cap_normal": normal, "cap_edge": edge, "cap_size": size})

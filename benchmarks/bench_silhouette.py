@@ -1,14 +1,19 @@
-"""Soft-silhouette benchmark: native vs PyTorch3D, forward and backward, on the Anny body.
+"""Soft-silhouette benchmark: the native kernels vs PyTorch3D, forward and backward, on the Anny body.
 
 Usage:
-    python benchmarks/bench_silhouette.py [--sizes 128 256 512] [--repeats 2] [--threads 2]
-        [--backends native pytorch3d] [--device cpu]
+    python benchmarks/bench_silhouette.py [--sizes 128 256 512] [--sigmas 1e-4 1e-5 1e-6]
+        [--repeats 3] [--threads 1] [--backends numba torch pytorch3d] [--device cpu]
 
 Renders the default Anny body (27,420 faces) 3 m in front of a camera whose image it fills (a
 512 x 512 camera image, focal 800 px, rescaled to each size), times forward and backward (a soft
 IoU loss against a shifted mask) of each backend side by side, and prints a markdown table with
 the median wall times, process CPU time, and the peak memory above the starting point (sampled RSS on CPU,
-``torch.cuda.max_memory_allocated`` on GPU). PyTorch3D on CPU is slow at 512 px (tens of seconds).
+``torch.cuda.max_memory_allocated`` on GPU). Backends: ``numba`` (native backend, compiled CPU
+kernel), ``torch`` (native backend, PyTorch passes; the GPU path), ``pytorch3d``
+(``MeshRasterizer`` + ``SoftSilhouetteShader``, K = 50). σ is in squared NDC units (PyTorch3D's
+default 1e-4; the refinement uses 1e-6 for the whole body at 256 px and 1e-5 in the stump windows).
+PyTorch3D on CPU is slow at 512 px (tens of seconds). ``--threads`` sets torch's intra-op threads
+and the Numba kernel's worker threads.
 """
 
 from __future__ import annotations
@@ -70,7 +75,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_backend(*, backend, verts, faces, camera, size, target, repeats, device):
+BACKEND_CONFIGS = {
+    "numba": {"backend": "native", "kernel": "numba"},
+    "torch": {"backend": "native", "kernel": "torch"},
+    "pytorch3d": {"backend": "pytorch3d"},
+}
+
+
+def time_backend(*, backend, sigma, threads, verts, faces, camera, size, target, repeats, device):
     """Median forward ms, median backward ms (wall clock), peak MiB of one forward+backward, and
     the median process CPU ms of forward+backward (less sensitive to other processes' load)."""
     from resihmr_dr.render.silhouette import (
@@ -79,7 +91,7 @@ def time_backend(*, backend, verts, faces, camera, size, target, repeats, device
         soft_iou_loss,
     )
 
-    config = SilhouetteConfig(backend=backend)
+    config = SilhouetteConfig(sigma=sigma, threads=threads if backend == "numba" else None, **BACKEND_CONFIGS[backend])
 
     def once():
         v = verts.clone().requires_grad_(True)
@@ -106,13 +118,15 @@ def time_backend(*, backend, verts, faces, camera, size, target, repeats, device
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backends", nargs="+", default=["native", "pytorch3d"], choices=["native", "pytorch3d"])
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[1e-4, 1e-5, 1e-6])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backends", nargs="+", default=list(BACKEND_CONFIGS), choices=list(BACKEND_CONFIGS))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    backends = [b for b in args.backends if not (b == "numba" and device.type != "cpu")]
 
     from resihmr_dr.body.anny_model import AnnyBody
     from resihmr_dr.camera import PinholeCamera
@@ -123,40 +137,53 @@ def main(argv: list[str] | None = None) -> None:
         verts = body(body.default_params(1, depth_m=3.0)).verts.float()
     faces = body.faces
     camera = PinholeCamera(fx=800.0, fy=800.0, cx=255.5, cy=255.5, width=512, height=512)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {faces.shape[0]} faces, "
-          f"repeats {args.repeats} (median), forward+backward of a soft-IoU loss\n")  # fmt: skip
+    print(f"device {device}, threads {args.threads}, {faces.shape[0]} faces, load average "
+          f"{os.getloadavg()[0]:.2f}, repeats {args.repeats} (median), forward+backward of a soft-IoU loss\n")  # fmt: skip
 
     rows = []
     for size in args.sizes:
-        with torch.no_grad():
-            shifted = verts + torch.tensor([0.03, 0.02, 0.0], device=device)
-            target = (render_silhouette(verts_cam=shifted, faces=faces, camera=camera, image_size=(size, size),
-                                        config=SilhouetteConfig(backend="native")) > 0.5).float()  # fmt: skip
-        # Warm-up (first-call allocations, lazy imports) outside the timings.
-        for backend in args.backends:
-            time_backend(backend=backend, verts=verts, faces=faces, camera=camera, size=min(size, 64),
-                         target=target[:, :64, :64] if size >= 64 else target, repeats=1, device=device)  # fmt: skip
-        res = {}
-        for backend in args.backends:
-            res[backend] = time_backend(backend=backend, verts=verts, faces=faces, camera=camera, size=size,
-                                        target=target, repeats=args.repeats, device=device)  # fmt: skip
-        rows.append((size, res))
-        print(f"  {size}: " + ", ".join(f"{b} fwd {r[0]:.0f} ms bwd {r[1]:.0f} ms cpu {r[3]:.0f} ms peak {r[2]:.0f} MiB"
-                                      for b, r in res.items()), flush=True)  # fmt: skip
+        for sigma in args.sigmas:
+            with torch.no_grad():
+                shifted = verts + torch.tensor([0.03, 0.02, 0.0], device=device)
+                target = (render_silhouette(verts_cam=shifted, faces=faces, camera=camera, image_size=(size, size),
+                                            config=SilhouetteConfig(sigma=sigma)) > 0.5).float()  # fmt: skip
+            # Warm-up (first-call allocations, lazy imports, kernel compilation) outside the timings.
+            for backend in backends:
+                time_backend(backend=backend, sigma=sigma, threads=args.threads, verts=verts, faces=faces,
+                             camera=camera, size=min(size, 64), target=target[:, :64, :64], repeats=1,
+                             device=device)  # fmt: skip
+            res = {}
+            for backend in backends:
+                res[backend] = time_backend(backend=backend, sigma=sigma, threads=args.threads, verts=verts,
+                                            faces=faces, camera=camera, size=size, target=target,
+                                            repeats=args.repeats, device=device)  # fmt: skip
+            rows.append((size, sigma, res))
+            print(f"  {size} px, sigma {sigma:g}: " + ", ".join(
+                f"{b} fwd {r[0]:.0f} ms bwd {r[1]:.0f} ms cpu {r[3]:.0f} ms peak {r[2]:.0f} MiB"
+                for b, r in res.items()), flush=True)  # fmt: skip
 
-    def cell(res, backend, i, fmt="{:.0f}"):
-        return fmt.format(res[backend][i]) if backend in res else "-"
+    fastest = "numba" if "numba" in backends else backends[0]
 
-    print("\n| size | native fwd ms | native bwd ms | native CPU ms | native peak MiB | p3d fwd ms | p3d bwd ms "
-          "| p3d CPU ms | p3d peak MiB | p3d / native (fwd+bwd wall) |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, res in rows:
-        ratio = "-"
-        if "native" in res and "pytorch3d" in res:
-            ratio = f"{(res['pytorch3d'][0] + res['pytorch3d'][1]) / (res['native'][0] + res['native'][1]):.1f}x"
-        print(f"| {size}² | {cell(res, 'native', 0)} | {cell(res, 'native', 1)} | {cell(res, 'native', 3)} "
-              f"| {cell(res, 'native', 2)} | {cell(res, 'pytorch3d', 0)} | {cell(res, 'pytorch3d', 1)} "
-              f"| {cell(res, 'pytorch3d', 3)} | {cell(res, 'pytorch3d', 2)} | {ratio} |")  # fmt: skip
+    def cell(res, backend, i):
+        return f"{res[backend][i]:,.0f}" if backend in res else "-"
+
+    def ratio(res, backend):
+        if backend not in res or fastest not in res:
+            return "-"
+        return f"{(res[backend][0] + res[backend][1]) / (res[fastest][0] + res[fastest][1]):,.1f}×"
+
+    header = "| size | σ |"
+    for b in backends:
+        header += f" {b} fwd ms | {b} bwd ms | {b} peak MiB |"
+    header += "".join(f" {b} / {fastest} |" for b in backends if b != fastest)
+    print("\n" + header)
+    print("|" + "---:|" * (header.count("|") - 1))
+    for size, sigma, res in rows:
+        line = f"| {size}² | {sigma:g} |"
+        for b in backends:
+            line += f" {cell(res, b, 0)} | {cell(res, b, 1)} | {cell(res, b, 2)} |"
+        line += "".join(f" {ratio(res, b)} |" for b in backends if b != fastest)
+        print(line)
 
 
 if __name__ == "__main__":

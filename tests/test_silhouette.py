@@ -141,6 +141,45 @@ def test_native_fast_passes_match_autograd_reference(body_mesh):
     torch.testing.assert_close(v_fast.grad, v_ref.grad, rtol=1e-3, atol=1e-3 * float(v_ref.grad.abs().max()))
 
 
+@pytest.mark.parametrize("sigma", [1e-4, 1e-6])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numba_kernel_matches_torch_kernel(body_mesh, sigma, threads):
+    """The compiled CPU loops and the PyTorch passes: same alpha, same vertex gradients, on the body
+    at 256 px (any thread count gives the same image: one partial image per block, summed in order)."""
+    verts, faces = body_mesh
+    out = {}
+    for kernel in ("numba", "torch"):
+        config = SilhouetteConfig(backend="native", sigma=sigma, kernel=kernel, threads=threads)
+        v = verts.clone().requires_grad_(True)
+        alpha = render_silhouette(verts_cam=v, faces=faces, camera=CAMERA, image_size=(256, 256), config=config)
+        weights = torch.rand(alpha.shape, generator=torch.Generator().manual_seed(2))
+        (alpha * weights).sum().backward()
+        out[kernel] = alpha.detach(), v.grad
+    (a_nb, g_nb), (a_t, g_t) = out["numba"], out["torch"]
+    assert a_nb.max() > 0.99 and a_nb.min() == 0.0
+    torch.testing.assert_close(a_nb, a_t, rtol=0, atol=2e-5)
+    assert F.cosine_similarity(g_nb.flatten(), g_t.flatten(), dim=0) > 0.99999
+    torch.testing.assert_close(g_nb, g_t, rtol=1e-3, atol=1e-4 * float(g_t.abs().max()))
+
+
+def test_kernel_choice_and_errors(monkeypatch):
+    from resihmr_dr.render.silhouette_native import _use_numba
+
+    assert _use_numba("auto", torch.device("cpu")) and _use_numba("numba", torch.device("cpu"))
+    assert not _use_numba("torch", torch.device("cpu")) and not _use_numba("auto", torch.device("cuda"))
+    with pytest.raises(ValueError, match="CPU only"):
+        _use_numba("numba", torch.device("cuda"))
+    # Without Numba, "auto" falls back to the PyTorch passes and "numba" says what is missing.
+    monkeypatch.setattr("resihmr_dr.render.silhouette_native.numba_available", lambda: False)
+    assert not _use_numba("auto", torch.device("cpu"))
+    with pytest.raises(ImportError, match="pip install numba"):
+        _use_numba("numba", torch.device("cpu"))
+    with pytest.raises(ValueError, match="kernel"):
+        SilhouetteConfig(kernel="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threads"):
+        SilhouetteConfig(threads=0)
+
+
 @pytest.mark.parametrize("backend", ["native", "pytorch3d"])
 def test_vertex_lands_on_projected_pixel(backend):
     """A tiny triangle around a point: the brightest pixel is the one PinholeCamera.project names."""
@@ -179,11 +218,12 @@ def _small_mesh(dtype=torch.float64):
     return verts, faces
 
 
-def test_native_gradient_matches_finite_differences():
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_native_gradient_matches_finite_differences(kernel):
     verts, faces = _small_mesh()
     camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
     # A soft sigma keeps many pixels in the smooth part of the sigmoid.
-    config = SilhouetteConfig(backend="native", sigma=3e-3)
+    config = SilhouetteConfig(backend="native", sigma=3e-3, kernel=kernel)
 
     def render(v):
         return render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=config)
@@ -204,10 +244,11 @@ def test_native_gradient_matches_finite_differences():
     assert grad.abs().max() > 1.0
 
 
-def test_native_gradcheck_tiny():
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_native_gradcheck_tiny(kernel):
     verts, faces = _small_mesh()
     camera = PinholeCamera(fx=20.0, fy=20.0, cx=5.5, cy=5.5, width=12, height=12)
-    config = SilhouetteConfig(backend="native", sigma=1e-2)
+    config = SilhouetteConfig(backend="native", sigma=1e-2, kernel=kernel)
     fn = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(12, 12), config=config)
     assert torch.autograd.gradcheck(fn, (verts.clone().requires_grad_(True),), eps=1e-6, atol=1e-5, rtol=1e-4)
 

@@ -12,14 +12,15 @@ meaning (and default values) for any image size.
 
 Two backends compute it:
 
-- ``"native"`` (:mod:`resihmr_dr.render.silhouette_native`): pure PyTorch, CPU or GPU, sums over
-  *every* face within the blur radius (no truncation to K faces), memory bounded by chunking.
+- ``"native"`` (:mod:`resihmr_dr.render.silhouette_native`): sums over *every* face within the
+  blur radius (no truncation to K faces); compiled Numba loops on CPU, broadcast PyTorch passes
+  (memory bounded by chunking) on GPU or without Numba (``SilhouetteConfig.kernel``).
 - ``"pytorch3d"`` (:mod:`resihmr_dr.render.silhouette_pytorch3d`): ``MeshRasterizer`` +
   ``SoftSilhouetteShader``; only the ``faces_per_pixel`` faces nearest in depth are blended, which
   leaves holes on dense parts (face, hands, feet) where faces in front of a pixel fill the K slots.
 
 ``"auto"`` picks ``"native"`` everywhere: it is the exact (untruncated) quantity, and on CPU it is
-one to two orders of magnitude faster than PyTorch3D's CPU rasteriser. PyTorch3D is only chosen
+two to three orders of magnitude faster than PyTorch3D's CPU rasteriser (``bench_silhouette.py``). PyTorch3D is only chosen
 when asked for by name (e.g. to compare with published PyTorch3D pipelines).
 
 Pixel convention (as :class:`~resihmr_dr.camera.PinholeCamera`): pixel ``(i, j)`` of an image has
@@ -43,6 +44,8 @@ from resihmr_dr.camera import PinholeCamera
 
 Backend = Literal["auto", "native", "pytorch3d"]
 BACKENDS: tuple[str, ...] = ("auto", "native", "pytorch3d")
+Kernel = Literal["auto", "numba", "torch"]
+KERNELS: tuple[str, ...] = ("auto", "numba", "torch")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class SilhouetteConfig:
     faces_per_pixel: K of PyTorch3D's rasteriser (pytorch3d backend only).
     blur_radius: squared NDC distance beyond which faces are ignored; None gives
         ``log(1 / 1e-4 - 1) * sigma`` (PyTorch3D's tutorial: the sigmoid is 1e-4 there).
+    kernel: how the native backend computes on CPU: "numba" (compiled loops,
+        :mod:`~resihmr_dr.render.silhouette_numba`), "torch" (broadcast PyTorch passes, also the
+        GPU path) or "auto" (Numba on CPU when it imports, PyTorch otherwise and on GPU).
+    threads: worker threads of the Numba kernel (None: one; the kernel never changes torch's
+        thread settings).
     """
 
     backend: Backend = "auto"
@@ -62,6 +70,8 @@ class SilhouetteConfig:
     gamma: float = 1e-4
     faces_per_pixel: int = 50
     blur_radius: float | None = None
+    kernel: Kernel = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -74,6 +84,10 @@ class SilhouetteConfig:
             raise ValueError(f"faces_per_pixel must be a positive integer, got {self.faces_per_pixel}")
         if self.blur_radius is not None and not (self.blur_radius >= 0 and math.isfinite(self.blur_radius)):
             raise ValueError(f"blur_radius must be a non-negative finite number or None, got {self.blur_radius}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown silhouette kernel {self.kernel!r}; expected one of {KERNELS}")
+        if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads}")
 
     @property
     def effective_blur_radius(self) -> float:

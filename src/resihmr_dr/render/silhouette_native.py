@@ -1,4 +1,8 @@
-"""Native soft-silhouette backend: pure PyTorch (CPU or GPU), no compiled extension.
+"""Native soft-silhouette backend: exact (untruncated) soft silhouettes, CPU or GPU.
+
+Two kernels compute it: compiled Numba loops on CPU (:mod:`~resihmr_dr.render.silhouette_numba`,
+the default there) and the broadcast PyTorch passes below (any device; the fallback when Numba does
+not import, and the GPU path). ``SilhouetteConfig.kernel`` chooses.
 
 For each pixel p of the output image it computes PyTorch3D's soft-silhouette alpha
 
@@ -104,12 +108,37 @@ def render_silhouette_native(
     scale = intrinsics.ndc_scale_px
     sigma_px = config.sigma * scale**2  # sigma in squared output pixels
     blur_px = config.effective_blur_radius * scale**2  # blur radius in squared output pixels
+    use_numba = _use_numba(config.kernel, verts_cam.device)
     images = []
     for b in range(verts_cam.shape[0]):
         face_ok = in_front[b][faces].all(dim=1)
-        log_sum = _SoftSilhouetteLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, max_pairs)
+        if use_numba:
+            log_sum = _NumbaLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, config.threads or 1)
+        else:
+            log_sum = _SoftSilhouetteLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, max_pairs)
         images.append(-torch.expm1(log_sum).view(H, W))
     return torch.stack(images)
+
+
+def numba_available() -> bool:
+    """Whether the compiled CPU kernels import (Numba installed and working)."""
+    try:
+        import resihmr_dr.render.silhouette_numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _use_numba(kernel: str, device: torch.device) -> bool:
+    if kernel == "torch":
+        return False
+    if kernel == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"the numba silhouette kernel runs on the CPU only, got tensors on {device}")
+        if not numba_available():
+            raise ImportError("the numba silhouette kernel needs numba (pip install numba)")
+        return True
+    return device.type == "cpu" and numba_available()
 
 
 def _round_up(x: torch.Tensor, step: int) -> torch.Tensor:
@@ -329,4 +358,52 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
                 )  # fmt: skip
         grad_verts = torch.zeros_like(verts_px)
         grad_verts.index_add_(0, plan_faces.view(-1), grad_tri.view(-1, 2))
+        return grad_verts, None, None, None, None, None, None
+
+
+class _NumbaLogSum(torch.autograd.Function):
+    """verts_px (V, 2) -> S (H*W,), the same quantity as :class:`_SoftSilhouetteLogSum`, computed by
+    the compiled loops of :mod:`~resihmr_dr.render.silhouette_numba` (CPU).
+
+    Only the projected triangles are kept for the backward pass, which revisits each face's pixels.
+    """
+
+    @staticmethod
+    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, threads):
+        import numba
+
+        from resihmr_dr.render import silhouette_numba as kernels
+
+        tri = verts_px.detach()[faces].numpy()  # (F, 3, 2)
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            log_sum = kernels.log_sum_forward(tri, height, width, 1.0 / sigma_px, blur_px, threads)
+        finally:
+            numba.set_num_threads(before)
+        ctx.save_for_backward(faces)
+        ctx.tri = tri
+        ctx.consts = (height, width, sigma_px, blur_px, threads, verts_px.shape[0])
+        return torch.from_numpy(log_sum).to(verts_px.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_log_sum):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        import numba
+
+        from resihmr_dr.render import silhouette_numba as kernels
+
+        (faces,) = ctx.saved_tensors
+        height, width, sigma_px, blur_px, threads, n_verts = ctx.consts
+        grad_s = grad_log_sum.detach().to(torch.float64).contiguous().numpy()
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            grad_tri = kernels.log_sum_backward(ctx.tri, grad_s, height, width, 1.0 / sigma_px, blur_px)
+        finally:
+            numba.set_num_threads(before)
+        grad_tri = torch.from_numpy(grad_tri).to(grad_log_sum.dtype)
+        grad_verts = torch.zeros(n_verts, 2, dtype=grad_log_sum.dtype)
+        grad_verts.index_add_(0, faces.reshape(-1), grad_tri.view(-1, 2))
         return grad_verts, None, None, None, None, None, None

@@ -298,18 +298,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, the shell's convention
 
 
+def _loaded_body_model_error() -> tuple[type[Exception], ...]:
+    """``(BodyModelError,)`` once a command has loaded the body models, else ``()``: importing it
+    runs ``resihmr_dr.body``'s ``__init__``, which imports torch (too slow for ``validate``), and
+    no BodyModelError can have been raised before its module was imported."""
+    errors = sys.modules.get("resihmr_dr.body.errors")
+    return (errors.BodyModelError,) if errors is not None else ()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (0 ok, 1 some people failed, 2 bad input or
     options, 130 interrupted)."""
     from resihmr_dr.atomic import FolderBusyError
-    from resihmr_dr.body.errors import BodyModelError
     from resihmr_dr.config import ConfigError
     from resihmr_dr.data.errors import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, BodyModelError, ConfigError, FolderBusyError) as err:
+    except (DataError, ConfigError, FolderBusyError, *_loaded_body_model_error()) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # e.g. --out is a file, not writable, or the disk is full

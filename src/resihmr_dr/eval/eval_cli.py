@@ -10,11 +10,14 @@ from pathlib import Path
 
 __all__ = ["add_eval_parser", "run_eval_command"]
 
+# resihmr_dr.eval.baselines.METHODS, for the parser's default and help text: that module imports
+# torch and the fit stack, which ``--help`` must not load (tests/test_cli_startup.py checks that
+# they agree).
+METHODS: tuple[str, ...] = ("intact", "joint", "resihmr", "ours")
+
 
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``eval`` on an ``argparse`` subparsers object; returns the new parser."""
-    from resihmr_dr.eval.baselines import METHODS
-
     parser = subparsers.add_parser(
         "eval",
         help="score a `fit` output against the synthetic benchmark's ground truth, with the baselines",

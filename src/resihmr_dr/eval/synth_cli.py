@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 import math
 
-from resihmr_dr.eval.synth import RESIDUAL_TYPES, generate_dataset, parse_types
-
 __all__ = ["add_synth_parser", "run_synth"]
+
+# resihmr_dr.eval.synth.RESIDUAL_TYPES, for the help text: that module imports torch and the
+# renderer, which ``--help`` must not load (tests/test_cli_startup.py checks that they agree).
+RESIDUAL_TYPES: tuple[str, ...] = tuple(
+    f"{side}_{status}"
+    for status in ("transhumeral", "transradial", "transfemoral", "transtibial")
+    for side in ("left", "right")
+)
 
 
 def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,6 +90,9 @@ def run_synth(args: argparse.Namespace) -> int:
         raise SystemExit("synth: --drop-prob must lie in [0, 1]")
     if args.image_size < 64:
         raise SystemExit("synth: --image-size must be >= 64")
+    # Imports torch and the renderer: only once the options are checked.
+    from resihmr_dr.eval.synth import generate_dataset, parse_types
+
     try:
         types = parse_types(args.types)
     except ValueError as err:

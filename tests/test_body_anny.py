@@ -128,3 +128,38 @@ def test_pose_gradient_matches_finite_differences(anny_body):
         minus[0, j, axis] -= eps
         fd = (loss(plus) - loss(minus)) / (2 * eps)
         assert float(pose.grad[0, j, axis]) == pytest.approx(float(fd), rel=0.05, abs=0.05)
+
+
+def _random_body(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return 0.4 * torch.randn(2, 19, 3, generator=g), torch.rand(2, 6, generator=g)
+
+
+def test_forward_matches_anny_own_forward(anny_body):
+    """The adapter's coefficient shortcut (local changes and facial actions at zero) gives Anny's
+    own vertices, bones and keypoints."""
+    pose, shape = _random_body(0)
+    raw = anny_body._anny(pose_parameters=anny_body.pose_matrices(pose), phenotype_kwargs=shape)
+    out = anny_body.forward_model(pose, shape)
+    to_model = anny_body._to_model.T
+    torch.testing.assert_close(out.verts, raw["vertices"] @ to_model, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.coco_kp, anny_body._coco(raw) @ to_model, rtol=0, atol=1e-6)
+
+
+def test_keypoints_model_equals_forward_model(anny_body):
+    """Keypoints through the per-bone rest points equal the regressor on the skinned mesh, in value
+    and in the gradients with respect to pose and shape."""
+    pose, shape = _random_body(1)
+    results = []
+    for fn in (lambda p, s: (lambda o: (o.joints, o.coco_kp))(anny_body.forward_model(p, s)),
+               anny_body.keypoints_model):  # fmt: skip
+        p, s = pose.clone().requires_grad_(True), shape.clone().requires_grad_(True)
+        joints, coco = fn(p, s)
+        weights = torch.linspace(-1.0, 1.0, coco.numel()).view_as(coco)
+        ((coco * weights).sum() + joints.square().sum()).backward()
+        results.append((joints.detach(), coco.detach(), p.grad, s.grad))
+    (j_ref, c_ref, gp_ref, gs_ref), (j, c, gp, gs) = results
+    torch.testing.assert_close(j, j_ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c, c_ref, rtol=0, atol=2e-6)
+    torch.testing.assert_close(gp, gp_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gs, gs_ref, rtol=1e-4, atol=1e-4)

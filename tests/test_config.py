@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from resihmr_dr.cli import main
 from resihmr_dr.config import ConfigError, ResihmrConfig, load_config
+from resihmr_dr.render.silhouette import SilhouetteConfig
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -31,6 +33,20 @@ def test_partial_file_keeps_other_defaults(tmp_path):
     path.write_text("body:\n  smplx_dir: /models\n")
     cfg = load_config(path)
     assert cfg.body.smplx_dir == "/models" and cfg.body.model == "anny"
+
+
+def test_partial_nested_key_keeps_the_parents_default(tmp_path):
+    """A nested block given in part updates the default it replaces: the refinement's silhouettes
+    keep their own sigmas (not SilhouetteConfig's class default) when only the kernel is set."""
+    path = tmp_path / "c.yaml"
+    path.write_text("fit:\n  refine:\n    silhouette:\n      kernel: torch\n    weights:\n      contour: 2.0\n")
+    cfg = load_config(path)
+    default = ResihmrConfig().fit.refine
+    assert cfg.fit.refine.silhouette == dataclasses.replace(default.silhouette, kernel="torch")
+    assert cfg.fit.refine.silhouette.sigma == default.silhouette.sigma != SilhouetteConfig().sigma
+    assert cfg.fit.refine.stump_silhouette == default.stump_silhouette
+    assert cfg.fit.refine.weights == dataclasses.replace(default.weights, contour=2.0)
+    assert cfg.fit.intact == ResihmrConfig().fit.intact
 
 
 @pytest.mark.parametrize(

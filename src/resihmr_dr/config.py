@@ -52,8 +52,13 @@ class ResihmrConfig:
     fit: "PipelineConfig" = field(default_factory=_pipeline_config)
 
 
-def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: str = "") -> T:
-    """Build dataclass ``cls`` from nested dicts, checking keys and scalar types."""
+def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: str = "", base: T | None = None) -> T:
+    """Build dataclass ``cls`` from nested dicts, checking keys and scalar types.
+
+    Keys not in ``data`` keep their value in ``base`` (default: the field defaults of ``cls``), and
+    a nested mapping updates the nested default it replaces: ``{"refine": {"silhouette":
+    {"kernel": "torch"}}}`` changes the kernel and keeps the refinement's own sigma.
+    """
     where = f"{source}: {key_path or 'top level'}"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
@@ -65,17 +70,30 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: st
         f.name for f in fields.values()
         if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     )  # fmt: skip
-    if missing:
+    if missing and base is None:
         raise ConfigError(f"{where}: missing required key(s) {missing}")
     hints = typing.get_type_hints(cls, localns=_type_namespace())
     values = {}
     for name, value in data.items():
         sub_path = f"{key_path}.{name}" if key_path else name
-        values[name] = _convert(hints[name], value, source=source, key_path=sub_path)
+        if dataclasses.is_dataclass(hints[name]):
+            nested = getattr(base, name) if base is not None else _field_default(fields[name])
+            values[name] = from_dict(hints[name], value, source=source, key_path=sub_path, base=nested)
+        else:
+            values[name] = _convert(hints[name], value, source=source, key_path=sub_path)
+    if base is not None:
+        values = {f: getattr(base, f) for f in fields} | values
     try:
         return cls(**values)
     except ValueError as err:  # the dataclasses' own range checks
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (its factory called), or None when it has none."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _type_namespace() -> dict[str, Any]:

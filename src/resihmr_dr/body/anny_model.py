@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 
 import roma
 import torch
@@ -137,6 +138,8 @@ class AnnyBody(BodyModel):
         )
         self.register_buffer("_to_model", ANNY_TO_MODEL.to(device=device, dtype=dtype), persistent=False)
         self._bone_count = len(labels)
+        self._n_coefficients = int(self._anny.blendshapes.shape[0])
+        self._kp_points: _KeypointBonePoints | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -161,10 +164,29 @@ class AnnyBody(BodyModel):
         bottom[..., 0, 3] = 1.0
         return torch.cat((top, bottom), dim=-2)
 
+    def blendshape_coefficients(self, shape: torch.Tensor) -> torch.Tensor:
+        """(B, 6) phenotypes -> (B, N) Anny blend-shape coefficients, clamped to [0, 1] first.
+
+        Anny's own routine with its local changes and facial actions at zero (this adapter never
+        sets them): their coefficients are zeros after the phenotype ones, written directly
+        instead of Anny's per-label loop (a third of a forward pass).
+        """
+        from anny.models.phenotype import phenotype_blendshape_weights
+
+        a = self._anny
+        weights = phenotype_blendshape_weights(
+            shape.clamp(0.0, 1.0), a.phenotype_labels, a.anchors, a.stacked_phenotype_blend_shapes_mask,
+            extrapolate=a.extrapolate_phenotypes,
+        )  # fmt: skip
+        if a.phenotype_blendshape_projection is not None:
+            weights = weights @ a.phenotype_blendshape_projection
+        return torch.nn.functional.pad(weights, (0, self._n_coefficients - weights.shape[1]))
+
     def _raw(self, body_pose: torch.Tensor, shape: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self._anny(
-            pose_parameters=self.pose_matrices(body_pose),
-            phenotype_kwargs=shape.clamp(0.0, 1.0),
+        from anny.models.rigged_model import RiggedModelWithLinearBlendShapes
+
+        return RiggedModelWithLinearBlendShapes.forward(
+            self._anny, self.pose_matrices(body_pose), self.blendshape_coefficients(shape)
         )
 
     def forward_model(self, body_pose: torch.Tensor, shape: torch.Tensor) -> BodyOutput:
@@ -174,6 +196,53 @@ class AnnyBody(BodyModel):
         joints = raw["bone_poses"][:, self._joint_bone_ids, :3, 3] @ to_model
         coco = self._coco(raw) @ to_model
         return BodyOutput(verts=verts, joints=joints, coco_kp=coco)
+
+    def keypoints_model(self, body_pose: torch.Tensor, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joints and COCO keypoints without skinning the mesh.
+
+        Linear blend skinning is linear in the rest vertices, and the COCO regressor is linear in
+        the skinned vertices, so each keypoint is ``sum_j T_j [P_kj; M_kj]`` over the bones j:
+        ``M_kj`` the regressor weight reaching bone j through the skinning weights and ``P_kj`` the
+        same weighted sum of rest vertices, itself linear in the blend-shape coefficients
+        (precomputed for the pairs with M_kj > 0 in ``_keypoint_bone_points``). Only the bones'
+        rest poses are built.
+        """
+        a = self._anny
+        coefficients = self.blendshape_coefficients(shape)
+        if a.bone_orientation == "cached":
+            rest_bone_poses = _cached_rest_bone_poses(a, coefficients)
+        else:
+            rest_bone_poses = a.get_rest_model(coefficients)["rest_bone_poses"]
+        transforms, bone_poses = a.get_bone_transforms(self.pose_matrices(body_pose), rest_bone_poses)
+        pairs = self._keypoint_bone_points()
+        points = pairs.points0 + torch.einsum("ba,apd->bpd", coefficients, pairs.points1)  # (B, pairs, 3)
+        t = transforms[:, pairs.bone]  # (B, pairs, 4, 4)
+        moved = (t[..., :3, :3] @ points.unsqueeze(-1)).squeeze(-1) + t[..., :3, 3] * pairs.mass[:, None]
+        coco = moved.new_zeros(moved.shape[0], len(self._coco.labels), 3).index_add(1, pairs.keypoint, moved)
+        to_model = self._to_model.T
+        joints = bone_poses[:, self._joint_bone_ids, :3, 3] @ to_model
+        return joints, coco @ to_model
+
+    def _keypoint_bone_points(self) -> "_KeypointBonePoints":
+        """P_kj and M_kj of :meth:`keypoints_model` for the (keypoint, bone) pairs with M_kj > 0
+        (built on first use)."""
+        if self._kp_points is None:
+            a = self._anny
+            reg = self._coco.regression_weights.to(torch.float64)  # (K, V) dense
+            skin = torch.zeros(a.template_vertices.shape[0], self._bone_count, dtype=torch.float64)
+            skin.scatter_add_(1, a.vertex_bone_indices.long(), a.vertex_bone_weights.to(torch.float64))  # (V, bones)
+            mass = reg @ skin  # (K, bones): M_kj = sum_v reg[k, v] skin[v, j]
+            keypoint, bone = torch.nonzero(mass > 0, as_tuple=True)
+            m = reg[keypoint] * skin.T[bone]  # (pairs, V)
+            kw = {"device": self.device, "dtype": self.dtype}
+            self._kp_points = _KeypointBonePoints(
+                keypoint=keypoint.to(self.device),
+                bone=bone.to(self.device),
+                mass=mass[keypoint, bone].to(**kw),
+                points0=(m @ a.template_vertices.to(torch.float64)).to(**kw),
+                points1=torch.einsum("pv,avd->apd", m, a.blendshapes.to(torch.float64)).to(**kw),
+            )
+        return self._kp_points
 
     @torch.no_grad()
     def tpose_body_pose(self, shape: torch.Tensor) -> torch.Tensor:
@@ -192,6 +261,38 @@ class AnnyBody(BodyModel):
                 pose[:, POSE_BONES.index(bone)] = roma.rotmat_to_rotvec(local)
                 parent_rot = world @ parent_rot
         return pose
+
+
+@dataclass(frozen=True)
+class _KeypointBonePoints:
+    """(keypoint k, bone j) pairs of :meth:`AnnyBody.keypoints_model`: keypoint, bone (pairs,) long;
+    mass (pairs,) M_kj; points0 (pairs, 3) template part and points1 (N, pairs, 3) blend-shape part
+    of P_kj (Anny's axes)."""
+
+    keypoint: torch.Tensor
+    bone: torch.Tensor
+    mass: torch.Tensor
+    points0: torch.Tensor
+    points1: torch.Tensor
+
+
+def _cached_rest_bone_poses(anny_model, coefficients: torch.Tensor) -> torch.Tensor:
+    """(B, bones, 4, 4) rest bone poses of Anny's "cached" bone orientation, without its rest
+    vertices: the bones part of ``RiggedModelWithLinearBlendShapes._get_cached_rest_model``."""
+    from anny.skinning.skinning import apply_linear_blendshape
+
+    a = anny_model
+    heads = apply_linear_blendshape(a.template_bone_heads, a.bone_heads_blendshapes, coefficients)
+    cross = a.bone_template_orientation_matrices[None] + torch.einsum(
+        "ba,akij->bkij", coefficients, a.bone_orientation_blendshapes
+    )
+    orientation = roma.special_procrustes(cross)
+    if a.rest_orientation_refiner is not None:
+        orientation = a.rest_orientation_refiner(orientation, heads)
+    poses = roma.Rigid(linear=orientation, translation=heads).to_homogeneous()
+    if a.root_identity_orientation:
+        poses[:, 0, :3, :3] = torch.eye(3, device=poses.device, dtype=poses.dtype)
+    return poses
 
 
 def _rotation_between(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -198,6 +198,12 @@ class BodyModel(torch.nn.Module, abc.ABC):
     def forward_model(self, body_pose: torch.Tensor, shape: torch.Tensor) -> BodyOutput:
         """Posed body in the *model frame* (no global orientation, no translation)."""
 
+    def keypoints_model(self, body_pose: torch.Tensor, shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(joints (B, len(JOINT_NAMES), 3), coco_kp (B, 17, 3)) in the model frame: the values of
+        ``forward_model``'s, without the mesh (models that can skip skinning every vertex do)."""
+        out = self.forward_model(body_pose, shape)
+        return out.joints, out.coco_kp
+
     @abc.abstractmethod
     def tpose_body_pose(self, shape: torch.Tensor) -> torch.Tensor:
         """(B, P, 3) body pose giving the T-pose (arms horizontal, legs straight) for ``shape``."""

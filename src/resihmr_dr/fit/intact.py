@@ -336,7 +336,7 @@ def find_joint_hinges(body: BodyModel) -> JointHinges:
     pose = torch.zeros(1, body.num_pose_joints, 3, requires_grad=True, **kw)
     shape = body.default_shape().to(**kw)[None]
     with torch.enable_grad():
-        joints = body.forward_model(pose, shape).joints[0]
+        joints = body.keypoints_model(pose, shape)[0][0]
     probe = torch.tensor([0.31, -0.57, 0.76], **kw)
     pose_index, axes, rests = [], [], []
     for hinge, proximal, distal, direction in _HINGE_DEFS:
@@ -518,11 +518,9 @@ class _Problem:
 
     def keypoints_px(self, state: _State) -> torch.Tensor:
         shape = self.space.from_latent(state.shape_latent)
-        out = self.body.forward_model(state.body_pose, shape)
-        root = out.joints[:, JOINT_INDEX["pelvis"]]
-        return _project(
-            _to_camera(out.coco_kp, root, state.rot(), state.transl), self.camera
-        )
+        joints, coco = self.body.keypoints_model(state.body_pose, shape)
+        root = joints[:, JOINT_INDEX["pelvis"]]
+        return _project(_to_camera(coco, root, state.rot(), state.transl), self.camera)
 
     def stage_loss(self, state: _State, w: StageWeights) -> torch.Tensor:
         data = keypoint_data_term(
@@ -639,9 +637,9 @@ def _initial_states(
     pose = torch.zeros(1, body.num_pose_joints, 3, **kw)
     shape = problem.space.mean[None].clone()
     with torch.no_grad():
-        rest = body.forward_model(pose, shape)
-    coco_model = rest.coco_kp[0].cpu().numpy().astype(np.float64)
-    root_model = rest.joints[:, JOINT_INDEX["pelvis"]]
+        rest_joints, rest_coco = body.keypoints_model(pose, shape)
+    coco_model = rest_coco[0].cpu().numpy().astype(np.float64)
+    root_model = rest_joints[:, JOINT_INDEX["pelvis"]]
     focal = 0.5 * (camera.fx + camera.fy)
     depth, depth_notes = _estimate_depth(target, weights, coco_model, focal)
     notes.extend(depth_notes)
@@ -706,7 +704,7 @@ def _initial_states(
             )
         groups.append(group)
     return groups, _RestBody(
-        coco_model=rest.coco_kp, root_model=root_model, depth=depth
+        coco_model=rest_coco, root_model=root_model, depth=depth
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def _fit_all(
                 summary.skipped.append(name)
                 summary.failures.extend([failure] if failure is not None else [])
                 continue
-        outcome = process_person(dataset, person, body=body, out_dir=out_dir, config=config)
+        outcome = process_person(dataset, person, body=body, out_dir=out_dir, config=config,
+                                 on_stage=lambda stage, name=name: bar.set_postfix_str(f"{name}: {stage}"))  # fmt: skip
         summary.add(outcome)
         write_failures(out_dir, summary.failures)
     write_failures(out_dir, summary.failures)
@@ -176,10 +178,12 @@ def load_person(dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyM
     return PersonInputs(person=person, camera=camera, image_rgb=image, mask=mask, init=init)
 
 
-def fit_loaded(inputs: PersonInputs, *, body: BodyModel, config: PipelineConfig) -> PersonFit:
-    """Run the staged fit (``fit_person``) on loaded inputs."""
+def fit_loaded(
+    inputs: PersonInputs, *, body: BodyModel, config: PipelineConfig, on_stage: Callable[[str], None] | None = None
+) -> PersonFit:
+    """Run the staged fit (``fit_person``) on loaded inputs; ``on_stage`` sees each stage's name."""
     return fit_person(body=body, person=inputs.person, camera=inputs.camera, mask=inputs.mask, init=inputs.init,
-                      config=config)  # fmt: skip
+                      config=config, on_stage=on_stage)  # fmt: skip
 
 
 def write_fitted(fit: PersonFit, inputs: PersonInputs, *, out_dir: Path) -> PersonOutcome:
@@ -192,17 +196,27 @@ def write_fitted(fit: PersonFit, inputs: PersonInputs, *, out_dir: Path) -> Pers
 
 
 def process_person(
-    dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyModel, out_dir: Path, config: PipelineConfig
+    dataset: LDposeDataset,
+    person: PersonAnnotation,
+    *,
+    body: BodyModel,
+    out_dir: Path,
+    config: PipelineConfig,
+    on_stage: Callable[[str], None] | None = None,
 ) -> PersonOutcome:
     """Load, fit and write one person; any exception (even a bug) becomes a failure record of
-    the stage it happened in, so one person never stops a batch (KeyboardInterrupt propagates)."""
+    the stage it happened in, so one person never stops a batch (KeyboardInterrupt propagates).
+    ``on_stage(name)``, if given, is called as each stage starts (progress display)."""
     name = person_folder_name(person)
     stage = "load"
+    notify = on_stage if on_stage is not None else (lambda _: None)
     try:
+        notify("load")
         inputs = load_person(dataset, person, body=body)
         stage = "fit"
-        fit = fit_loaded(inputs, body=body, config=config)
+        fit = fit_loaded(inputs, body=body, config=config, on_stage=on_stage)
         stage = "write"
+        notify("write")
         return write_fitted(fit, inputs, out_dir=out_dir)
     except KeyboardInterrupt:
         raise

@@ -7,6 +7,7 @@ temporary folder, and the folder appears under its final name only when complete
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -151,5 +152,6 @@ def write_person(fit: PersonFit, out_dir: str | Path, *, image_rgb: np.ndarray |
         })  # fmt: skip
         save_cross_sections(tmp / "cross_sections.png", posed=fit.stump, tpose=fit.stump_tpose)
         save_report(tmp / "report.png", fit=fit, image_rgb=image_rgb, mask=mask)
-        _write_json(tmp / "metrics.json", fit.metrics | {"seconds": fit.seconds})
+        _write_json(tmp / "metrics.json", fit.metrics | {"seconds": fit.seconds,
+                                                         "stage_seconds": dataclasses.asdict(fit.stage_seconds)})  # fmt: skip
     return final

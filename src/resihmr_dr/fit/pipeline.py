@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,45 @@ class LimbState:
 
 
 @dataclass(frozen=True)
+class StageSeconds:
+    """Wall-clock seconds of one person's fit, per stage: the intact-body fit, RAFO, cutting and
+    capping, the silhouette refinement (0 where it did not run) and the measurements (stump
+    geometry, T-pose, metrics, quality checks)."""
+
+    intact: float = 0.0
+    rafo: float = 0.0
+    cut_cap: float = 0.0
+    refine: float = 0.0
+    measure: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.intact + self.rafo + self.cut_cap + self.refine + self.measure
+
+
+class _StageClock:
+    """Marks the end of each stage of one fit and reports progress (``on_stage(name)`` when a
+    stage starts, if given)."""
+
+    def __init__(self, on_stage: Callable[[str], None] | None):
+        self.on_stage = on_stage
+        self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def start(self, name: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name)
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def record(self) -> StageSeconds:
+        return StageSeconds(**self.seconds)
+
+
+@dataclass(frozen=True)
 class PersonFit:
     """Everything fitted for one person (camera frame: OpenCV, metres).
 
@@ -99,6 +139,7 @@ class PersonFit:
     root_model: np.ndarray  # (3,) root joint in the model frame (undoes the global transform)
     refinement: RefineResult | None  # the silhouette refinement, None where it did not run
     seconds: float
+    stage_seconds: StageSeconds = StageSeconds()
 
 
 def params_from_initial_fit(body: BodyModel, init: InitialFit) -> BodyParams:
@@ -130,11 +171,14 @@ def fit_person(
     mask: np.ndarray | None = None,
     init: BodyParams | None = None,
     config: PipelineConfig = PipelineConfig(),
+    on_stage: Callable[[str], None] | None = None,
 ) -> PersonFit:
     """Run the ResiHMR stages for one annotated person.
 
     mask: (H, W) bool person mask (for the IoU metric), or None. init: start parameters from
-    another method (skips the SMPLify-X-style stages). Raises FitInputError on unusable input.
+    another method (skips the SMPLify-X-style stages). on_stage(name), if given, is called as
+    each stage starts ("intact", "rafo", "cut_cap", "refine", "measure"), e.g. for a progress bar.
+    Raises FitInputError on unusable input.
 
     Deterministic: torch's global RNG is seeded with ``config.seed`` for the fit and restored
     afterwards, so the same inputs, config and seed give the same outputs on the same machine.
@@ -142,7 +186,8 @@ def fit_person(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _fit_person(body=body, person=person, camera=camera, mask=mask, init=init, config=config)
+        return _fit_person(body=body, person=person, camera=camera, mask=mask, init=init, config=config,
+                           clock=_StageClock(on_stage))  # fmt: skip
 
 
 def _fit_person(
@@ -153,9 +198,11 @@ def _fit_person(
     mask: np.ndarray | None,
     init: BodyParams | None,
     config: PipelineConfig,
+    clock: _StageClock,
 ) -> PersonFit:
     start = time.perf_counter()
     keypoints = np.array(person.keypoints_px, dtype=np.float64)  # a writable copy
+    clock.start("intact")
     intact = fit_intact(body=body, keypoints_px=keypoints, camera=camera, config=config.intact, init=init)
     params = intact.params
     with torch.no_grad():
@@ -163,7 +210,9 @@ def _fit_person(
         tpose = body.tpose(params)
     stature = float(stature_m(tpose.verts)[0])
     joints_cam = posed.joints[0]
+    clock.done("intact")
 
+    clock.start("rafo")
     rafo: tuple[RafoResult, ...] = ()
     limb_inputs = inputs_from_joints(
         joints_cam=joints_cam.double(), joint_names=JOINT_NAMES, keypoints_px=torch.as_tensor(keypoints),
@@ -171,6 +220,7 @@ def _fit_person(
     )  # fmt: skip
     if limb_inputs:
         rafo = tuple(solve_rafo(limb_inputs, camera=camera, body_height_m=stature, config=config.rafo))
+    clock.done("rafo")
 
     faces = body.faces.cpu().numpy()
     verts_cam = posed.verts[0].cpu().numpy().astype(np.float64)
@@ -181,6 +231,7 @@ def _fit_person(
     refined: RefineResult | None = None
     limbs: list[LimbState] = []
     if rafo:
+        clock.start("cut_cap")
         # RAFO may move the anchor joint; the mesh keeps the fitted body's joints, so the
         # endpoint is taken at RAFO's λ along the mesh's own segment (the refinement then poses
         # the limb onto the endpoint keypoint), and the cap's tip is placed there.
@@ -198,7 +249,9 @@ def _fit_person(
             verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=config.cap
         )
         normal_offsets = tip_heights = None
+        clock.done("cut_cap")
         if mask is not None and config.refine.enabled:
+            clock.start("refine")
             targets = [
                 ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))
                 for item in limb_inputs
@@ -212,6 +265,8 @@ def _fit_person(
             with torch.no_grad():
                 posed = body(params)
                 tpose = body.tpose(params)
+            clock.done("refine")
+        clock.start("measure")
         verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
         # Every number describes the written mesh: its joints, its tips.
         final_joints = posed.joints[0].double().cpu().numpy()
@@ -274,6 +329,7 @@ def _fit_person(
         meshes={"posed mesh": (verts_cam, faces), "T-pose mesh": (verts_tpose, faces_tpose)},
         config=config.quality,
     )
+    clock.done("measure")
     return PersonFit(
         ann_id=person.ann_id,
         image_id=person.image_id,
@@ -299,6 +355,7 @@ def _fit_person(
         root_model=root_model,
         refinement=refined,
         seconds=time.perf_counter() - start,
+        stage_seconds=clock.record(),
     )
 
 

@@ -12,6 +12,9 @@ from resihmr_dr.data.ldpose import COCO_SKELETON, KEYPOINT_NAMES, LIMBS, NUM_COC
 from resihmr_dr.render.views import RESIDUAL_RGB, camera_to_model, face_colours, render_view
 from resihmr_dr.render.zbuffer import rasterize, shade
 
+# PNG encoding: zlib level 1 writes the report ~3x faster than the default 6, ~15 % larger files.
+PNG_OPTIONS = {"compress_level": 1}
+
 
 def draw_keypoints(ax, keypoints_px: np.ndarray) -> None:
     """LDpose keypoints (25, 3) on an image axis: COCO skeleton in white, residual endpoints red."""
@@ -80,8 +83,9 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
         f"keypoint error {fit.metrics['body']:.1f} px" + (f", mask IoU {iou:.3f}" if iou is not None else ""),
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path)
+    # Fixed margins (the panels have no axes to lay out; tight_layout costs ~0.5 s a figure).
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.01, top=0.86, wspace=0.03)
+    fig.savefig(path, pil_kwargs=PNG_OPTIONS)
 
 
 def save_cross_sections(path: str | Path, *, posed, tpose) -> None:
@@ -102,5 +106,5 @@ def save_cross_sections(path: str | Path, *, posed, tpose) -> None:
         axes[0].set(xlabel="distance from anchor joint (cm)", ylabel="area (cm²)", title="cross-section area")
         axes[1].set(xlabel="distance from anchor joint (cm)", ylabel="perimeter (cm)", title="cross-section perimeter")
         axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.9, wspace=0.28)
+    fig.savefig(path, pil_kwargs=PNG_OPTIONS)

@@ -163,3 +163,19 @@ def test_keypoints_model_equals_forward_model(anny_body):
     torch.testing.assert_close(c, c_ref, rtol=0, atol=2e-6)
     torch.testing.assert_close(gp, gp_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gs, gs_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_first_build_notice_names_the_cache(tmp_path, monkeypatch):
+    """Before Anny's first construction the user is told what happens and how long it takes; with
+    a built cache nothing is said."""
+    from resihmr_dr.body.anny_model import first_build_notice
+
+    monkeypatch.setenv("ANNY_CACHE_DIR", str(tmp_path))
+    notice = first_build_notice()
+    assert notice is not None and "2.5 min" in notice and str(tmp_path) in notice
+    from anny.models.model_data import CURRENT_DATA_VERSION
+
+    built = tmp_path / f"v{CURRENT_DATA_VERSION}"
+    built.mkdir()
+    (built / "build_model_data_0123.safetensors").write_bytes(b"")
+    assert first_build_notice() is None

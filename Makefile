@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   install, then fit the built-in sample person with Anny and write results to demo_output/
 #   make test   install, then run the whole test suite
-#   make benchmark   install, then synth -> fit -> eval on 40 synthetic people (benchmark_output/, ~30 min on 2 cores)
+#   make benchmark   install, then synth -> fit -> eval on 40 synthetic people (benchmark_output/, ~14 min on 2 cores)
 #
 # The virtual environment lives outside the clone (so CI's fresh clones reuse it) and is
 # rebuilt only when pyproject.toml changes. PyTorch3D needs torch 2.11.0 (see README).

@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/bench_silhouette.py [--sizes 128 256 512] [--sigmas 1e-4 1e-5 1e-6]
-        [--repeats 3] [--threads 1] [--backends numba torch pytorch3d] [--device cpu]
+        [--repeats 3] [--threads 2] [--backends numba torch pytorch3d] [--device cpu]
 
 Renders the default Anny body (27,420 faces) 3 m in front of a camera whose image it fills (a
 512 x 512 camera image, focal 800 px, rescaled to each size), times forward and backward (a soft
@@ -12,8 +12,8 @@ the median wall times, process CPU time, and the peak memory above the starting 
 kernel), ``torch`` (native backend, PyTorch passes; the GPU path), ``pytorch3d``
 (``MeshRasterizer`` + ``SoftSilhouetteShader``, K = 50). σ is in squared NDC units (PyTorch3D's
 default 1e-4; the refinement uses 1e-6 for the whole body at 256 px and 1e-5 in the stump windows).
-PyTorch3D on CPU is slow at 512 px (tens of seconds). ``--threads`` sets torch's intra-op threads
-and the Numba kernel's worker threads.
+PyTorch3D on CPU is slow at 512 px (tens of seconds). ``--threads`` sets torch's intra-op threads,
+which the Numba kernel follows (``SilhouetteConfig.threads=None``).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ BACKEND_CONFIGS = {
 }
 
 
-def time_backend(*, backend, sigma, threads, verts, faces, camera, size, target, repeats, device):
+def time_backend(*, backend, sigma, verts, faces, camera, size, target, repeats, device):
     """Median forward ms, median backward ms (wall clock), peak MiB of one forward+backward, and
     the median process CPU ms of forward+backward (less sensitive to other processes' load)."""
     from resihmr_dr.render.silhouette import (
@@ -91,7 +91,7 @@ def time_backend(*, backend, sigma, threads, verts, faces, camera, size, target,
         soft_iou_loss,
     )
 
-    config = SilhouetteConfig(sigma=sigma, threads=threads if backend == "numba" else None, **BACKEND_CONFIGS[backend])
+    config = SilhouetteConfig(sigma=sigma, **BACKEND_CONFIGS[backend])
 
     def once():
         v = verts.clone().requires_grad_(True)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--sigmas", type=float, nargs="+", default=[1e-4, 1e-5, 1e-6])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", nargs="+", default=list(BACKEND_CONFIGS), choices=list(BACKEND_CONFIGS))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -149,12 +149,12 @@ def main(argv: list[str] | None = None) -> None:
                                             config=SilhouetteConfig(sigma=sigma)) > 0.5).float()  # fmt: skip
             # Warm-up (first-call allocations, lazy imports, kernel compilation) outside the timings.
             for backend in backends:
-                time_backend(backend=backend, sigma=sigma, threads=args.threads, verts=verts, faces=faces,
+                time_backend(backend=backend, sigma=sigma, verts=verts, faces=faces,
                              camera=camera, size=min(size, 64), target=target[:, :64, :64], repeats=1,
                              device=device)  # fmt: skip
             res = {}
             for backend in backends:
-                res[backend] = time_backend(backend=backend, sigma=sigma, threads=args.threads, verts=verts,
+                res[backend] = time_backend(backend=backend, sigma=sigma, verts=verts,
                                             faces=faces, camera=camera, size=size, target=target,
                                             repeats=args.repeats, device=device)  # fmt: skip
             rows.append((size, sigma, res))

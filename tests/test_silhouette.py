@@ -346,3 +346,18 @@ def test_auto_backend_is_native():
     assert SilhouetteConfig().resolved_backend("cpu") == "native"
     assert SilhouetteConfig(backend="pytorch3d").resolved_backend("cpu") == "pytorch3d"
     assert SilhouetteConfig().effective_blur_radius == pytest.approx(math.log(1 / 1e-4 - 1) * 1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_native_matches_cpu(body_mesh):
+    """The GPU path (the PyTorch kernel on CUDA tensors) against the CPU default (Numba)."""
+    verts, faces = body_mesh
+    out = {}
+    for device in ("cpu", "cuda"):
+        v = verts.to(device).clone().requires_grad_(True)
+        alpha = render_silhouette(verts_cam=v, faces=faces.to(device), camera=CAMERA, image_size=(256, 256),
+                                  config=SilhouetteConfig(sigma=1e-5))  # fmt: skip
+        alpha.square().sum().backward()
+        out[device] = alpha.detach().cpu(), v.grad.cpu()
+    torch.testing.assert_close(out["cuda"][0], out["cpu"][0], rtol=0, atol=2e-5)
+    assert F.cosine_similarity(out["cuda"][1].flatten(), out["cpu"][1].flatten(), dim=0) > 0.99999

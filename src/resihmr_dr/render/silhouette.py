@@ -61,8 +61,8 @@ class SilhouetteConfig:
     kernel: how the native backend computes on CPU: "numba" (compiled loops,
         :mod:`~resihmr_dr.render.silhouette_numba`), "torch" (broadcast PyTorch passes, also the
         GPU path) or "auto" (Numba on CPU when it imports, PyTorch otherwise and on GPU).
-    threads: worker threads of the Numba kernel (None: one; the kernel never changes torch's
-        thread settings).
+    threads: worker threads of the Numba kernel (None: as many as torch's intra-op threads,
+        ``torch.get_num_threads()``; the kernel never changes torch's thread settings).
     """
 
     backend: Backend = "auto"

@@ -113,7 +113,8 @@ def render_silhouette_native(
     for b in range(verts_cam.shape[0]):
         face_ok = in_front[b][faces].all(dim=1)
         if use_numba:
-            log_sum = _NumbaLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, config.threads or 1)
+            threads = config.threads or torch.get_num_threads()
+            log_sum = _NumbaLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, threads)
         else:
             log_sum = _SoftSilhouetteLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, max_pairs)
         images.append(-torch.expm1(log_sum).view(H, W))

@@ -74,6 +74,7 @@ class StageSeconds:
 
     @property
     def total(self) -> float:
+        """The sum of the stages' seconds."""
         return self.intact + self.rafo + self.cut_cap + self.refine + self.measure
 
 

@@ -4,4 +4,4 @@ Pipeline (ResiHMR, arXiv 2604.28025, plus a differentiable soft-silhouette refin
 intact-body fit -> RAFO residual endpoints -> cut and cap -> silhouette refinement.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

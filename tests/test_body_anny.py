@@ -179,3 +179,17 @@ def test_first_build_notice_names_the_cache(tmp_path, monkeypatch):
     built.mkdir()
     (built / "build_model_data_0123.safetensors").write_bytes(b"")
     assert first_build_notice() is None
+
+
+def test_warp_driver_note_is_dropped_other_stderr_kept(capfd):
+    """The note Warp's C library prints on machines without an NVIDIA driver is dropped; anything
+    else written to file descriptor 2 meanwhile still reaches stderr."""
+    import os
+
+    from resihmr_dr.body.anny_model import WARP_NO_DRIVER_NOTE, _stderr_without
+
+    with _stderr_without(WARP_NO_DRIVER_NOTE):
+        os.write(2, WARP_NO_DRIVER_NOTE + b". GPU execution will not be available.\n")
+        os.write(2, b"something else\n")
+    err = capfd.readouterr().err
+    assert "something else" in err and "NVIDIA CUDA driver" not in err

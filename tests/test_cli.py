@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from resihmr_dr.atomic import atomic_directory
 from resihmr_dr.cli import main
@@ -110,3 +111,11 @@ def test_validate_reports_an_undecodable_mask_and_goes_on(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "ok   annotation 1" in captured.out and "1 valid, 1 invalid" in captured.out
     assert "annotation 2" in captured.err and "broken.png" in captured.err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_device_without_gpu_is_a_one_line_error(tmp_path, capsys):
+    assert main(["demo", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: device 'cuda' requested but no CUDA GPU") and "--device cpu" in err[0]
+    assert not (tmp_path / "out").exists()

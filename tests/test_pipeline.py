@@ -3,6 +3,7 @@ the Anny body, project its keypoints, fit, and compare; plus degenerate inputs i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -210,6 +211,10 @@ def test_params_describe_the_written_mesh(anny_body, params, tmp_path, refined):
     config = FAST if refined else PipelineConfig(intact=FAST.intact, refine=RefineConfig(iterations=0))
     fit = fit_person(body=anny_body, person=person, camera=CAMERA, mask=mask if refined else None, config=config)
     assert (fit.refinement is not None) == refined
+    assert repr(fit).startswith(f"PersonFit(ann_id={fit.ann_id}, ") and "right_leg transfemoral λ=" in repr(fit)
+    assert len(repr(fit)) < 200  # a summary, not the arrays
+    assert sum(dataclasses.astuple(fit.stage_seconds)) == pytest.approx(fit.stage_seconds.total)
+    assert 0 < fit.stage_seconds.total <= fit.seconds and (fit.stage_seconds.refine > 0) == refined
     folder = write_person(fit, tmp_path)
     written = json.loads((folder / "params.json").read_text())
     stump = json.loads((folder / "stump.json").read_text())["posed"]

@@ -8,8 +8,12 @@ axis-angle in Anny's (Z-up) axes, applied in the bone's reference frame as posed
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +102,6 @@ def first_build_notice() -> str | None:
 def _anny_cache_folder(package_dir: Path) -> Path | None:
     """Anny's versioned cache folder (``$ANNY_CACHE_DIR`` or ~/.cache/anny, then ``v<data version>``),
     read from its sources without importing it; None when they do not say."""
-    import os
     import re
 
     try:
@@ -111,6 +114,33 @@ def _anny_cache_folder(package_dir: Path) -> Path | None:
     root = os.environ.get("ANNY_CACHE_DIR")
     base = Path(root) if root else Path.home() / ".cache" / "anny"
     return base / f"v{version.group(1)}"
+
+
+# What Warp's C library writes to stderr on a machine without an NVIDIA driver (CPU skinning works).
+WARP_NO_DRIVER_NOTE = b"Warp CUDA warning: Could not find or load the NVIDIA CUDA driver"
+
+
+@contextlib.contextmanager
+def _stderr_without(prefix: bytes):
+    """Run the block with file descriptor 2 captured, then write back what was written to it
+    except the lines starting with ``prefix`` (C libraries print there, past ``sys.stderr``)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2 (some embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(prefix)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 @functools.lru_cache(maxsize=4)
@@ -130,6 +160,8 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
             import warp
 
             warp.config.log_level = getattr(warp, "LOG_ERROR", getattr(warp, "LOG_WARNING", 30))
+            with _stderr_without(WARP_NO_DRIVER_NOTE):  # its C library prints the note at init
+                warp.init()
         except ImportError:
             pass
         import anny

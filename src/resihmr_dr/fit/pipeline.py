@@ -142,6 +142,15 @@ class PersonFit:
     seconds: float
     stage_seconds: StageSeconds = StageSeconds()
 
+    def __repr__(self) -> str:
+        limbs = ", ".join(f"{s.limb.name} {s.status.value} λ={s.lam:.2f}" for s in self.limbs) or "no residual limb"
+        iou = self.metrics.get("mask_iou")
+        return (
+            f"PersonFit(ann_id={self.ann_id}, image_id={self.image_id}, body={self.body_name!r}, {limbs}, "
+            f"keypoint error {self.metrics['body']:.1f} px" + (f", mask IoU {iou:.3f}" if iou is not None else "")
+            + f", {len(self.verts_cam)} vertices, {self.seconds:.1f} s)"
+        )
+
 
 def params_from_initial_fit(body: BodyModel, init: InitialFit) -> BodyParams:
     """BodyParams from another method's fit; its parameter counts must match ``body``'s."""

@@ -16,7 +16,7 @@ BIN := $(VENV)/bin
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77,<82' wheel
-	$(BIN)/python -m pip install -q -e '.[pytorch3d,test]'
+	$(BIN)/python -m pip install -e '.[pytorch3d,test]'  # not -q: the first install downloads ~3 GB
 	@rm -f $(VENV)/.deps-*
 	@touch $(STAMP)
 

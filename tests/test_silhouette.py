@@ -361,3 +361,14 @@ def test_cuda_native_matches_cpu(body_mesh):
         out[device] = alpha.detach().cpu(), v.grad.cpu()
     torch.testing.assert_close(out["cuda"][0], out["cpu"][0], rtol=0, atol=2e-5)
     assert F.cosine_similarity(out["cuda"][1].flatten(), out["cpu"][1].flatten(), dim=0) > 0.99999
+
+
+def test_pytorch3d_backend_without_pytorch3d_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytorch3d" else real(name, *a))
+    verts, faces = _small_mesh(torch.float32)
+    camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
+    with pytest.raises(ImportError, match=r"pip install 'resihmr-dr\[pytorch3d\]'"):
+        render_silhouette(verts_cam=verts, faces=faces, camera=camera, image_size=(24, 24), config=P3D)

@@ -33,6 +33,7 @@ windows.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,6 +185,11 @@ def render_silhouette(
         from resihmr_dr.render.silhouette_native import render_silhouette_native
 
         return render_silhouette_native(verts_cam=verts_cam, faces=faces, intrinsics=intr, config=config)
+    if importlib.util.find_spec("pytorch3d") is None:
+        raise ImportError(
+            "the 'pytorch3d' silhouette backend needs PyTorch3D: pip install 'resihmr-dr[pytorch3d]' "
+            "(or use backend 'native', the default)"
+        )
     from resihmr_dr.render.silhouette_pytorch3d import render_silhouette_pytorch3d
 
     return render_silhouette_pytorch3d(verts_cam=verts_cam, faces=faces, intrinsics=intr, config=config)

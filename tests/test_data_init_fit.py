@@ -21,7 +21,10 @@ TRANSL = np.array([0.1, -0.2, 4.5])
 
 
 def smplifyx_result(dtype=np.float32) -> dict:
-    """What SMPLify-X pickles: a dict of (1, ...) arrays."""
+    """A SMPLify-X-like dict of (1, ...) arrays that carries its own ``transl`` (our format plus extras).
+
+    The exact files SMPLify-X writes (no ``transl``; ``camera_translation``) are in test_init_fit_tools.py.
+    """
     return {
         "betas": BETAS[None].astype(dtype),
         "global_orient": ORIENT[None].astype(dtype),

@@ -116,9 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser(
         "validate",
         help="check an LDpose annotation file and list each person's limb status",
-        description="Load an LDpose-LimbLoss annotation file, check every image and person (keypoint "
-        "count, coordinates, contradictory residual endpoints, masks and their sizes, intrinsics), and "
-        "print each person's limb statuses. Exit code 1 if any person is invalid.",
+        description="Load an LDpose-LimbLoss annotation file, check it and every file it names, and print "
+        "each valid person's limb statuses (one 'ok' line per person on stdout, one 'BAD' line per problem "
+        "on stderr, naming the file, the image or annotation id and the field). Checked per image and "
+        "person: keypoint count, coordinates and visibilities, contradictory residual endpoints, "
+        "intrinsics, the image file (exists, decodes, has the stated width/height), the mask (decodes, "
+        "has the image's size) and the init_fit file (loads). Checked for the whole file: the JSON reads, "
+        "its top-level structure, and the categories' keypoint names (the 25 LDpose names in LDpose "
+        "order; common spellings such as 'Left Eye' or 'l_eye' are accepted, another order or an unknown "
+        "name is an error naming the category, the position and the names). Exit code 0 if everything is "
+        "valid, 1 if any image or person is invalid (the others are still checked), 2 if the file itself "
+        "cannot be used (unreadable or malformed JSON, wrong structure, wrong keypoint names).",
     )
     validate.add_argument("--annotations", type=Path, required=True, help="LDpose COCO-style JSON file")
     validate.add_argument("--images", type=Path, default=None, help="image folder (default: the JSON's folder)")
@@ -132,24 +140,23 @@ def _status_line(person) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from resihmr_dr.data.annotations import load_annotations
-    from resihmr_dr.data.errors import DataError
+    """Check an annotation file and every file it names (images, masks, initial fits).
+
+    Returns 0 if all is valid, 1 if any image or person is invalid (per-image and per-person problems:
+    keypoints, intrinsics, an image file that is missing or does not decode, a mask, an init_fit that
+    does not load). File-level problems (unreadable JSON, wrong structure, keypoint names not the 25
+    LDpose names in order) raise DataError, which ``main`` turns into exit code 2.
+    """
+    from resihmr_dr.data.annotations import check_files, load_annotations
 
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
-    errors = list(dataset.errors)
-    valid = 0
-    for person in dataset:
-        try:
-            dataset.mask(person)  # decode, which also checks its size against the image
-        except DataError as err:
-            errors.append(err)
-            continue
-        valid += 1
+    check = check_files(dataset)
+    for person in check.valid:
         print("ok   " + _status_line(person))
-    for err in errors:
+    for err in check.errors:
         print(f"BAD  {err}", file=sys.stderr)
-    print(f"{valid} valid, {len(errors)} invalid")
-    return 1 if errors else 0
+    print(f"{len(check.valid)} valid, {len(check.errors)} invalid")
+    return 1 if check.errors else 0
 
 
 def _positive_int(text: str) -> int:

@@ -6,7 +6,13 @@ File layout::
      "annotations": [{"id", "image_id", "keypoints": [75 numbers], optional "num_keypoints",
                       "bbox" [x, y, w, h], "segmentation" (RLE or polygons) or "mask_path"/"mask"
                       (a PNG), "init_fit" (an initial-fit file)}],
-     "categories": [...] (optional)}
+     "categories": [{"id", "name", optional "keypoints": the 25 names, "skeleton"}] (optional)}
+
+Keypoint triplets are read by position (:data:`~resihmr_dr.data.ldpose.KEYPOINT_NAMES` order). A
+category that lists ``keypoints`` names must list those 25 in that order (case, ``-``/space for
+``_`` and the ``l_``/``r_`` aliases of :data:`~resihmr_dr.data.ldpose.KEYPOINT_ALIASES` aside):
+a permutation or an unknown name is a file-level error naming the category and the first
+mismatching position, never a silent reassignment.
 
 Coordinates are image pixels (``_px``): x right, y down, pixel (0, 0) at the top-left pixel (the
 convention of :mod:`resihmr_dr.camera`). Camera intrinsics may be ``{"fx", "fy", "cx", "cy"}``,
@@ -21,7 +27,10 @@ PNG header (polygons take the image size) and again when decoded.
 Every problem raises :class:`DataError` naming the file, the annotation (or image) id and the
 field. With ``on_error="collect"``, per-image and per-annotation problems are collected in
 ``LDposeDataset.errors`` and the good people are kept; file-level problems (unreadable or
-malformed JSON, wrong top-level structure) always raise.
+malformed JSON, wrong top-level structure, keypoint names) always raise.
+
+Images, and the initial fits, are read only when used; :func:`check_files` reads every file the
+annotations name (what ``resihmr-dr validate`` does) and collects the problems.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.jsonio import read_json
 from resihmr_dr.data.init_fit import SUPPORTED_SUFFIXES, InitialFit, load_initial_fit
-from resihmr_dr.data.ldpose import NUM_KEYPOINTS, Limb, LimbStatus
+from resihmr_dr.data.ldpose import NUM_KEYPOINTS, Limb, LimbStatus, keypoint_names_problem
 from resihmr_dr.data.masks import (
     MAX_SIDE_PX,
     MaskSource,
@@ -59,6 +68,11 @@ __all__ = [
     "LDposeDataset",
     "load_annotations",
     "load_rgb_image",
+    "FileCheck",
+    "check_files",
+    "check_image_file",
+    "check_mask",
+    "check_init_fit",
     "parse_image",
     "parse_keypoints",
     "parse_annotation",
@@ -580,20 +594,28 @@ def _top_list(doc: Mapping[str, Any], key: str, *, path: Path, required: bool) -
 
 
 def _parse_categories(entries: list[Any], *, path: Path) -> tuple[Mapping[str, Any], ...]:
+    """Check each category; where it lists ``keypoints`` names, they must be the 25 LDpose names in
+    LDpose order (spellings and aliases per :func:`~resihmr_dr.data.ldpose.canonical_keypoint_name`):
+    keypoints are read by position, so another order would put them on the wrong joints."""
     for i, cat in enumerate(entries):
         if not isinstance(cat, Mapping):
             raise DataError(
                 f"expected an object, got {_type_name(cat)}", path=path, item=f"categories[{i}]"
             )
+        item = f"categories[{i}]" + (f" (id {cat['id']!r:.20})" if "id" in cat else "")
         names = cat.get("keypoints")
-        if names is not None and (not isinstance(names, list) or len(names) != NUM_KEYPOINTS):
-            got = len(names) if isinstance(names, list) else _type_name(names)
+        if names is None:
+            continue
+        if not isinstance(names, list):
             raise DataError(
-                f"expected the {NUM_KEYPOINTS} LDpose keypoint names, got {got}",
+                f"expected the {NUM_KEYPOINTS} LDpose keypoint names, got {_type_name(names)}",
                 path=path,
-                item=f"categories[{i}]",
+                item=item,
                 field="keypoints",
             )
+        problem = keypoint_names_problem(names)
+        if problem is not None:
+            raise DataError(problem, path=path, item=item, field="keypoints")
     return tuple(entries)
 
 
@@ -719,3 +741,96 @@ def load_annotations(
         errors=tuple(errors),
     )
 
+
+# --------------------------------------------------------------------------- the files it names
+@dataclass(frozen=True)
+class FileCheck:
+    """What :func:`check_files` found.
+
+    Attributes:
+        valid: the people whose image, mask and initial fit all load, in file order.
+        errors: every problem: the dataset's own (``dataset.errors``, from ``on_error="collect"``),
+            then one per image file that is missing, does not decode or has another size than the
+            file says, then per person: its image is bad, its mask does not decode, its ``init_fit``
+            does not load (a person can have more than one).
+    """
+
+    valid: tuple[PersonAnnotation, ...]
+    errors: tuple[DataError, ...]
+
+
+def check_image_file(dataset: LDposeDataset, record: ImageRecord) -> DataError | None:
+    """Decode one image with :meth:`LDposeDataset.load_image` (which checks its size); the problem,
+    naming the annotation file, the image id and ``file_name`` (or ``width/height``), or ``None``."""
+    try:
+        dataset.load_image(record)
+    except DataError as err:
+        return DataError(
+            f"{record.file_name!r} ({dataset.image_path(record)}): {err.reason}",
+            path=dataset.path,
+            image_id=record.id,
+            field=err.field or "file_name",
+        )
+    return None
+
+
+def check_mask(dataset: LDposeDataset, person: PersonAnnotation) -> DataError | None:
+    """Decode the person's mask (checking its size against the image); the problem or ``None``."""
+    try:
+        dataset.mask(person)
+    except DataError as err:
+        return err
+    return None
+
+
+def check_init_fit(dataset: LDposeDataset, person: PersonAnnotation) -> DataError | None:
+    """Load the person's ``init_fit`` file with :func:`load_initial_fit`; the problem, naming the
+    annotation file, the annotation id and the field ``init_fit`` (the fit file's own field after
+    it), or ``None`` (also when the person names no initial fit)."""
+    if person.init_fit_path is None:
+        return None
+    try:
+        load_initial_fit(person.init_fit_path)
+    except DataError as err:
+        inner = f"field {err.field!r}: {err.reason}" if err.field else err.reason
+        return DataError(
+            f"cannot load the initial fit {person.init_fit_path}: {inner}",
+            path=dataset.path,
+            ann_id=person.ann_id,
+            field="init_fit",
+        )
+    return None
+
+
+def check_files(dataset: LDposeDataset) -> FileCheck:
+    """Read every file the annotations name, which :func:`load_annotations` leaves lazy: decode each
+    image (existence, format, size), each person's mask, and load each ``init_fit``.
+
+    Problems are collected, never raised (see :class:`FileCheck`); a person in an image whose file
+    is bad is invalid too. Images are decoded one at a time and not kept.
+    """
+    errors = list(dataset.errors)
+    bad_images: set[int] = set()
+    for record in dataset.images.values():
+        problem = check_image_file(dataset, record)
+        if problem is not None:
+            bad_images.add(record.id)
+            errors.append(problem)
+    valid: list[PersonAnnotation] = []
+    for person in dataset:
+        problems = [check_mask(dataset, person), check_init_fit(dataset, person)]
+        if person.image_id in bad_images:
+            problems.insert(
+                0,
+                DataError(
+                    f"refers to image {person.image_id}, whose file cannot be read",
+                    path=dataset.path,
+                    ann_id=person.ann_id,
+                    field="image_id",
+                ),
+            )
+        found = [p for p in problems if p is not None]
+        errors.extend(found)
+        if not found:
+            valid.append(person)
+    return FileCheck(valid=tuple(valid), errors=tuple(errors))

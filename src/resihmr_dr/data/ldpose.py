@@ -4,12 +4,20 @@ Keypoints 0-16 are COCO's; 17-24 are residual-limb endpoints. Each limb is a gro
 keypoints: (middle joint, distal joint, endpoint replacing the middle joint, endpoint replacing
 the distal joint), e.g. the left arm is (left_elbow, left_wrist, above_left_elbow_end,
 below_left_elbow_end).
+
+Keypoint triplets are read by position, in :data:`KEYPOINT_NAMES` order;
+:func:`keypoint_names_problem` checks the names a file lists against it (other spellings, see
+:func:`canonical_keypoint_name`, and the few :data:`KEYPOINT_ALIASES` accepted).
+:data:`LDPOSE_SKELETON` is COCO's skeleton plus each residual endpoint joined to its anchor joint;
+:func:`coco_category` is the COCO ``categories`` entry with the names and that skeleton.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose",
@@ -142,3 +150,85 @@ LIMBS: tuple[Limb, ...] = (
          _K["right_ankle"], _K["above_right_knee_end"], _K["below_right_knee_end"]),
 )  # fmt: skip
 LIMB_BY_NAME = {limb.name: limb for limb in LIMBS}
+
+
+# Residual endpoint -> its anchor joint (J_a of the segment the residual limb ends on: the shoulder /
+# hip for an ``above_*`` endpoint, the elbow / knee for a ``below_*`` one), 0-based, for drawing.
+RESIDUAL_SKELETON: tuple[tuple[int, int], ...] = tuple(
+    sorted(
+        (limb.endpoint_index(status), limb.segment_joints(status)[0])
+        for limb in LIMBS
+        for status in (limb.above_status, limb.below_status)
+    )
+)
+# The whole LDpose skeleton (0-based): COCO's edges, then each residual endpoint to its anchor joint.
+LDPOSE_SKELETON: tuple[tuple[int, int], ...] = COCO_SKELETON + RESIDUAL_SKELETON
+
+# Other spellings of our names that a category's ``keypoints`` may use. Only unambiguous ones:
+# ``l_``/``r_`` for ``left_``/``right_`` on the 16 sided COCO joints (``l_eye``, ``r_ankle``; no
+# LDpose name starts with ``l_`` or ``r_``). Matching also ignores case, surrounding spaces and
+# ``-``/space for ``_`` (see :func:`normalize_keypoint_name`), so ``Left Eye`` is ``left_eye``.
+KEYPOINT_ALIASES: Mapping[str, str] = {
+    f"{side[0]}_{name[len(side) + 1:]}": name
+    for name in KEYPOINT_NAMES[:NUM_COCO_KEYPOINTS]
+    for side in ("left", "right")
+    if name.startswith(side + "_")
+}
+
+
+def normalize_keypoint_name(name: str) -> str:
+    """Lower case, surrounding white space dropped, runs of spaces/``-``/``_`` made one ``_``."""
+    words = name.strip().lower().replace("-", " ").replace("_", " ").split()
+    return "_".join(words)
+
+
+def canonical_keypoint_name(name: Any) -> str | None:
+    """The LDpose name ``name`` spells (itself, a normalized spelling or a
+    :data:`KEYPOINT_ALIASES` alias), or ``None`` if it is not one (or not a string)."""
+    if not isinstance(name, str):
+        return None
+    key = normalize_keypoint_name(name)
+    if key in KEYPOINT_INDEX:
+        return key
+    return KEYPOINT_ALIASES.get(key)
+
+
+def keypoint_names_problem(names: Sequence[Any]) -> str | None:
+    """Why a category's ``keypoints`` names do not match :data:`KEYPOINT_NAMES` position by
+    position, or ``None`` when they do (aliases and spellings accepted, see
+    :func:`canonical_keypoint_name`).
+
+    Keypoint triplets are read by position, so a permutation would put keypoints on the wrong
+    joints: the message names the first mismatching position (0-based), the expected and the found
+    name, and says whether the names are ours in another order or unknown.
+    """
+    if len(names) != NUM_KEYPOINTS:
+        return f"expected the {NUM_KEYPOINTS} LDpose keypoint names, got {len(names)}"
+    for position, (expected, found) in enumerate(zip(KEYPOINT_NAMES, names)):
+        meaning = canonical_keypoint_name(found)
+        if meaning == expected:
+            continue
+        head = f"position {position}: expected {expected!r}, found {found!r:.60}"
+        if meaning is None:
+            return f"{head}, which is not an LDpose keypoint name (see resihmr_dr.data.ldpose.KEYPOINT_NAMES)"
+        spelled = "" if meaning == found else f" (read as {meaning!r})"
+        meanings = sorted(str(canonical_keypoint_name(n)) for n in names)
+        permuted = meanings == sorted(KEYPOINT_NAMES)
+        what = "the file lists LDpose's names in another order" if permuted else "a name from another position"
+        return (
+            f"{head}{spelled}: {what}; keypoints are read by position, so they would land on the wrong "
+            "joints: list the names in the order of resihmr_dr.data.ldpose.KEYPOINT_NAMES"
+        )
+    return None
+
+
+def coco_category(category_id: int = 1) -> dict[str, Any]:
+    """The COCO ``categories`` entry for LDpose people: name ``person``, the 25
+    :data:`KEYPOINT_NAMES` and :data:`LDPOSE_SKELETON` as COCO writes it (1-based keypoint numbers)."""
+    return {
+        "id": category_id,
+        "name": "person",
+        "supercategory": "person",
+        "keypoints": list(KEYPOINT_NAMES),
+        "skeleton": [[a + 1, b + 1] for a, b in LDPOSE_SKELETON],
+    }

@@ -1,8 +1,9 @@
-"""A vectorised hard z-buffer rasteriser in pure PyTorch, for masks, overlays and figures.
+"""A hard z-buffer rasteriser for masks, overlays and figures.
 
 PyTorch3D's hard rasteriser runs its naive per-pixel loop on CPU (minutes for a 640x480 body);
-this one enumerates each face's own pixel window instead, which takes well under a second.
-Not differentiable: use ``render.silhouette`` for losses.
+this one enumerates each face's own pixel window instead: compiled loops on CPU
+(:mod:`~resihmr_dr.render.zbuffer_numba`, milliseconds), vectorised PyTorch elsewhere or without
+Numba (``use_numba=False``). Not differentiable: use ``render.silhouette`` for losses.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ def rasterize(
     faces: torch.Tensor,
     camera: PinholeCamera,
     max_pairs: int = 4_000_000,
+    use_numba: bool = True,
 ) -> Fragments:
     """Nearest face at each pixel centre (pixel (i, j) centre at x = j, y = i).
 
     verts_cam: (V, 3) camera frame (OpenCV, metres); faces: (F, 3) long. Faces with a vertex
     behind the camera (z <= 1 mm) are skipped. ``max_pairs`` bounds the (face, pixel) pairs held
-    in memory at once.
+    in memory at once (PyTorch path). ``use_numba``: the compiled CPU kernel where it imports
+    (equal results; of equally near faces it keeps the first, the PyTorch path any).
     """
     if verts_cam.ndim != 2 or verts_cam.shape[1] != 3:
         raise ValueError(f"verts_cam must be (V, 3), got {tuple(verts_cam.shape)}")
@@ -55,6 +58,15 @@ def rasterize(
     tri = xy[faces[face_ids]]  # (F', 3, 2)
     z = verts[faces[face_ids], 2]  # (F', 3)
 
+    if use_numba and verts.device.type == "cpu" and _numba_zbuffer() is not None:
+        face, depth, bary = _numba_zbuffer()(tri.numpy(), z.numpy(), height, width)
+        face = torch.from_numpy(face)
+        face_index = torch.where(face >= 0, face_ids[face.clamp_min(0)], face)
+        return Fragments(
+            face_index=face_index.view(height, width),
+            depth=torch.from_numpy(depth).view(height, width).float(),
+            bary=torch.from_numpy(bary).view(height, width, 3).float(),
+        )
     lo = tri.amin(dim=1).ceil().long()
     hi = tri.amax(dim=1).floor().long()
     lo[:, 0].clamp_(0, width)
@@ -88,6 +100,15 @@ def rasterize(
         depth=best_depth.view(height, width).float(),
         bary=best_bary.view(height, width, 3).float(),
     )
+
+
+def _numba_zbuffer():
+    """The compiled kernel (:mod:`resihmr_dr.render.zbuffer_numba`), or None without Numba."""
+    try:
+        from resihmr_dr.render.zbuffer_numba import zbuffer
+    except ImportError:
+        return None
+    return zbuffer
 
 
 def _raster_chunk(*, tri, z, lo, size, face_ids, grid, width, best_depth, best_face, best_bary) -> None:

@@ -10,8 +10,10 @@ folder *is* written so it can be inspected, ``metrics.json`` has ``quality.ok = 
 problems, and it counts as a failure for the exit code, on every rerun too).
 
 A run holds an exclusive lock on the output folder and first removes the hidden
-``.*.partial-*`` leftovers of a killed run; a folder missing any of ``OUTPUT_FILES`` (or with an
-unreadable ``metrics.json``) is refitted rather than skipped.
+``.*.partial-*`` leftovers of a killed run; a folder missing any of ``OUTPUT_FILES`` or of the
+mesh exports the run asks for (``config.OutputConfig``), or with an unreadable ``metrics.json``,
+is refitted rather than skipped. After the people, ``keypoints_results.json`` (COCO results of
+every finished person of the annotation file, earlier runs' included) is written atomically.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ from tqdm.auto import tqdm
 from resihmr_dr.atomic import atomic_write_text, exclusive_lock, remove_stale_partials
 from resihmr_dr.body.base import BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.config import OutputConfig
 from resihmr_dr.data.annotations import LDposeDataset, PersonAnnotation
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig, fit_person, params_from_initial_fit
-from resihmr_dr.outputs import OUTPUT_FILES, person_folder_name, write_person
+from resihmr_dr.outputs import (
+    folder_complete,
+    person_category_id,
+    person_folder_name,
+    write_keypoint_results,
+    write_person,
+)
 
 FAILURES_FILE = "failures.json"
 
@@ -67,9 +76,11 @@ def fit_dataset(
     config: PipelineConfig = PipelineConfig(),
     overwrite: bool = False,
     progress: bool = True,
+    output: OutputConfig = OutputConfig(),
 ) -> BatchSummary:
-    """Fit and write every valid person of ``dataset``; the dataset's own load errors (collected
-    with ``on_error="collect"``) are reported as failures too.
+    """Fit and write every valid person of ``dataset`` (with ``output``'s mesh exports); the
+    dataset's own load errors (collected with ``on_error="collect"``) are reported as failures
+    too. Ends by writing ``keypoints_results.json`` (``outputs.write_keypoint_results``).
 
     Raises ``atomic.FolderBusyError`` if another run is writing to ``out_dir``.
     """
@@ -78,13 +89,17 @@ def fit_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out_dir):
         remove_stale_partials(out_dir)
-        summary = _fit_all(dataset, body=body, out_dir=out_dir, config=config, overwrite=overwrite, progress=progress)
+        summary = _fit_all(dataset, body=body, out_dir=out_dir, config=config, overwrite=overwrite, progress=progress,
+                           output=output)  # fmt: skip
+        write_keypoint_results(out_dir, dataset.people, category_id=person_category_id(dataset.categories),
+                               output=output)  # fmt: skip
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _fit_all(
-    dataset: LDposeDataset, *, body: BodyModel, out_dir: Path, config: PipelineConfig, overwrite: bool, progress: bool
+    dataset: LDposeDataset, *, body: BodyModel, out_dir: Path, config: PipelineConfig, overwrite: bool, progress: bool,
+    output: OutputConfig,
 ) -> BatchSummary:
     summary = BatchSummary()
     summary.failures.extend(load_error_failures(dataset))
@@ -93,12 +108,12 @@ def _fit_all(
         name = person_folder_name(person)
         bar.set_postfix_str(name)
         if not overwrite:
-            done, failure = finished_status(out_dir, person)
+            done, failure = finished_status(out_dir, person, output=output)
             if done:
                 summary.skipped.append(name)
                 summary.failures.extend([failure] if failure is not None else [])
                 continue
-        outcome = process_person(dataset, person, body=body, out_dir=out_dir, config=config,
+        outcome = process_person(dataset, person, body=body, out_dir=out_dir, config=config, output=output,
                                  on_stage=lambda stage, name=name: bar.set_postfix_str(f"{name}: {stage}"))  # fmt: skip
         summary.add(outcome)
         write_failures(out_dir, summary.failures)
@@ -145,9 +160,12 @@ def load_error_failures(dataset: LDposeDataset) -> list[dict]:
     return [{"ann_id": e.ann_id, "image_id": e.image_id, "stage": "load", "reason": str(e)} for e in dataset.errors]
 
 
-def finished_status(out_dir: Path, person: PersonAnnotation) -> tuple[bool, dict | None]:
-    """(already done?, its quality failure record if it was written flagged as not converged)."""
-    metrics = finished_metrics(out_dir / person_folder_name(person))
+def finished_status(
+    out_dir: Path, person: PersonAnnotation, *, output: OutputConfig = OutputConfig()
+) -> tuple[bool, dict | None]:
+    """(already done?, its quality failure record if it was written flagged as not converged);
+    done needs ``output``'s mesh exports too."""
+    metrics = finished_metrics(out_dir / person_folder_name(person), output=output)
     if metrics is None:
         return False, None
     quality = metrics.get("quality")
@@ -186,10 +204,13 @@ def fit_loaded(
                       config=config, on_stage=on_stage)  # fmt: skip
 
 
-def write_fitted(fit: PersonFit, inputs: PersonInputs, *, out_dir: Path) -> PersonOutcome:
-    """Write the person's folder atomically; a fit that did not converge is written and flagged.
-    Raises what writing raised (the caller records it as a ``write`` failure)."""
-    write_person(fit, out_dir, image_rgb=inputs.image_rgb, mask=inputs.mask)
+def write_fitted(
+    fit: PersonFit, inputs: PersonInputs, *, out_dir: Path, output: OutputConfig = OutputConfig()
+) -> PersonOutcome:
+    """Write the person's folder atomically (with ``output``'s mesh exports); a fit that did not
+    converge is written and flagged. Raises what writing raised (the caller records it as a
+    ``write`` failure)."""
+    write_person(fit, out_dir, image_rgb=inputs.image_rgb, mask=inputs.mask, output=output)
     quality = fit.metrics["quality"]
     failure = None if quality["ok"] else person_ids(inputs.person) | _quality_failure(quality)
     return PersonOutcome(folder=inputs.folder, written=True, failure=failure, fit=fit)
@@ -203,10 +224,12 @@ def process_person(
     out_dir: Path,
     config: PipelineConfig,
     on_stage: Callable[[str], None] | None = None,
+    output: OutputConfig = OutputConfig(),
 ) -> PersonOutcome:
-    """Load, fit and write one person; any exception (even a bug) becomes a failure record of
-    the stage it happened in, so one person never stops a batch (KeyboardInterrupt propagates).
-    ``on_stage(name)``, if given, is called as each stage starts (progress display)."""
+    """Load, fit and write one person (with ``output``'s mesh exports); any exception (even a bug)
+    becomes a failure record of the stage it happened in, so one person never stops a batch
+    (KeyboardInterrupt propagates). ``on_stage(name)``, if given, is called as each stage starts
+    (progress display)."""
     name = person_folder_name(person)
     stage = "load"
     notify = on_stage if on_stage is not None else (lambda _: None)
@@ -217,17 +240,18 @@ def process_person(
         fit = fit_loaded(inputs, body=body, config=config, on_stage=on_stage)
         stage = "write"
         notify("write")
-        return write_fitted(fit, inputs, out_dir=out_dir)
+        return write_fitted(fit, inputs, out_dir=out_dir, output=output)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - one person's failure (even a bug) never stops the batch
         return PersonOutcome(folder=name, written=False, failure=exception_failure(person, stage=stage, err=err))
 
 
-def finished_metrics(folder: Path) -> dict | None:
-    """The ``metrics.json`` of a complete person folder (every ``OUTPUT_FILES`` present and
-    ``metrics.json`` a JSON object), else ``None`` (absent or incomplete: fit it again)."""
-    if not folder.is_dir() or not all((folder / f).is_file() for f in OUTPUT_FILES):
+def finished_metrics(folder: Path, *, output: OutputConfig = OutputConfig()) -> dict | None:
+    """The ``metrics.json`` of a complete person folder (every ``OUTPUT_FILES`` and ``output``'s
+    mesh exports present, ``metrics.json`` a JSON object), else ``None`` (absent or incomplete:
+    fit it again)."""
+    if not folder_complete(folder, output):
         return None
     try:
         metrics = json.loads((folder / "metrics.json").read_text())

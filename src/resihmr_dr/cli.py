@@ -8,8 +8,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resihmr_dr import __version__
+
+if TYPE_CHECKING:
+    from resihmr_dr.config import OutputConfig
 
 DESCRIPTION = """\
 resihmr-dr recovers an anatomically faithful 3D body mesh of a person with limb loss from a
@@ -46,6 +50,27 @@ def _body_from_args(args: argparse.Namespace):
     )
 
 
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mesh-format", choices=("ply", "obj", "stl", "glb"), default=None,
+                        help="also write the meshes as mesh_export.<format> and mesh_tpose_export.<format> "
+                             "(mesh.ply and mesh_tpose.ply are always written); config key output.mesh_format, "
+                             "default ply")  # fmt: skip
+    parser.add_argument("--mesh-frame", choices=("camera", "y-up"), default=None,
+                        help="frame of the posed export: camera (OpenCV, y down, as mesh.ply) or y-up (the body "
+                             "model's frame: Y up, facing +Z, as Blender/MeshLab expect); the T-pose export is "
+                             "always y-up; config key output.mesh_frame, default camera")  # fmt: skip
+    parser.add_argument("--units", choices=("m", "mm"), default=None,
+                        help="units of the exports: m or mm (prosthetics CAD); config key output.units, default m")
+
+
+def _output_from_args(args: argparse.Namespace, config: OutputConfig) -> OutputConfig:
+    """The config's ``output`` section with the --mesh-format/--mesh-frame/--units flags taking precedence."""
+    import dataclasses
+
+    flags = {"mesh_format": args.mesh_format, "mesh_frame": args.mesh_frame, "units": args.units}
+    return dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``resihmr-dr`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="resihmr-dr", description=DESCRIPTION,
@@ -63,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)")
     _add_body_args(demo)
+    _add_output_args(demo)
     demo.set_defaults(func=_cmd_demo)
 
     fit = sub.add_parser(
@@ -70,9 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit every annotated person: intact body, RAFO residual endpoints, capped stump, measurements",
         description="Fit every person of an LDpose annotation file and write one folder per person to "
         "--out: params.json (body parameters, camera, each residual limb's lambda, endpoint, anchor and "
-        "acceptance), mesh.ply and mesh_tpose.ply (residual limb in red), residual_mask.npy, stump.json "
-        "and cross_sections.png (residual length, volume, cross-sections), metrics.json (2D keypoint "
-        "error, mask IoU, quality) and report.png. Folders appear only when complete, so an interrupted "
+        "acceptance), params.npz (the body parameters; smplx-loadable for SMPL-X fits), mesh.ply and "
+        "mesh_tpose.ply (residual limb in red; other formats, frames and units with --mesh-format, "
+        "--mesh-frame, --units), residual_mask.npy, stump.json and cross_sections.png (residual length, "
+        "volume, cross-sections), metrics.json (2D keypoint error, mask IoU, quality) and report.png; "
+        "and OUT/keypoints_results.json, the fitted keypoints of every finished person in the COCO "
+        "results format (docs/outputs.md). Folders appear only when complete, so an interrupted "
         "run (Ctrl-C, kill) is resumed by rerunning the same command: finished people are skipped "
         "(unless --overwrite). People that fail (bad annotation, image or mask; a fit that raised) get "
         "no folder; fits that did not converge (non-finite loss, keypoint error above "
@@ -99,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder for the per-stage loss logs (CSV; TensorBoard too when installed); "
                           "default: OUT/.logs")  # fmt: skip
     _add_body_args(fit)
+    _add_output_args(fit)
     fit.set_defaults(func=_cmd_fit)
 
     from resihmr_dr.eval.synth_cli import add_synth_parser
@@ -202,7 +232,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with exclusive_lock(out) if rank_zero else contextlib.nullcontext():
         if rank_zero:
             remove_stale_partials(out)
-        data = LDposeDataModule(dataset, body=body, out_dir=out, overwrite=args.overwrite)
+        data = LDposeDataModule(dataset, body=body, out_dir=out, overwrite=args.overwrite,
+                                output=_output_from_args(args, config.output))  # fmt: skip
         summary = _predict(args, data=data, fit_config=fit_config)
     if summary is None:  # not global rank 0: rank 0 reports
         return 0
@@ -274,7 +305,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     body = _body_from_args(args)
     print(f"body model: {body.name} ({body.num_verts} vertices, {body.faces.shape[0]} faces) "
           f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=True)
+    output = _output_from_args(args, config.output)
+    summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=True, output=output)
     for failure in summary.failures:
         print(f"FAILED annotation {failure['ann_id']} ({failure['stage']}): {failure['reason']}", file=sys.stderr)
     for name in summary.written:
@@ -298,7 +330,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         for limb in refinement.get("limbs", []):
             print(f"  {limb['limb']} cap: tip {limb['tip_height_m'] * 1000:.0f} mm beyond the cut, largest offset "
                   f"{limb['max_abs_normal_offset_m'] * 1000:.1f} mm")  # fmt: skip
-        print(f"  wrote {folder}/ (report.png, mesh.ply, params.json, stump.json, metrics.json, ...)")
+        exports = "".join(f", {name}" for name in output.export_files)
+        print(f"  wrote {folder}/ (report.png, mesh.ply{exports}, params.json, params.npz, stump.json, metrics.json, "
+              "...)")  # fmt: skip
     return 0 if summary.ok else 1
 
 

@@ -38,6 +38,47 @@ class BodyConfig:
             raise ConfigError(f"body.model must be 'anny' or 'smplx', got {self.model!r}")
 
 
+MESH_FORMATS: tuple[str, ...] = ("ply", "obj", "stl", "glb")  # trimesh's exporters, by file extension
+MESH_FRAMES: tuple[str, ...] = ("camera", "y-up")  # OpenCV camera frame; the body model's frame (Y up, facing +Z)
+MESH_UNITS: dict[str, float] = {"m": 1.0, "mm": 1000.0}  # unit -> scale from metres
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """The mesh export for other tools (``outputs.write_person``; ``--mesh-format``, ``--mesh-frame``,
+    ``--units``).
+
+    ``mesh.ply`` and ``mesh_tpose.ply`` are always written in metres (the posed mesh in the camera
+    frame, the T-pose in the model frame): every measurement describes them. When these settings
+    differ from that (``ply``, ``camera``, ``m``), the same meshes are also written as
+    ``mesh_export.<format>`` (posed, in ``mesh_frame``) and ``mesh_tpose_export.<format>`` (T-pose,
+    always the model frame), scaled to ``units``.
+    """
+
+    mesh_format: str = "ply"  # ply, obj, stl (no colours) or glb
+    mesh_frame: str = "camera"  # camera (OpenCV: x right, y down, z forward) or y-up (model frame)
+    units: str = "m"  # m or mm (prosthetics CAD)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("mesh_format", self.mesh_format, MESH_FORMATS),
+                                     ("mesh_frame", self.mesh_frame, MESH_FRAMES),
+                                     ("units", self.units, tuple(MESH_UNITS))):  # fmt: skip
+            if value not in allowed:
+                raise ConfigError(f"output.{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+    @property
+    def exports(self) -> bool:
+        """Whether export files are written (the settings differ from mesh.ply's own)."""
+        return (self.mesh_format, self.mesh_frame, self.units) != ("ply", "camera", "m")
+
+    @property
+    def export_files(self) -> tuple[str, ...]:
+        """The export files' names (posed, T-pose), empty when none is written."""
+        if not self.exports:
+            return ()
+        return (f"mesh_export.{self.mesh_format}", f"mesh_tpose_export.{self.mesh_format}")
+
+
 def _pipeline_config():
     from resihmr_dr.fit.pipeline import PipelineConfig
 
@@ -46,10 +87,12 @@ def _pipeline_config():
 
 @dataclass(frozen=True)
 class ResihmrConfig:
-    """Top-level configuration (``configs/default.yaml``): the body model and every fit stage."""
+    """Top-level configuration (``configs/default.yaml``): the body model, every fit stage and the
+    mesh export."""
 
     body: BodyConfig = field(default_factory=BodyConfig)
     fit: "PipelineConfig" = field(default_factory=_pipeline_config)
+    output: OutputConfig = field(default_factory=OutputConfig)
 
 
 def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: str = "", base: T | None = None) -> T:

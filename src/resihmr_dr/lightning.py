@@ -12,7 +12,7 @@
 * ``PersonWriter`` writes each person's folder atomically as soon as its batch is done,
   records failures in a per-rank part file, and rank 0 merges every part into
   ``failures.json`` in the ``teardown`` hook after a barrier (every rank reaches it, also a
-  rank that got no person).
+  rank that got no person), then writes ``keypoints_results.json`` from every finished folder.
 
 The output folder's lock and the stale-partial cleanup belong to the launching process (global
 rank 0), see ``resihmr_dr.cli``; the per-person steps are ``resihmr_dr.batch``'s.
@@ -42,9 +42,10 @@ from resihmr_dr.batch import (
     write_fitted,
 )
 from resihmr_dr.body.base import BodyModel
+from resihmr_dr.config import OutputConfig
 from resihmr_dr.data.annotations import LDposeDataset, PersonAnnotation, load_annotations
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
-from resihmr_dr.outputs import person_folder_name
+from resihmr_dr.outputs import person_category_id, person_folder_name, write_keypoint_results
 
 PART_PREFIX = ".rank"
 PART_SUFFIX = ".partial-fit.json"  # hidden and stale-partial shaped: a killed run's parts are cleaned up
@@ -68,19 +69,27 @@ def part_path(out_dir: Path, rank: int) -> Path:
 class FitPlan:
     """Who to fit: ``todo`` (dataset position, person) in dataset order; ``skipped`` folder
     names already done; ``failures`` (dataset position, record) known before fitting (load errors
-    of the annotation file at position -1, flagged finished folders at theirs)."""
+    of the annotation file at position -1, flagged finished folders at theirs); ``people``: every
+    valid person of the annotation file and ``category_id`` their COCO category (for
+    ``keypoints_results.json``); ``output``: the mesh exports every folder gets."""
 
     todo: list[tuple[int, PersonAnnotation]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failures: list[tuple[int, dict]] = field(default_factory=list)
+    people: tuple[PersonAnnotation, ...] = ()
+    category_id: int = 1
+    output: OutputConfig = field(default_factory=OutputConfig)
 
 
-def plan_fit(dataset: LDposeDataset, *, out_dir: Path, overwrite: bool) -> FitPlan:
+def plan_fit(
+    dataset: LDposeDataset, *, out_dir: Path, overwrite: bool, output: OutputConfig = OutputConfig()
+) -> FitPlan:
     """The same decisions ``batch.fit_dataset`` makes before fitting each person."""
-    plan = FitPlan(failures=[(-1, f) for f in load_error_failures(dataset)])
+    plan = FitPlan(failures=[(-1, f) for f in load_error_failures(dataset)], people=tuple(dataset.people),
+                   category_id=person_category_id(dataset.categories), output=output)  # fmt: skip
     for position, person in enumerate(dataset.people):
         if not overwrite:
-            done, failure = finished_status(out_dir, person)
+            done, failure = finished_status(out_dir, person, output=output)
             if done:
                 plan.skipped.append(person_folder_name(person))
                 if failure is not None:
@@ -163,6 +172,7 @@ class LDposeDataModule(pl.LightningDataModule):
         overwrite: bool = False,
         batch_size: int = 1,
         num_workers: int = 0,
+        output: OutputConfig = OutputConfig(),
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -175,6 +185,7 @@ class LDposeDataModule(pl.LightningDataModule):
         self.overwrite = overwrite
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.output = output
         self._plan: FitPlan | None = None
 
     @classmethod
@@ -188,7 +199,7 @@ class LDposeDataModule(pl.LightningDataModule):
     def plan(self) -> FitPlan:
         """Who is fitted and who is skipped (``plan_fit``), computed once."""
         if self._plan is None:
-            self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite)
+            self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite, output=self.output)
         return self._plan
 
     def setup(self, stage: str) -> None:
@@ -278,12 +289,15 @@ class ResihmrFitModule(pl.LightningModule):
 
 # --------------------------------------------------------------------------- writer
 class PersonWriter(BasePredictionWriter):
-    """Writes each fitted person's folder atomically as its batch ends and records failures.
+    """Writes each fitted person's folder atomically (with ``plan.output``'s mesh exports) as its
+    batch ends and records failures.
 
     Every rank keeps ``.rank<R>.partial-fit.json`` in ``out_dir`` up to date (written people,
     failure records, loss rows); in ``teardown`` all ranks meet at a barrier and rank 0 merges
     the parts with the plan's failures into ``failures.json`` (dataset order; removed when there
-    is none), logs the other ranks' loss rows, deletes the parts and sets ``summary``.
+    is none), writes ``keypoints_results.json`` (every finished folder of ``plan.people``, this
+    run's and earlier runs'), logs the other ranks' loss rows, deletes the parts and sets
+    ``summary``.
     """
 
     def __init__(self, out_dir: str | Path, *, plan: FitPlan) -> None:
@@ -304,7 +318,8 @@ class PersonWriter(BasePredictionWriter):
             position = result["position"]
             if result["fit"] is not None:
                 try:
-                    outcome = write_fitted(result["fit"], result["inputs"], out_dir=self.out_dir)
+                    outcome = write_fitted(result["fit"], result["inputs"], out_dir=self.out_dir,
+                                           output=self.plan.output)  # fmt: skip
                 except KeyboardInterrupt:
                     raise
                 except Exception as err:  # noqa: BLE001
@@ -333,7 +348,8 @@ class PersonWriter(BasePredictionWriter):
             self.summary = self.merge(world_size=trainer.world_size, trainer=trainer)
 
     def merge(self, *, world_size: int, trainer: pl.Trainer | None = None) -> BatchSummary:
-        """Merge every rank's part (rank 0 only) into the run's summary and ``failures.json``."""
+        """Merge every rank's part (rank 0 only) into the run's summary and ``failures.json``, and
+        write ``keypoints_results.json``."""
         written: list[tuple[int, str]] = []
         failures = list(self.plan.failures)
         seen: set[str] = set()
@@ -355,6 +371,8 @@ class PersonWriter(BasePredictionWriter):
             written=[f for _, f in sorted(written)], skipped=list(self.plan.skipped), failures=[f for _, f in failures]
         )
         write_failures(self.out_dir, summary.failures)
+        write_keypoint_results(self.out_dir, self.plan.people, category_id=self.plan.category_id,
+                               output=self.plan.output)  # fmt: skip
         return summary
 
 

@@ -1,8 +1,12 @@
-"""Write one person's fit to a folder, atomically (``atomic.atomic_directory``).
+"""Write one person's fit to a folder, atomically (``atomic.atomic_directory``), and a run's
+COCO keypoint results file.
 
-Files: params.json, mesh.ply, mesh_tpose.ply, residual_mask.npy, stump.json,
-cross_sections.png, metrics.json, report.png. ``metrics.json`` is written last inside the
-temporary folder, and the folder appears under its final name only when complete.
+Files (``docs/outputs.md``): params.json, params.npz (smplx-loadable for SMPL-X fits), mesh.ply,
+mesh_tpose.ply, the optional mesh exports (``config.OutputConfig``: ``mesh_export.<format>``,
+``mesh_tpose_export.<format>``), residual_mask.npy, stump.json, cross_sections.png, report.png,
+metrics.json. ``metrics.json`` is written last inside the temporary folder, and the folder
+appears under its final name only when complete. After a run, ``keypoints_results.json`` (COCO
+results format) in the output folder lists the fitted keypoints of every finished person.
 """
 
 from __future__ import annotations
@@ -10,18 +14,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import trimesh
 
-from resihmr_dr.atomic import atomic_directory
+from resihmr_dr.atomic import atomic_directory, atomic_write_text
+from resihmr_dr.config import OutputConfig
 from resihmr_dr.data.annotations import PersonAnnotation
+from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
 from resihmr_dr.fit.pipeline import PersonFit
-from resihmr_dr.render.views import RESIDUAL_RGB, SKIN_RGB
+from resihmr_dr.results import coco_keypoint_result, colored_trimesh
 
 OUTPUT_FILES = (
     "params.json",
+    "params.npz",
     "mesh.ply",
     "mesh_tpose.ply",
     "residual_mask.npy",
@@ -29,7 +36,13 @@ OUTPUT_FILES = (
     "cross_sections.png",
     "report.png",
     "metrics.json",
-)
+)  # always written (mesh exports come on top: ``required_files``)
+KEYPOINT_RESULTS_FILE = "keypoints_results.json"
+FRAME_DESCRIPTIONS = {
+    "camera": "camera: OpenCV (x right, y down, z forward)",
+    "y-up": "model: Y up, the person faces +Z, their left is +X (mesh.ply with the global transform undone: "
+            "R(global_orient)^T (v - root_model - transl) + root_model)",
+}  # fmt: skip
 
 
 def person_folder_name(person: PersonAnnotation | PersonFit) -> str:
@@ -37,12 +50,15 @@ def person_folder_name(person: PersonAnnotation | PersonFit) -> str:
     return f"image{person.image_id}_ann{person.ann_id}"
 
 
-def params_dict(fit: PersonFit) -> dict:
+def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
     """The paper's Θ (body parameters and each λ_r), the camera and the residual limbs.
 
     Every residual-limb number describes the written mesh: ``anchor_cam`` / ``target_cam`` are
     the fitted body's J_a / J_t, ``endpoint_cam`` is the cap's tip (a vertex of mesh.ply) and
     ``lambda`` its fraction along J_a -> J_t. RAFO's own answer is kept under ``rafo``.
+    ``root_model``: the root joint in the model frame (the global transform's centre);
+    ``pred_keypoints_px``: (25, 3) the fitted LDpose keypoints (``predicted_keypoints_coco``);
+    ``mesh_exports``: the frame and units of each export file ``output`` asks for.
     """
     residual = []
     for limb, lam_intact in zip(fit.limbs, fit.lambda_intact):
@@ -69,6 +85,8 @@ def params_dict(fit: PersonFit) -> dict:
         "intact_params": {k: v[0] for k, v in fit.intact_params.to_dict().items()},
         "camera": fit.camera.to_dict(),
         "frame": "camera: OpenCV (x right, y down, z forward), metres",
+        "root_model": np.asarray(fit.root_model, dtype=np.float64).tolist(),
+        "pred_keypoints_px": predicted_keypoints_coco(fit).tolist(),
         "residual_limbs": residual,
         "intact_fit": {
             "converged": fit.intact.converged,
@@ -79,7 +97,96 @@ def params_dict(fit: PersonFit) -> dict:
             "seconds": fit.intact.timings,
         },
         "refinement": _refinement_dict(fit),
+        "mesh_exports": mesh_exports(output),
     }
+
+
+def mesh_exports(output: OutputConfig) -> dict[str, dict[str, str]]:
+    """Export file -> {"mesh": the file it is a copy of, "frame", "units"} ({} when none)."""
+    if not output.exports:
+        return {}
+    posed, tpose = output.export_files
+    return {
+        posed: {"mesh": "mesh.ply", "frame": FRAME_DESCRIPTIONS[output.mesh_frame], "units": output.units},
+        tpose: {"mesh": "mesh_tpose.ply", "frame": FRAME_DESCRIPTIONS["y-up"], "units": output.units},
+    }
+
+
+def predicted_keypoints_coco(fit: PersonFit) -> np.ndarray:
+    """(25, 3) ``[x, y, v]`` px of the fit's LDpose keypoints (``PersonFit.pred_keypoints_px``): the
+    17 COCO keypoints of the fitted body and each residual limb's endpoint (the cap's tip) with
+    v = 1 (predicted); the endpoints of intact limbs (no prediction) are [0, 0, 0]."""
+    out = np.zeros((NUM_KEYPOINTS, 3))
+    predicted = list(range(NUM_COCO_KEYPOINTS)) + [s.limb.endpoint_index(s.status) for s in fit.limbs]
+    out[predicted, :2] = np.asarray(fit.pred_keypoints_px, dtype=np.float64)[predicted]
+    out[predicted, 2] = 1.0
+    return out
+
+
+def params_npz_arrays(fit: PersonFit) -> dict[str, np.ndarray]:
+    """``params.npz``'s arrays: the final body parameters (those of mesh.ply's body before the cut).
+
+    SMPL-X fits use smplx's names and shapes, so ``smplx.create(model_dir, model_type="smplx",
+    gender="neutral", num_betas=N, flat_hand_mean=True)(**{k: torch.tensor(npz[k]) for k in
+    ("betas", "global_orient", "body_pose", "transl")})`` gives mesh.ply's body before the cut in
+    the camera frame: ``betas`` (1, N), ``global_orient`` (1, 3), ``body_pose`` (1, 63), ``transl``
+    (1, 3) float32, plus the strings ``model_type`` ("smplx") and ``gender`` ("neutral"). Anny
+    fits (not smplx-loadable) hold ``anny_phenotypes`` (1, 6) with ``anny_phenotype_names``,
+    ``anny_pose`` (1, 19, 3) with ``anny_pose_bones``, ``anny_global_orient`` (1, 3),
+    ``anny_transl`` (1, 3) and ``model_type`` ("anny"): ``resihmr_dr.body.anny_model.AnnyBody``'s
+    parameters (``BodyParams``), see ``docs/outputs.md``.
+    """
+    p = {name: getattr(fit.params, name).detach().cpu().numpy().astype(np.float32)
+         for name in ("global_orient", "body_pose", "shape", "transl")}  # fmt: skip
+    if fit.body_name == "smplx":
+        return {"betas": p["shape"], "global_orient": p["global_orient"], "body_pose": p["body_pose"].reshape(1, -1),
+                "transl": p["transl"], "model_type": np.array("smplx"), "gender": np.array("neutral")}  # fmt: skip
+    if fit.body_name == "anny":
+        from resihmr_dr.body.anny_model import POSE_BONES, SHAPE_NAMES
+
+        return {"anny_phenotypes": p["shape"], "anny_phenotype_names": np.array(SHAPE_NAMES),
+                "anny_pose": p["body_pose"], "anny_pose_bones": np.array(POSE_BONES),
+                "anny_global_orient": p["global_orient"], "anny_transl": p["transl"],
+                "model_type": np.array("anny")}  # fmt: skip
+    raise ValueError(f"params.npz: no layout for the body model {fit.body_name!r} (smplx or anny)")
+
+
+def required_files(output: OutputConfig = OutputConfig()) -> tuple[str, ...]:
+    """Every file of a complete person folder written with ``output``: ``OUTPUT_FILES`` and the exports."""
+    return OUTPUT_FILES + output.export_files
+
+
+def folder_complete(folder: Path, output: OutputConfig = OutputConfig()) -> bool:
+    """Whether ``folder`` holds every file of ``required_files(output)``."""
+    return folder.is_dir() and all((folder / name).is_file() for name in required_files(output))
+
+
+def person_category_id(categories: Sequence[Mapping]) -> int:
+    """The COCO category id of people among an annotation file's ``categories``: the one named
+    "person", else the only one, else 1."""
+    ids = [c.get("id") for c in categories if isinstance(c, Mapping)]
+    named = [c.get("id") for c in categories if isinstance(c, Mapping) and c.get("name") == "person"]
+    chosen = named or (ids if len(ids) == 1 else [])
+    return int(chosen[0]) if chosen and isinstance(chosen[0], int) and not isinstance(chosen[0], bool) else 1
+
+
+def write_keypoint_results(
+    out_dir: str | Path, people: Iterable[PersonAnnotation], *, category_id: int = 1,
+    output: OutputConfig = OutputConfig(),
+) -> Path:
+    """Write ``out_dir/keypoints_results.json`` atomically: the COCO keypoint results (a list of
+    ``{"image_id", "category_id", "keypoints", "score", "ann_id"}``, see
+    ``results.coco_keypoint_result``) of every person of ``people`` whose folder is complete
+    (also those written by an earlier run), in ``people``'s order; ``[]`` when there is none."""
+    out_dir = Path(out_dir)
+    records = [
+        coco_keypoint_result(out_dir / person_folder_name(person), category_id=category_id)
+        for person in people
+        if folder_complete(out_dir / person_folder_name(person), output)
+    ]
+    path = out_dir / KEYPOINT_RESULTS_FILE
+    atomic_write_text(path, json.dumps(records))
+    return path
 
 
 def _reprojection_px(fit: PersonFit, limb) -> float | None:
@@ -115,12 +222,6 @@ def _refinement_dict(fit: PersonFit) -> dict | None:
     }
 
 
-def _mesh(verts: np.ndarray, faces: np.ndarray, residual_mask: np.ndarray) -> trimesh.Trimesh:
-    colours = np.tile(np.array([*SKIN_RGB, 1.0]) * 255, (len(verts), 1))
-    colours[residual_mask] = np.array([*RESIDUAL_RGB, 1.0]) * 255
-    return trimesh.Trimesh(vertices=verts, faces=faces, vertex_colors=colours.astype(np.uint8), process=False)
-
-
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -135,15 +236,34 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(_json_safe(data), indent=2))
 
 
-def write_person(fit: PersonFit, out_dir: str | Path, *, image_rgb: np.ndarray | None = None, mask: np.ndarray | None = None) -> Path:
-    """Write ``fit`` to ``out_dir/<person folder>`` atomically; returns the folder."""
+def write_mesh_exports(fit: PersonFit, folder: Path, output: OutputConfig) -> None:
+    """Write ``output``'s export files (none when it asks for mesh.ply's own format, frame and units)."""
+    if not output.exports:
+        return
+    posed, tpose = output.export_files
+    fit.to_trimesh(frame=output.mesh_frame, units=output.units).export(folder / posed)
+    fit.to_trimesh(tpose=True, units=output.units).export(folder / tpose)
+
+
+def write_person(
+    fit: PersonFit,
+    out_dir: str | Path,
+    *,
+    image_rgb: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    output: OutputConfig = OutputConfig(),
+) -> Path:
+    """Write ``fit`` to ``out_dir/<person folder>`` atomically (with ``output``'s mesh exports);
+    returns the folder."""
     from resihmr_dr.render.report import save_cross_sections, save_report
 
     final = Path(out_dir) / person_folder_name(fit)
     with atomic_directory(final) as tmp:
-        _write_json(tmp / "params.json", params_dict(fit))
-        _mesh(fit.verts_cam, fit.faces, fit.residual_mask).export(tmp / "mesh.ply")
-        _mesh(fit.verts_tpose, fit.faces_tpose, fit.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
+        _write_json(tmp / "params.json", params_dict(fit, output))
+        np.savez(tmp / "params.npz", **params_npz_arrays(fit))
+        colored_trimesh(fit.verts_cam, fit.faces, fit.residual_mask).export(tmp / "mesh.ply")
+        colored_trimesh(fit.verts_tpose, fit.faces_tpose, fit.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
+        write_mesh_exports(fit, tmp, output)
         np.save(tmp / "residual_mask.npy", fit.residual_mask)
         _write_json(tmp / "stump.json", {
             "posed": [s.to_dict() for s in fit.stump],

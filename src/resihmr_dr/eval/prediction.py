@@ -21,9 +21,8 @@ import torch
 
 from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.errors import DataError
-from resihmr_dr.data.jsonio import read_json_object
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_COCO_KEYPOINTS, NUM_KEYPOINTS, Limb, LimbStatus
+from resihmr_dr.results import FittedPerson, ResultsError, read_person
 from resihmr_dr.stump.cut import limb_joint_names
 
 __all__ = [
@@ -41,7 +40,7 @@ __all__ = [
 ]
 
 
-class PredictionError(DataError):
+class PredictionError(ResultsError):
     """A prediction folder or file is missing or malformed (the message names the file)."""
 
 
@@ -166,46 +165,22 @@ class FittedFolder:
         params = self.intact_params if intact else self.params
         return BodyParams(*(t.to(body.device, body.dtype) for t in params.as_tuple()))
 
+    @staticmethod
+    def from_person(person: FittedPerson) -> FittedFolder:
+        """The evaluator's view of a folder read by :func:`resihmr_dr.results.read_person`."""
+        return FittedFolder(
+            folder=person.folder, ann_id=person.ann_id, body_name=person.body_name, params=person.params,
+            intact_params=person.intact_params, camera=person.camera,
+            residual_limbs=tuple((r.limb, r.status, r.lambda_intact, r.endpoint_cam) for r in person.limbs),
+            verts_cam=person.verts_cam, faces=person.faces, residual_mask=person.residual_mask,
+            seconds=person.seconds, intact_seconds=person.intact_seconds, quality_ok=person.quality_ok,
+        )  # fmt: skip
+
 
 def read_fitted_folder(folder: str | Path) -> FittedFolder:
-    """Read a person folder written by ``resihmr-dr fit``; PredictionError names the bad file."""
-    import trimesh
-
-    folder = Path(folder)
-    params_path, metrics_path = folder / "params.json", folder / "metrics.json"
-    data, metrics = read_json_object(params_path), read_json_object(metrics_path)
-    try:
-        params = BodyParams.from_dict({k: [v] for k, v in data["params"].items()}, dtype=torch.float64)
-        intact_params = BodyParams.from_dict({k: [v] for k, v in data["intact_params"].items()}, dtype=torch.float64)
-        camera = PinholeCamera(**data["camera"])
-        limbs = tuple(
-            (LIMB_BY_NAME[r["limb"]], LimbStatus(r["type"]), float(r["lambda_intact"]),
-             np.asarray(r["endpoint_cam"], dtype=np.float64).reshape(3))
-            for r in data["residual_limbs"]
-        )  # fmt: skip
-        ann_id, body_name = int(data["ann_id"]), str(data["body_model"])
-        intact_seconds = float(data["intact_fit"]["seconds"]["total"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise PredictionError(f"missing or malformed field ({type(err).__name__}: {err})", path=params_path) from None
-    try:
-        seconds = float(metrics["seconds"])
-        quality_ok = bool(metrics.get("quality", {}).get("ok", True))
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise PredictionError(f"missing or malformed field ({type(err).__name__}: {err})", path=metrics_path) from None
-    try:
-        mesh = trimesh.load(folder / "mesh.ply", process=False, force="mesh")
-        residual_mask = np.load(folder / "residual_mask.npy")
-    except (OSError, ValueError) as err:
-        raise PredictionError(f"cannot read mesh.ply / residual_mask.npy ({err})", path=folder) from None
-    verts = np.asarray(mesh.vertices, dtype=np.float64)
-    if residual_mask.shape != (len(verts),) or residual_mask.dtype != bool:
-        raise PredictionError(f"expected ({len(verts)},) bool for mesh.ply's vertices, got {residual_mask.shape} "
-                              f"{residual_mask.dtype}", path=folder / "residual_mask.npy")  # fmt: skip
-    return FittedFolder(
-        folder=folder, ann_id=ann_id, body_name=body_name, params=params, intact_params=intact_params, camera=camera, residual_limbs=limbs,
-        verts_cam=verts, faces=np.asarray(mesh.faces, dtype=np.int64), residual_mask=residual_mask,
-        seconds=seconds, intact_seconds=intact_seconds, quality_ok=quality_ok,
-    )  # fmt: skip
+    """Read a person folder written by ``resihmr-dr fit`` (with :func:`resihmr_dr.results.read_person`);
+    a ``ResultsError`` (a ``DataError``) names the bad file and field."""
+    return FittedFolder.from_person(read_person(folder))
 
 
 def prediction_from_folder(

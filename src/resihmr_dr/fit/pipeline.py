@@ -142,6 +142,27 @@ class PersonFit:
     seconds: float
     stage_seconds: StageSeconds = StageSeconds()
 
+    def to_trimesh(self, *, tpose: bool = False, frame: str | None = None, units: str = "m"):
+        """The posed mesh (camera frame) or, ``tpose``, the T-pose mesh (model frame) as a coloured
+        ``trimesh.Trimesh`` (residual limbs red); ``frame`` ("camera", "y-up") and ``units`` ("m",
+        "mm") convert it (``resihmr_dr.results.export_vertices``)."""
+        from resihmr_dr.results import colored_trimesh, export_vertices
+
+        verts = export_vertices(
+            self.verts_tpose if tpose else self.verts_cam, tpose=tpose, frame=frame, units=units,
+            global_orient=self.params.global_orient[0].detach().cpu().double().numpy(),
+            transl=self.params.transl[0].detach().cpu().double().numpy(), root_model=self.root_model,
+        )  # fmt: skip
+        return colored_trimesh(verts, self.faces, self.residual_mask)
+
+    def to_pytorch3d(self, *, tpose: bool = False, device: str | torch.device = "cpu"):
+        """The posed (camera frame) or T-pose (model frame) mesh as a ``pytorch3d.structures.Meshes``
+        (metres, vertex colours); ImportError saying how to install PyTorch3D without it."""
+        from resihmr_dr.results import pytorch3d_meshes
+
+        return pytorch3d_meshes(self.verts_tpose if tpose else self.verts_cam, self.faces, self.residual_mask,
+                                device=device)  # fmt: skip
+
     def __repr__(self) -> str:
         limbs = ", ".join(f"{s.limb.name} {s.status.value} λ={s.lam:.2f}" for s in self.limbs) or "no residual limb"
         iou = self.metrics.get("mask_iou")

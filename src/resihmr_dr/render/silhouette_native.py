@@ -379,7 +379,8 @@ class _NumbaLogSum(torch.autograd.Function):
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            log_sum = kernels.log_sum_forward(tri, height, width, 1.0 / sigma_px, blur_px, threads)
+            log_sum = kernels.log_sum_forward(tri, height, width, 1.0 / sigma_px, blur_px, threads,
+                                              kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE)  # fmt: skip
         finally:
             numba.set_num_threads(before)
         ctx.save_for_backward(faces)
@@ -401,7 +402,8 @@ class _NumbaLogSum(torch.autograd.Function):
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            grad_tri = kernels.log_sum_backward(ctx.tri, grad_s, height, width, 1.0 / sigma_px, blur_px)
+            grad_tri = kernels.log_sum_backward(ctx.tri, grad_s, height, width, 1.0 / sigma_px, blur_px,
+                                                kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE)  # fmt: skip
         finally:
             numba.set_num_threads(before)
         grad_tri = torch.from_numpy(grad_tri).to(grad_log_sum.dtype)

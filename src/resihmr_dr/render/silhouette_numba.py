@@ -46,6 +46,22 @@ def _face_setup(tri, f, height, width, radius):
     return int(px0), int(py0), int(px1), int(py1), 1.0 if area2 > 0.0 else -1.0
 
 
+@numba.njit(cache=True, inline="always")
+def _face_edges(tri, f):
+    """Face f's vertices (a0, a1, a2), edge vectors e_k = a_(k+1) - a_k and their inverse squared
+    lengths, flat: (ax0, ay0, ax1, ay1, ax2, ay2, ex0, ey0, ex1, ey1, ex2, ey2, il0, il1, il2)."""
+    ax0, ay0 = float(tri[f, 0, 0]), float(tri[f, 0, 1])
+    ax1, ay1 = float(tri[f, 1, 0]), float(tri[f, 1, 1])
+    ax2, ay2 = float(tri[f, 2, 0]), float(tri[f, 2, 1])
+    ex0, ey0 = ax1 - ax0, ay1 - ay0
+    ex1, ey1 = ax2 - ax1, ay2 - ay1
+    ex2, ey2 = ax0 - ax2, ay0 - ay2
+    il0 = 1.0 / max(ex0 * ex0 + ey0 * ey0, 1e-30)
+    il1 = 1.0 / max(ex1 * ex1 + ey1 * ey1, 1e-30)
+    il2 = 1.0 / max(ex2 * ex2 + ey2 * ey2, 1e-30)
+    return ax0, ay0, ax1, ay1, ax2, ay2, ex0, ey0, ex1, ey1, ex2, ey2, il0, il1, il2
+
+
 # softplus(-a) = log1p(exp(-a)) for a >= 0 from a cubic Hermite table (values and slopes at the
 # nodes a = k / SOFTPLUS_STEPS): one table lookup instead of an exp and a log1p per face-pixel
 # pair. Interpolation error below 4e-10 (h^4 max|f^(4)| / 384); beyond SOFTPLUS_MAX (where the
@@ -106,15 +122,7 @@ def log_sum_forward(tri, height, width, inv_sigma, blur, blocks, table_value, ta
             px0, py0, px1, py1, sgn = _face_setup(tri, f, height, width, radius)
             if px0 > px1:
                 continue
-            ax0, ay0 = float(tri[f, 0, 0]), float(tri[f, 0, 1])
-            ax1, ay1 = float(tri[f, 1, 0]), float(tri[f, 1, 1])
-            ax2, ay2 = float(tri[f, 2, 0]), float(tri[f, 2, 1])
-            ex0, ey0 = ax1 - ax0, ay1 - ay0
-            ex1, ey1 = ax2 - ax1, ay2 - ay1
-            ex2, ey2 = ax0 - ax2, ay0 - ay2
-            il0 = 1.0 / max(ex0 * ex0 + ey0 * ey0, 1e-30)
-            il1 = 1.0 / max(ex1 * ex1 + ey1 * ey1, 1e-30)
-            il2 = 1.0 / max(ex2 * ex2 + ey2 * ey2, 1e-30)
+            ax0, ay0, ax1, ay1, ax2, ay2, ex0, ey0, ex1, ey1, ex2, ey2, il0, il1, il2 = _face_edges(tri, f)
             for py in range(py0, py1 + 1):
                 for px in range(px0, px1 + 1):
                     # Edge 0: (a0, a1).
@@ -159,15 +167,7 @@ def log_sum_backward(tri, grad_sum, height, width, inv_sigma, blur, table_value,
         px0, py0, px1, py1, sgn = _face_setup(tri, f, height, width, radius)
         if px0 > px1:
             continue
-        ax0, ay0 = float(tri[f, 0, 0]), float(tri[f, 0, 1])
-        ax1, ay1 = float(tri[f, 1, 0]), float(tri[f, 1, 1])
-        ax2, ay2 = float(tri[f, 2, 0]), float(tri[f, 2, 1])
-        ex0, ey0 = ax1 - ax0, ay1 - ay0
-        ex1, ey1 = ax2 - ax1, ay2 - ay1
-        ex2, ey2 = ax0 - ax2, ay0 - ay2
-        il0 = 1.0 / max(ex0 * ex0 + ey0 * ey0, 1e-30)
-        il1 = 1.0 / max(ex1 * ex1 + ey1 * ey1, 1e-30)
-        il2 = 1.0 / max(ex2 * ex2 + ey2 * ey2, 1e-30)
+        ax0, ay0, ax1, ay1, ax2, ay2, ex0, ey0, ex1, ey1, ex2, ey2, il0, il1, il2 = _face_edges(tri, f)
         g0x = g0y = g1x = g1y = g2x = g2y = 0.0
         for py in range(py0, py1 + 1):
             for px in range(px0, px1 + 1):

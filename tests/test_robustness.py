@@ -33,7 +33,7 @@ from resihmr_dr.eval.metrics import mask_iou
 from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig
 from resihmr_dr.fit.quality import QualityConfig, check_quality, keypoint_threshold_px, mesh_problems
-from resihmr_dr.outputs import OUTPUT_FILES
+from resihmr_dr.outputs import KEYPOINT_RESULTS_FILE, OUTPUT_FILES
 from resihmr_dr.render.zbuffer import rasterize
 from synthetic_people import CAMERA, anny_pose
 
@@ -69,9 +69,9 @@ def assert_no_incomplete_folder(out: Path) -> list[str]:
     for entry in sorted(out.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_file():
-            assert entry.name == FAILURES_FILE
-            json.loads(entry.read_text())
+        if entry.is_file():  # the run's own files: failures and the COCO keypoint results
+            assert entry.name in (FAILURES_FILE, KEYPOINT_RESULTS_FILE), entry
+            assert isinstance(json.loads(entry.read_text()), list)
             continue
         assert sorted(p.name for p in entry.iterdir()) == sorted(OUTPUT_FILES), entry
         for name in ("params.json", "metrics.json", "stump.json"):

@@ -35,7 +35,7 @@ import resihmr_dr.cli
 parser = resihmr_dr.cli.build_parser()
 parser.format_help()
 sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-assert sorted(sub.choices) == ["demo", "eval", "fit", "sweep", "synth", "validate"], sorted(sub.choices)
+assert sorted(sub.choices) == ["demo", "eval", "fit", "print-config", "sweep", "synth", "validate"], sorted(sub.choices)
 for command in sub.choices.values():
     command.format_help()
 """

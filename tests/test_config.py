@@ -84,3 +84,38 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     path.write_text("body:\n  modle: anny\n")
     assert main(["demo", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "modle" in capsys.readouterr().err
+
+
+def test_set_overrides_and_print_config(tmp_path, capsys):
+    """--set KEY=VALUE (repeatable, after --config, values read as YAML); print-config prints the
+    resolved configuration, which --config reads back to the same values."""
+    base = tmp_path / "base.yaml"
+    base.write_text("fit:\n  refine:\n    iterations: 40\n")
+    argv = ["print-config", "--config", str(base), "--set", "fit.refine.iterations=80",
+            "--set", "fit.refine.silhouette.kernel=torch", "--set", "fit.intact.camera_yaw_starts_deg=[0, 90]"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(printed)
+    cfg = load_config(resolved)
+    default = ResihmrConfig()
+    assert cfg.fit.refine.iterations == 80 and cfg.fit.refine.silhouette.kernel == "torch"
+    assert cfg.fit.refine.silhouette.sigma == default.fit.refine.silhouette.sigma
+    assert cfg.fit.intact.camera_yaw_starts_deg == (0.0, 90.0)
+    assert dataclasses.replace(cfg, fit=default.fit) == dataclasses.replace(default, fit=default.fit)
+
+
+@pytest.mark.parametrize(
+    "item,needle",
+    [
+        ("fit.refine.iteratons=80", "unknown config key 'fit.refine.iteratons'"),
+        ("fit.refine.iterations=eighty", "fit.refine.iterations: expected int"),
+        ("fit.refine", "expected KEY=VALUE"),
+        ("fit.refine=3", "is a section, not a value"),
+        ("fit.refine.iterations=[1,", "not valid YAML"),
+    ],
+)
+def test_bad_set_override_is_exit_2_naming_it(item, needle, capsys):
+    assert main(["print-config", "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --set {item!r}") and needle in err

@@ -25,9 +25,23 @@ COCO keypoints plus 8 residual-limb endpoints) and a person mask.
 """
 
 
-def _add_body_args(parser: argparse.ArgumentParser) -> None:
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML configuration (see configs/default.yaml); flags below override it")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set fit.refine.iterations=80 (repeatable; "
+                             "applied after --config, in order; the value is read as YAML)")  # fmt: skip
+
+
+def _config_from_args(args: argparse.Namespace):
+    """The configuration of --config with every --set applied (ConfigError names the bad one)."""
+    from resihmr_dr.config import apply_overrides, load_config
+
+    return apply_overrides(load_config(args.config), args.overrides)
+
+
+def _add_body_args(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser)
     parser.add_argument("--body", choices=("anny", "smplx"), default=None,
                         help="body model: 'anny' (default, ships with the package, offline) or 'smplx' "
                              "(your own SMPL-X files, see --smplx-dir); config key body.model")  # fmt: skip
@@ -40,9 +54,8 @@ def _add_body_args(parser: argparse.ArgumentParser) -> None:
 def _body_from_args(args: argparse.Namespace):
     """Build the body model from --config with the command-line flags taking precedence."""
     from resihmr_dr.body.factory import build_body_model
-    from resihmr_dr.config import load_config
 
-    cfg = load_config(args.config).body
+    cfg = _config_from_args(args).body
     return build_body_model(
         args.body or cfg.model,
         smplx_dir=args.smplx_dir or cfg.smplx_dir,
@@ -161,7 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--annotations", type=Path, required=True, help="LDpose COCO-style JSON file")
     validate.add_argument("--images", type=Path, default=None, help="image folder (default: the JSON's folder)")
     validate.set_defaults(func=_cmd_validate)
+
+    print_config = sub.add_parser(
+        "print-config",
+        help="print the resolved configuration (defaults, --config, --set) as YAML",
+        description="Print every configuration key with its value after --config and the --set overrides, "
+        "as YAML that --config reads back. Exit code 2 for an unknown key or a wrong type.",
+    )
+    _add_config_args(print_config)
+    print_config.set_defaults(func=_cmd_print_config)
     return parser
+
+
+def _cmd_print_config(args: argparse.Namespace) -> int:
+    from resihmr_dr.config import config_yaml
+
+    print(config_yaml(_config_from_args(args)), end="")
+    return 0
 
 
 def _status_line(person) -> str:
@@ -216,11 +245,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     from resihmr_dr.atomic import exclusive_lock, remove_stale_partials
     from resihmr_dr.batch import FAILURES_FILE
-    from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.lightning import LDposeDataModule, env_global_rank
 
-    config = load_config(args.config)
+    config = _config_from_args(args)
     fit_config = config.fit if args.seed is None else dataclasses.replace(config.fit, seed=args.seed)
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
     body = _body_from_args(args)
@@ -292,11 +320,10 @@ def _predict(args: argparse.Namespace, *, data, fit_config):
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from resihmr_dr.batch import fit_dataset
-    from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.data.sample import sample_annotations_path
 
-    config = load_config(args.config)
+    config = _config_from_args(args)
     dataset = load_annotations(sample_annotations_path())
     print(f"sample: {dataset.path}")
     for person in dataset:

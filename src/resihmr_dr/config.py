@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -174,6 +175,44 @@ def _convert(hint: Any, value: Any, *, source: str, key_path: str) -> Any:
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{source}: {key_path}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def apply_override(base: ResihmrConfig, *, key: str, value: Any, source: str = "<override>") -> ResihmrConfig:
+    """``base`` with dotted ``key`` set to ``value``, re-validated (unknown key: ConfigError)."""
+    data = to_dict(base)
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{source}: unknown config key {key!r} (no {'.'.join(parts[: i + 1])!r})")
+        if i == len(parts) - 1:
+            if isinstance(node[part], dict):
+                raise ConfigError(f"{source}: config key {key!r} is a section, not a value")
+            node[part] = value
+        else:
+            node = node[part]
+    return from_dict(ResihmrConfig, data, source=source)
+
+
+def apply_overrides(base: ResihmrConfig, overrides: Sequence[str], *, source: str = "--set") -> ResihmrConfig:
+    """``base`` with each ``"dotted.key=value"`` applied in order; the value is read as YAML
+    (``80``, ``1e-5``, ``true``, ``[0, 45]``, ``null``, or a string)."""
+    config = base
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source} {item!r}: expected KEY=VALUE, e.g. fit.refine.iterations=80")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source} {item!r}: the value is not valid YAML ({err})") from None
+        config = apply_override(config, key=key.strip(), value=value, source=f"{source} {item!r}")
+    return config
+
+
+def config_yaml(config: ResihmrConfig) -> str:
+    """The resolved configuration as YAML (every key; loadable with :func:`load_config`)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
 
 
 def load_config(path: str | Path | None = None) -> ResihmrConfig:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from resihmr_dr.config import ConfigError, ResihmrConfig, from_dict, to_dict
+from resihmr_dr.config import ConfigError, ResihmrConfig, apply_override
 from resihmr_dr.eval.groundtruth import GroundTruth, load_ground_truth
 from resihmr_dr.eval.scores import LIMB_METRICS, PERSON_METRICS
 
@@ -103,23 +103,6 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"{path}: 'values' must be a list of finite numbers, got {values!r}")
     values = tuple(v if isinstance(v, int) else float(v) for v in values)  # integer keys need integers
     return SweepSpec(name=str(data.get("name", path.stem)), keys=tuple(keys), values=values)
-
-
-def apply_override(base: ResihmrConfig, *, key: str, value: Any, source: str = "<sweep>") -> ResihmrConfig:
-    """``base`` with dotted ``key`` set to ``value``, re-validated (unknown key: ConfigError)."""
-    data = to_dict(base)
-    node = data
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"{source}: unknown config key {key!r} (no {'.'.join(parts[: i + 1])!r})")
-        if i == len(parts) - 1:
-            if isinstance(node[part], dict):
-                raise ConfigError(f"{source}: config key {key!r} is a section, not a value")
-            node[part] = value
-        else:
-            node = node[part]
-    return from_dict(ResihmrConfig, data, source=source)
 
 
 def expand_sweep(spec: SweepSpec, base: ResihmrConfig) -> list[tuple[float, ResihmrConfig]]:

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import resihmr_dr
 from resihmr_dr.atomic import FolderBusyError, atomic_directory, atomic_write_text, exclusive_lock, remove_stale_partials
 from resihmr_dr.batch import FAILURES_FILE, finished_metrics, fit_dataset
 from resihmr_dr.camera import PinholeCamera
@@ -545,3 +546,23 @@ def test_an_unexpected_error_in_one_person_is_recorded_not_raised(anny_body, tmp
     assert [f["stage"] for f in summary.failures] == ["fit", "fit"]
     assert all("TypeError: a bug in a stage" in f["reason"] and "Traceback" in f["traceback"] for f in summary.failures)
     assert assert_no_incomplete_folder(tmp_path / "out") == []
+
+
+def test_resume_refits_people_fitted_with_other_settings(anny_body, tmp_path):
+    """Each folder records what produced it (package version, body model, seed, the resolved fit
+    settings and their hash); a rerun skips the folders fitted with the same settings and fits
+    again those fitted with other ones (here another seed)."""
+    dataset = load_annotations(sample_annotations_path())
+    out = tmp_path / "out"
+    first = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
+    assert first.written == ["image1_ann1"]
+    recorded = json.loads((out / "image1_ann1" / "params.json").read_text())["provenance"]
+    assert recorded["body_model"] == "anny" and recorded["seed"] == FAST.seed
+    assert recorded["package_version"] == resihmr_dr.__version__ and len(recorded["fit_config_sha256"]) == 64
+    assert recorded["fit_config"]["intact"]["stages"][0]["max_iters"] == FAST_STAGES[0].max_iters
+    same = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
+    assert same.skipped == ["image1_ann1"] and same.written == []
+    other = dataclasses.replace(FAST, seed=FAST.seed + 1)
+    refit = fit_dataset(dataset, body=anny_body, out_dir=out, config=other, progress=False)
+    assert refit.skipped == [] and refit.written == ["image1_ann1"]
+    assert json.loads((out / "image1_ann1" / "params.json").read_text())["provenance"]["seed"] == other.seed

@@ -39,6 +39,7 @@ from resihmr_dr.outputs import (
     folder_complete,
     person_category_id,
     person_folder_name,
+    same_provenance,
     write_keypoint_results,
     write_person,
 )
@@ -108,7 +109,7 @@ def _fit_all(
         name = person_folder_name(person)
         bar.set_postfix_str(name)
         if not overwrite:
-            done, failure = finished_status(out_dir, person, output=output)
+            done, failure = finished_status(out_dir, person, output=output, fit_config=config, body_name=body.name)
             if done:
                 summary.skipped.append(name)
                 summary.failures.extend([failure] if failure is not None else [])
@@ -161,12 +162,22 @@ def load_error_failures(dataset: LDposeDataset) -> list[dict]:
 
 
 def finished_status(
-    out_dir: Path, person: PersonAnnotation, *, output: OutputConfig = OutputConfig()
+    out_dir: Path,
+    person: PersonAnnotation,
+    *,
+    output: OutputConfig = OutputConfig(),
+    fit_config: PipelineConfig | None = None,
+    body_name: str | None = None,
 ) -> tuple[bool, dict | None]:
     """(already done?, its quality failure record if it was written flagged as not converged);
-    done needs ``output``'s mesh exports too."""
-    metrics = finished_metrics(out_dir / person_folder_name(person), output=output)
+    done needs ``output``'s mesh exports too and, when ``fit_config`` is given, a folder fitted
+    with these settings and this body model (its params.json ``provenance``): a folder from other
+    settings, or one written before provenance was recorded, is fitted again."""
+    folder = out_dir / person_folder_name(person)
+    metrics = finished_metrics(folder, output=output)
     if metrics is None:
+        return False, None
+    if fit_config is not None and not same_provenance(folder, fit_config, body_name=body_name or ""):
         return False, None
     quality = metrics.get("quality")
     if isinstance(quality, dict) and quality.get("ok") is False:

@@ -261,7 +261,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if rank_zero:
             remove_stale_partials(out)
         data = LDposeDataModule(dataset, body=body, out_dir=out, overwrite=args.overwrite,
-                                output=_output_from_args(args, config.output))  # fmt: skip
+                                output=_output_from_args(args, config.output), fit_config=fit_config)  # fmt: skip
         summary = _predict(args, data=data, fit_config=fit_config)
     if summary is None:  # not global rank 0: rank 0 reports
         return 0

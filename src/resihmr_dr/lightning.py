@@ -82,14 +82,22 @@ class FitPlan:
 
 
 def plan_fit(
-    dataset: LDposeDataset, *, out_dir: Path, overwrite: bool, output: OutputConfig = OutputConfig()
+    dataset: LDposeDataset,
+    *,
+    out_dir: Path,
+    overwrite: bool,
+    output: OutputConfig = OutputConfig(),
+    fit_config: PipelineConfig | None = None,
+    body_name: str | None = None,
 ) -> FitPlan:
-    """The same decisions ``batch.fit_dataset`` makes before fitting each person."""
+    """The same decisions ``batch.fit_dataset`` makes before fitting each person (with
+    ``fit_config``, folders fitted with other settings are fitted again)."""
     plan = FitPlan(failures=[(-1, f) for f in load_error_failures(dataset)], people=tuple(dataset.people),
                    category_id=person_category_id(dataset.categories), output=output)  # fmt: skip
     for position, person in enumerate(dataset.people):
         if not overwrite:
-            done, failure = finished_status(out_dir, person, output=output)
+            done, failure = finished_status(out_dir, person, output=output, fit_config=fit_config,
+                                            body_name=body_name)  # fmt: skip
             if done:
                 plan.skipped.append(person_folder_name(person))
                 if failure is not None:
@@ -173,6 +181,7 @@ class LDposeDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         output: OutputConfig = OutputConfig(),
+        fit_config: PipelineConfig | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -186,6 +195,7 @@ class LDposeDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.output = output
+        self.fit_config = fit_config  # given: folders fitted with other settings are refitted
         self._plan: FitPlan | None = None
 
     @classmethod
@@ -199,7 +209,8 @@ class LDposeDataModule(pl.LightningDataModule):
     def plan(self) -> FitPlan:
         """Who is fitted and who is skipped (``plan_fit``), computed once."""
         if self._plan is None:
-            self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite, output=self.output)
+            self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite, output=self.output,
+                                  fit_config=self.fit_config, body_name=self.body.name)  # fmt: skip
         return self._plan
 
     def setup(self, stage: str) -> None:

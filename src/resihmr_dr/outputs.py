@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from resihmr_dr.atomic import atomic_directory, atomic_write_text
-from resihmr_dr.config import OutputConfig
+from resihmr_dr.config import OutputConfig, to_dict
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
-from resihmr_dr.fit.pipeline import PersonFit
+from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
 from resihmr_dr.results import coco_keypoint_result, colored_trimesh
 
 OUTPUT_FILES = (
@@ -98,7 +98,37 @@ def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
         },
         "refinement": _refinement_dict(fit),
         "mesh_exports": mesh_exports(output),
+        "provenance": provenance(fit.config, body_name=fit.body_name) if fit.config is not None else None,
     }
+
+
+def config_sha256(config: PipelineConfig) -> str:
+    """SHA-256 of the fit settings (their canonical JSON), the key that says two fits used the same."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(_json_safe(to_dict(config)), sort_keys=True).encode()).hexdigest()
+
+
+def provenance(config: PipelineConfig, *, body_name: str) -> dict:
+    """What produced a folder: package version, body model, seed and the resolved fit settings."""
+    from resihmr_dr import __version__
+
+    return {"package_version": __version__, "body_model": body_name, "seed": config.seed,
+            "fit_config_sha256": config_sha256(config), "fit_config": to_dict(config)}  # fmt: skip
+
+
+def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str) -> bool:
+    """Whether ``folder``'s params.json records this body model and these fit settings (folders
+    written before provenance was recorded, or unreadable ones, do not)."""
+    try:
+        recorded = json.loads((folder / "params.json").read_text()).get("provenance")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (
+        isinstance(recorded, dict)
+        and recorded.get("body_model") == body_name
+        and recorded.get("fit_config_sha256") == config_sha256(config)
+    )
 
 
 def mesh_exports(output: OutputConfig) -> dict[str, dict[str, str]]:

@@ -141,6 +141,7 @@ class PersonFit:
     refinement: RefineResult | None  # the silhouette refinement, None where it did not run
     seconds: float
     stage_seconds: StageSeconds = StageSeconds()
+    config: PipelineConfig | None = None  # the settings it was fitted with (provenance of its folder)
 
     def to_trimesh(self, *, tpose: bool = False, frame: str | None = None, units: str = "m"):
         """The posed mesh (camera frame) or, ``tpose``, the T-pose mesh (model frame) as a coloured
@@ -387,6 +388,7 @@ def _fit_person(
         refinement=refined,
         seconds=time.perf_counter() - start,
         stage_seconds=clock.record(),
+        config=config,
     )
 
 

@@ -79,3 +79,26 @@ def make_person(
     kp.setflags(write=False)
     person = PersonAnnotation(ann_id=ann_id, image_id=1, keypoints_px=kp, limb_status=derive_limb_status(kp))
     return person, truth
+
+
+def stumped_person(
+    body: BodyModel, params: BodyParams, *, limb: str, status: LimbStatus, lam: float, shape: str, seed: int
+):
+    """A person with a true stump: ``params``' mesh cut at ``lam`` and capped with the stump
+    ``shape`` by the benchmark's generator, its mask seen by CAMERA, and the annotation whose
+    endpoint keypoint is the true tip. Returns (person, mask (H, W) bool, the stumped mesh)."""
+    from resihmr_dr.eval.stump_shapes import sample_stump_shape
+    from resihmr_dr.eval.synth import ResidualSpec, make_stumped_mesh
+    from resihmr_dr.render.zbuffer import rasterize
+
+    with torch.no_grad():
+        out = body(params)
+    spec = ResidualSpec(f"{LIMB_BY_NAME[limb].side.value}_{status.value}", lam,
+                        sample_stump_shape(shape, np.random.default_rng(seed)))  # fmt: skip
+    gt = make_stumped_mesh(
+        verts_cam=out.verts[0].double().numpy(), faces=body.faces.numpy(), vertex_segment=body.vertex_segment.numpy(),
+        joints_cam=out.joints[0].double().numpy(), residuals=[spec],
+    )  # fmt: skip
+    mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
+    person, _ = make_person(body, params, {limb: (status, gt.limbs[0]["lambda"])})
+    return person, mask, gt

@@ -33,7 +33,7 @@ from resihmr_dr.outputs import (
     write_person,
 )
 from resihmr_dr.results import ResultsError, export_vertices
-from synthetic_people import CAMERA, FAST_PIPELINE, make_person
+from synthetic_people import CAMERA, FAST_PIPELINE, stumped_person
 
 EXPORT = OutputConfig(mesh_format="obj", mesh_frame="y-up", units="mm")
 FAST_YAML = """fit:
@@ -61,9 +61,6 @@ def smplx_case(tmp_path_factory):
     """The tiny SMPL-X body, a right transtibial person fitted (with the refinement) and written
     with an OBJ export in the model frame (Y up) and millimetres."""
     from resihmr_dr.body.smplx_model import SmplxBody
-    from resihmr_dr.eval.stump_shapes import sample_stump_shape
-    from resihmr_dr.eval.synth import ResidualSpec, make_stumped_mesh
-    from resihmr_dr.render.zbuffer import rasterize
     from smplx_tiny import write_tiny_smplx
 
     root = tmp_path_factory.mktemp("outputs_formats")
@@ -74,14 +71,8 @@ def smplx_case(tmp_path_factory):
     pose[0, body.pose_joint_names.index("left_shoulder"), 2] = -0.9  # arms down from the T-pose
     pose[0, body.pose_joint_names.index("right_shoulder"), 2] = 0.9
     params = params.replace(body_pose=pose, transl=torch.tensor([[0.0, 0.1, 3.2]]))
-    with torch.no_grad():
-        out = body(params)
-    spec = ResidualSpec("right_transtibial", 0.5, sample_stump_shape("tapered", np.random.default_rng(0)))
-    gt = make_stumped_mesh(verts_cam=out.verts[0].double().numpy(), faces=body.faces.numpy(),
-                           vertex_segment=body.vertex_segment.numpy(), joints_cam=out.joints[0].double().numpy(),
-                           residuals=[spec])  # fmt: skip
-    mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
-    person, _ = make_person(body, params, {"right_leg": (LimbStatus.TRANSTIBIAL, gt.limbs[0]["lambda"])})
+    person, mask, _ = stumped_person(body, params, limb="right_leg", status=LimbStatus.TRANSTIBIAL, lam=0.5,
+                                     shape="tapered", seed=0)  # fmt: skip
     fit = fit_person(body=body, person=person, camera=CAMERA, mask=mask, config=FAST_PIPELINE)
     assert fit.refinement is not None and fit.limbs
     folder = write_person(fit, root / "out", output=EXPORT)

@@ -20,7 +20,7 @@ from resihmr_dr.data.sample import sample_annotations_path
 from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.fit.refine import RefineConfig
-from synthetic_people import CAMERA, anny_pose, make_person
+from synthetic_people import CAMERA, anny_pose, make_person, stumped_person
 
 # Two short stages instead of five: enough on noise-free keypoints, and 5x faster; a few
 # refinement steps exercise that stage where a mask is given (tests/test_refine.py checks it).
@@ -195,19 +195,10 @@ def test_imported_initial_fit_skips_the_intact_stages(anny_body, params):
 def test_params_describe_the_written_mesh(anny_body, params, tmp_path, refined):
     """params.json's anchor, target, endpoint and λ, and stump.json's length, are the written
     mesh's: its body's joints, its cap's tip vertex and the tip's fraction along J_a -> J_t."""
-    from resihmr_dr.eval.stump_shapes import sample_stump_shape
-    from resihmr_dr.eval.synth import ResidualSpec, make_stumped_mesh
     from resihmr_dr.outputs import write_person
-    from resihmr_dr.render.zbuffer import rasterize
 
-    with torch.no_grad():
-        out = anny_body(params)
-    spec = ResidualSpec("right_transfemoral", 0.55, sample_stump_shape("tapered", np.random.default_rng(1)))
-    gt = make_stumped_mesh(verts_cam=out.verts[0].double().numpy(), faces=anny_body.faces.numpy(),
-                           vertex_segment=anny_body.vertex_segment.numpy(), joints_cam=out.joints[0].double().numpy(),
-                           residuals=[spec])  # fmt: skip
-    mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
-    person, _ = make_person(anny_body, params, {"right_leg": (S.TRANSFEMORAL, gt.limbs[0]["lambda"])})
+    person, mask, _ = stumped_person(anny_body, params, limb="right_leg", status=S.TRANSFEMORAL, lam=0.55,
+                                     shape="tapered", seed=1)  # fmt: skip
     config = FAST if refined else PipelineConfig(intact=FAST.intact, refine=RefineConfig(iterations=0))
     fit = fit_person(body=anny_body, person=person, camera=CAMERA, mask=mask if refined else None, config=config)
     assert (fit.refinement is not None) == refined

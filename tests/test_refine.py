@@ -14,13 +14,11 @@ import trimesh
 
 from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyParams
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
-from resihmr_dr.eval.stump_shapes import sample_stump_shape
-from resihmr_dr.eval.synth import ResidualSpec, make_stumped_mesh
 from resihmr_dr.fit.refine import RefineConfig, RefineWeights, ResidualTarget, refine
 from resihmr_dr.fit.refine_terms import stump_rois
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CutSpec, cut_and_cap_to_tips
-from synthetic_people import CAMERA, anny_pose, make_person
+from synthetic_people import CAMERA, anny_pose, stumped_person
 
 LIMB = LIMB_BY_NAME["left_leg"]
 STATUS = LimbStatus.TRANSTIBIAL
@@ -30,16 +28,8 @@ STATURE = 1.7
 
 def _scene(body, shape_name: str, *, lam_error: float = -0.06):
     truth = anny_pose(body)
-    with torch.no_grad():
-        out = body(truth)
-    spec = ResidualSpec("left_transtibial", 0.6, sample_stump_shape(shape_name, np.random.default_rng(3)))
-    gt = make_stumped_mesh(
-        verts_cam=out.verts[0].double().numpy(), faces=body.faces.numpy(), vertex_segment=body.vertex_segment.numpy(),
-        joints_cam=out.joints[0].double().numpy(), residuals=[spec],
-    )  # fmt: skip
-    mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
+    person, mask, gt = stumped_person(body, truth, limb="left_leg", status=STATUS, lam=0.6, shape=shape_name, seed=3)
     lam_tip = gt.limbs[0]["lambda"]
-    person, _ = make_person(body, truth, {"left_leg": (STATUS, lam_tip)})
     # The start: a slightly wrong build and an endpoint short of the true one (the paper's
     # reconstruction: the convex cap ending there).
     start = truth.replace(shape=truth.shape + torch.tensor([[0.0, 0.0, -0.06, -0.08, 0.0, 0.0]]))

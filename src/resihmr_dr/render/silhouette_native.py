@@ -33,6 +33,7 @@ written with plain autograd, kept as the reference the tests compare the fast pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
@@ -121,8 +122,9 @@ def render_silhouette_native(
     return torch.stack(images)
 
 
+@functools.cache
 def numba_available() -> bool:
-    """Whether the compiled CPU kernels import (Numba installed and working)."""
+    """Whether the compiled CPU kernels import (Numba installed and working); asked once."""
     try:
         import resihmr_dr.render.silhouette_numba  # noqa: F401
     except ImportError:

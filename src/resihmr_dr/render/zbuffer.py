@@ -8,6 +8,7 @@ Numba (``use_numba=False``). Not differentiable: use ``render.silhouette`` for l
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +59,9 @@ def rasterize(
     tri = xy[faces[face_ids]]  # (F', 3, 2)
     z = verts[faces[face_ids], 2]  # (F', 3)
 
-    if use_numba and verts.device.type == "cpu" and _numba_zbuffer() is not None:
-        face, depth, bary = _numba_zbuffer()(tri.numpy(), z.numpy(), height, width)
+    kernel = _numba_zbuffer() if use_numba and verts.device.type == "cpu" else None
+    if kernel is not None:
+        face, depth, bary = kernel(tri.numpy(), z.numpy(), height, width)
         face = torch.from_numpy(face)
         face_index = torch.where(face >= 0, face_ids[face.clamp_min(0)], face)
         return Fragments(
@@ -102,8 +104,9 @@ def rasterize(
     )
 
 
+@functools.cache
 def _numba_zbuffer():
-    """The compiled kernel (:mod:`resihmr_dr.render.zbuffer_numba`), or None without Numba."""
+    """The compiled kernel (:mod:`resihmr_dr.render.zbuffer_numba`), or None without Numba (asked once)."""
     try:
         from resihmr_dr.render.zbuffer_numba import zbuffer
     except ImportError:

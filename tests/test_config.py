@@ -92,7 +92,8 @@ def test_set_overrides_and_print_config(tmp_path, capsys):
     base = tmp_path / "base.yaml"
     base.write_text("fit:\n  refine:\n    iterations: 40\n")
     argv = ["print-config", "--config", str(base), "--set", "fit.refine.iterations=80",
-            "--set", "fit.refine.silhouette.kernel=torch", "--set", "fit.intact.camera_yaw_starts_deg=[0, 90]"]  # fmt: skip
+            "--set", "fit.refine.silhouette.kernel=torch", "--set", "fit.intact.camera_yaw_starts_deg=[0, 90]",
+            "--set", "fit.refine.stump_silhouette.sigma=3e-6"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     resolved = tmp_path / "resolved.yaml"
@@ -101,6 +102,7 @@ def test_set_overrides_and_print_config(tmp_path, capsys):
     default = ResihmrConfig()
     assert cfg.fit.refine.iterations == 80 and cfg.fit.refine.silhouette.kernel == "torch"
     assert cfg.fit.refine.silhouette.sigma == default.fit.refine.silhouette.sigma
+    assert cfg.fit.refine.stump_silhouette.sigma == 3e-6  # YAML 1.1 leaves "3e-6" a string: read as a number
     assert cfg.fit.intact.camera_yaw_starts_deg == (0.0, 90.0)
     assert dataclasses.replace(cfg, fit=default.fit) == dataclasses.replace(default, fit=default.fit)
 

@@ -355,8 +355,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             stops = ", ".join(f"{s['name']} {s['iterations']} it. ({s['stop_reason']})" for s in refinement["stages"])
             print(f"  silhouette refinement: {stops}; depth drift {refinement['depth_drift_m'] * 1000:.0f} mm")
         for limb in refinement.get("limbs", []):
+            change = (limb.get("radius_profile") or {}).get("radius_change") or [0.0]
             print(f"  {limb['limb']} cap: tip {limb['tip_height_m'] * 1000:.0f} mm beyond the cut, largest offset "
-                  f"{limb['max_abs_normal_offset_m'] * 1000:.1f} mm")  # fmt: skip
+                  f"{limb['max_abs_normal_offset_m'] * 1000:.1f} mm; residual segment's radius "
+                  f"{min(change) * 100:+.0f} to {max(change) * 100:+.0f} %")  # fmt: skip
         exports = "".join(f", {name}" for name in output.export_files)
         print(f"  wrote {folder}/ (report.png, mesh.ply{exports}, params.json, params.npz, stump.json, metrics.json, "
               "...)")  # fmt: skip

@@ -7,6 +7,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -155,6 +156,10 @@ def to_dict(config: Any) -> Any:
     return config
 
 
+# A number in exponent notation without a dot, which YAML 1.1 (PyYAML) leaves a string: "1e-6".
+_FLOAT_TEXT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
 def _convert(hint: Any, value: Any, *, source: str, key_path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, source=source, key_path=key_path)
@@ -172,6 +177,8 @@ def _convert(hint: Any, value: Any, *, source: str, key_path: str) -> Any:
         return tuple(_convert(item, v, source=source, key_path=f"{key_path}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads "1e-6" (no dot) as a string
     if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise ConfigError(f"{source}: {key_path}: expected {hint.__name__}, got {value!r}")
     return value

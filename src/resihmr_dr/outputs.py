@@ -230,7 +230,8 @@ def _reprojection_px(fit: PersonFit, limb) -> float | None:
 
 def _refinement_dict(fit: PersonFit) -> dict | None:
     """The silhouette refinement: its stages (iterations, stop reason, per-term losses at the
-    start and end), the caps' shape and the depth drift (None where it did not run)."""
+    start and end), the caps' shape, the residual segments' radius profiles and the depth drift
+    (None where it did not run)."""
     ref = fit.refinement
     if ref is None:
         return None
@@ -245,8 +246,9 @@ def _refinement_dict(fit: PersonFit) -> dict | None:
                 "tip_height_m": height,
                 "max_abs_normal_offset_m": float(offsets.abs().max()),
                 "normal_offsets_m": offsets.cpu().tolist(),
+                "radius_profile": radial.to_dict(),
             }
-            for limb, height, offsets in zip(fit.limbs, ref.tip_heights, ref.normal_offsets)
+            for limb, height, offsets, radial in zip(fit.limbs, ref.tip_heights, ref.normal_offsets, ref.radial)
         ],
         "seconds": ref.seconds,
     }

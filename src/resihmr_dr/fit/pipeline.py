@@ -29,6 +29,7 @@ from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, ResidualBody, cut_and_cap_to_tips, cut_spec
 from resihmr_dr.stump.cut import limb_joint_names
 from resihmr_dr.stump.geometry import StumpGeometry, residual_length, stump_geometry
+from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ def _fit_person(
             verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=config.cap
         )
         normal_offsets = tip_heights = None
+        radial: list[RadialProfile] = []
         clock.done("cut_cap")
         if mask is not None and config.refine.enabled:
             clock.start("refine")
@@ -293,6 +295,7 @@ def _fit_person(
             residual = dataclasses.replace(refined.residual, verts=refined.verts_cam)
             normal_offsets = [o.double() for o in refined.normal_offsets]
             tip_heights = list(refined.tip_heights)
+            radial = list(refined.radial)
             params = refined.params
             with torch.no_grad():
                 posed = body(params)
@@ -320,6 +323,7 @@ def _fit_person(
         tpose_joints = tpose.joints[0].double().cpu().numpy()
         segments = [_anchor_target(tpose_joints, item) for item in limb_inputs]
         with torch.no_grad():
+            verts_tpose = apply_radial_profiles(verts_tpose, tpose.joints[0].double(), radial, joint_index=JOINT_INDEX)
             verts_tpose = residual.replay(
                 verts_tpose, normal_offsets=normal_offsets, tip_heights=tip_heights,
                 axes=[torch.as_tensor(target - anchor) for anchor, target in segments],

@@ -8,9 +8,11 @@ the capped body to the person mask, in two stages:
 1. **body**: shape, pose, global orientation and translation, and each residual limb's end,
    against the whole mask (and the stump windows), the intact keypoints and the endpoint
    keypoints; the cap keeps its convex shape;
-2. **stump**: each residual limb's end and its cap's per-vertex offsets along the dome's normal
-   against the stump windows, the contour and endpoint terms and the cap's regularisers, with
-   the body fixed (so the whole-body silhouette and keypoint terms are constant and skipped).
+2. **stump**: each residual limb's end, its cap's per-vertex offsets along the dome's normal and
+   its residual segment's radius profile (:mod:`~resihmr_dr.stump.radial`: the girth between the
+   anchor joint and the cut, e.g. an atrophied shank) against the stump windows, the contour,
+   fill and endpoint terms and the regularisers, with the body fixed (so the whole-body
+   silhouette and keypoint terms are constant and skipped).
 
 Each residual limb's end is a variable: the cap's tip height beyond its cut ring, i.e. λ_r (the
 tip's fraction along J_a -> J_t, reported). When a tip moves distally more than a ring spacing
@@ -28,7 +30,9 @@ switches a term off):
 - ``contour``: the mask's distance transform (``render.distance``): every projected vertex
   outside the mask is pulled in by its distance to the mask, and every mask contour pixel of a
   stump window pulls the nearest projected vertex out to it, so gradients reach beyond the soft
-  rasteriser's blur;
+  rasteriser's blur; ``fill``: the same pull outwards for the whole body: every mask contour
+  pixel the mesh's hard silhouette does not cover pulls the nearest vertex of the silhouette's
+  edge out to it;
 - ``keypoints``: the intact 2D keypoints; ``endpoint``: each cap *tip* reprojected onto its
   residual endpoint keypoint (RAFO's reprojection term);
 - ``anchor`` (RAFO's α): each anchor joint J_a stays near its start, relative to the pelvis;
@@ -43,7 +47,8 @@ switches a term off):
   (:mod:`~resihmr_dr.fit.mesh_losses`, PyTorch3D's ``mesh_laplacian_smoothing`` (uniform),
   ``mesh_normal_consistency`` and ``mesh_edge_loss`` quantities) taken *relative to the convex
   cap* on the same ring, so that they are at their minimum on the paper's cap and a mask weight
-  trades shape against them; ``cap_size``: the offsets' magnitude.
+  trades shape against them; ``cap_size``: the offsets' magnitude; ``radial``: the radius
+  profiles' magnitude (``radial_sigma``, a relative change).
 
 Several images of one person: the per-image terms live in :class:`~resihmr_dr.fit.refine_terms.ViewTerms`; shape, the
 limbs' ends and the caps are shared variables, orientation, translation and pose per-image ones.
@@ -60,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyOutput, BodyParams
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyModel, BodyOutput, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.fit.anthropometry import expected_segment_length_m, residual_segment
@@ -78,7 +83,8 @@ from resihmr_dr.fit.refine_terms import (
     soft_floor,
 )
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap_to_tips
-from resihmr_dr.stump.cut import limb_joint_names
+from resihmr_dr.stump.cut import limb_joint_names, residual_segments
+from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles
 
 # RefineConfig and RefineWeights live in refine_config; they are this module's settings.
 __all__ = ["RefineConfig", "RefineResult", "RefineWeights", "ResidualTarget", "StageRecord", "refine"]
@@ -117,7 +123,9 @@ class RefineResult:
     """params: the refined body (B = 1, detached); residual: the cut and capped body the result
     lives on (re-cut where a tip moved); normal_offsets: per cap (R, L) offsets along the dome's
     normal, metres; tip_heights: per cap, the tip's height beyond its cut ring, metres;
-    verts_cam: (V'', 3) the refined capped mesh; lambda_tip: per limb, the tip's fraction along
+    radial: per limb, its residual segment's radius profile (:mod:`~resihmr_dr.stump.radial`;
+    applied to the body's vertices before the cut is replayed); verts_cam: (V'', 3) the refined
+    capped mesh; lambda_tip: per limb, the tip's fraction along
     the refined body's J_a -> J_t; stages: per stage, its record; history: per objective
     evaluation, the stage's index, the total and every term; recuts: how many times limbs were cut again; depth_drift_m:
     the largest change of a joint's depth relative to the pelvis; seconds: wall time."""
@@ -126,6 +134,7 @@ class RefineResult:
     residual: ResidualBody
     normal_offsets: tuple[torch.Tensor, ...]
     tip_heights: tuple[float, ...]
+    radial: tuple[RadialProfile, ...]
     verts_cam: np.ndarray
     lambda_tip: tuple[float, ...]
     stages: tuple[StageRecord, ...]
@@ -147,7 +156,8 @@ class RefineResult:
 class _Limb:
     """One residual limb's state across stages: its joints' names, its cap's current offsets and
     tip height (both raw, metres: before the bounds and the height floor of the mesh are applied),
-    and the tip height the current cut was made for."""
+    the tip height the current cut was made for, and its residual segment's radius profile
+    (``radial.coefficients``: the current values)."""
 
     target: ResidualTarget
     joints: tuple[str, str]
@@ -156,6 +166,7 @@ class _Limb:
     design_height: float
     radius: float
     expected_length_m: float
+    radial: RadialProfile
 
 
 def refine(
@@ -196,18 +207,28 @@ def refine(
     pelvis = JOINT_INDEX["pelvis"]
     rel_depth0 = j0[:, 2] - j0[pelvis, 2]
     limbs = []
-    for step, target in zip(residual.steps, targets):
+    segment_labels = body.vertex_segment.cpu().numpy()
+    for step, target, tip_index in zip(residual.steps, targets, residual.tip_indices):
         names = limb_joint_names(target.limb, target.status)
         expected = expected_segment_length_m(residual_segment(target.status), body_height_m=stature_m)
+        a, b = (j0[JOINT_INDEX[n]].double().cpu().numpy() for n in names)
+        seg = b - a
+        tip = np.asarray(residual.verts[tip_index], dtype=np.float64)
+        length = float(np.linalg.norm(seg))
+        cut_fraction = max(((tip - a) @ seg / length - step.tip_height) / length, 0.05)
+        ids = np.flatnonzero(segment_labels == SEGMENT_INDEX[residual_segments(target.limb, target.status)[0]])
+        radial = RadialProfile(vertex_ids=ids, joints=names, cut_fraction=cut_fraction,
+                               coefficients=torch.zeros(config.radial_knots, **kw))
         limbs.append(_Limb(target=target, joints=names,
                            raw_offsets=torch.zeros(step.num_rings, len(step.cut.boundary_loop), **kw),
                            tip_height=torch.tensor(step.tip_height, **kw), design_height=step.tip_height,
-                           radius=step.loop_radius, expected_length_m=expected))  # fmt: skip
+                           radius=step.loop_radius, expected_length_m=expected, radial=radial))  # fmt: skip
     anchor0 = [j0[JOINT_INDEX[a]] - j0[pelvis] for a, _ in (lb.joints for lb in limbs)]
     length0 = [float((j0[JOINT_INDEX[b]] - j0[JOINT_INDEX[a]]).norm()) for a, b in (lb.joints for lb in limbs)]
 
     # Optimised in scaled units (L-BFGS is then well conditioned): value = start + scale * u.
-    scales = {"orient": 0.05, "transl": 0.05, "pose": 0.05, "shape": 0.05, "tip": 0.005, "offset": 0.003}
+    scales = {"orient": 0.05, "transl": 0.05, "pose": 0.05, "shape": 0.05, "tip": 0.005, "offset": 0.003,
+              "radial": 0.02}
     u_orient = torch.zeros(1, 3, **kw)
     u_transl = torch.zeros(1, 3, **kw)
     u_pose = torch.zeros_like(init.body_pose)
@@ -223,6 +244,14 @@ def refine(
             transl=init.transl + scales["transl"] * u_transl,
         )
 
+    def radial_coefficients(state: _Stage) -> list[torch.Tensor]:
+        return [lb.radial.coefficients + scales["radial"] * u for lb, u in zip(limbs, state.u_radial)]
+
+    def body_verts(out: BodyOutput, state: _Stage) -> torch.Tensor:
+        """(V, 3) the posed body with the residual segments' radius profiles applied."""
+        return apply_radial_profiles(out.verts[0], out.joints[0], [lb.radial for lb in limbs], joint_index=JOINT_INDEX,
+                                     coefficients=radial_coefficients(state))  # fmt: skip
+
     def mesh(state: _Stage, fixed_body: BodyOutput | None):
         """The posed body, the capped mesh (V'', 3) and each cap's axis, offsets and tip height."""
         out = body(current_params()) if fixed_body is None else fixed_body
@@ -237,11 +266,12 @@ def refine(
             raw = lb.raw_offsets + scales["offset"] * u_off
             outward = outward_bounds(height, *shape, max_m=config.max_offset_fraction * lb.radius)
             offsets.append(bounded_offsets(raw, inward_m=inward, outward_m=outward))
-        verts = state.residual.replay(out.verts[0], normal_offsets=offsets, tip_heights=heights, axes=axes)
-        return out, verts, axes, offsets, heights
+        moved = body_verts(out, state)
+        verts = state.residual.replay(moved, normal_offsets=offsets, tip_heights=heights, axes=axes)
+        return out, verts, axes, offsets, heights, moved
 
     def evaluate(state: _Stage, fixed_body: BodyOutput | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        out, verts, axes, offsets, heights = mesh(state, fixed_body)
+        out, verts, axes, offsets, heights, verts_body = mesh(state, fixed_body)
         tips = [verts[i] for i in state.residual.tip_indices]
         # With the body fixed only the caps move, and the stump windows see them: the whole-body
         # silhouette and keypoint terms are constant then and are not evaluated.
@@ -253,7 +283,7 @@ def refine(
                                      u_pose=u_pose, u_shape=u_shape, scales=scales, config=config))  # fmt: skip
         if state.cap_free:
             terms.update(cap_terms(verts=verts, offsets=offsets, state=state, axes=axes, heights=heights,
-                                    config=config, out=out))  # fmt: skip
+                                    config=config, verts_body=verts_body, radial=radial_coefficients(state)))  # fmt: skip
         return sum(terms.values()), terms, verts
 
     def run_stage(name: str, state: _Stage) -> None:
@@ -261,7 +291,7 @@ def refine(
         if not state.body_free:
             with torch.no_grad():
                 fixed = body(current_params())
-        free = list(state.u_tips) + (list(state.u_offsets) if state.cap_free else [])
+        free = list(state.u_tips) + (list(state.u_offsets) + state.u_radial if state.cap_free else [])
         if state.body_free:
             free += [u_orient, u_transl, u_pose, u_shape]
         for t in free:
@@ -289,11 +319,14 @@ def refine(
                                   terms_last={k: float(v) for k, v in last.items()}))  # fmt: skip
         # Fold the stage's steps into the limbs' state.
         with torch.no_grad():
-            for lb, u_tip, u_off in zip(limbs, state.u_tips, state.u_offsets):
+            for lb, u_tip, u_off, coeffs in zip(limbs, state.u_tips, state.u_offsets, radial_coefficients(state)):
                 lb.tip_height = lb.tip_height + scales["tip"] * u_tip  # unfloored: the floor applies in mesh()
                 lb.raw_offsets = lb.raw_offsets + scales["offset"] * u_off
+                lb.radial = dataclasses.replace(lb.radial, coefficients=coeffs.detach().clone())
                 u_tip.zero_()
                 u_off.zero_()
+            for u in state.u_radial:
+                u.zero_()
 
     def stage_mesh(state: _Stage) -> torch.Tensor:
         with torch.no_grad():
@@ -308,8 +341,11 @@ def refine(
         run_stage("stump" if attempt == 0 else f"stump (re-cut {attempt})", state)
         if attempt == config.max_recuts:
             break
-        residual, changed = _recut_moved(body=body, params=current_params(), residual=residual, limbs=limbs,
-                                         cap=cap, verts_now=stage_mesh(state), config=config)  # fmt: skip
+        with torch.no_grad():
+            posed_now = body(current_params())
+            verts_body = body_verts(posed_now, state)
+        residual, changed = _recut_moved(body=body, posed=posed_now, verts_body=verts_body, residual=residual,
+                                         limbs=limbs, cap=cap, verts_now=stage_mesh(state), config=config)  # fmt: skip
         if not changed:
             break
         recuts += 1
@@ -317,7 +353,7 @@ def refine(
     with torch.no_grad():
         p = current_params()
         state = _Stage.build(residual, limbs, body_free=False, cap_free=True, kw=kw)
-        out, verts, _, offsets, heights = mesh(state, body(p))
+        out, verts, _, offsets, heights, _ = mesh(state, body(p))
         joints = out.joints[0]
         lambda_tip = []
         for lb, tip_index in zip(limbs, residual.tip_indices):
@@ -331,6 +367,7 @@ def refine(
         residual=residual,
         normal_offsets=tuple(o.detach() for o in offsets),
         tip_heights=tuple(float(h) for h in heights),
+        radial=tuple(lb.radial for lb in limbs),
         verts_cam=verts.detach().cpu().double().numpy(),
         lambda_tip=tuple(lambda_tip),
         stages=tuple(stages),
@@ -350,6 +387,7 @@ class _Stage:
     faces: torch.Tensor
     u_tips: list[torch.Tensor]
     u_offsets: list[torch.Tensor]
+    u_radial: list[torch.Tensor]
     inward: list[torch.Tensor]
     ring_shape: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     cap_topology: list
@@ -370,6 +408,7 @@ class _Stage:
             residual=residual, faces=faces,
             u_tips=[torch.zeros((), **kw) for _ in limbs],
             u_offsets=[torch.zeros_like(lb.raw_offsets) for lb in limbs],
+            u_radial=[torch.zeros_like(lb.radial.coefficients) for lb in limbs],
             inward=inward, ring_shape=shapes, cap_topology=topo, body_free=body_free, cap_free=cap_free,
         )  # fmt: skip
 
@@ -390,13 +429,15 @@ def _final_cap_ids(residual: ResidualBody) -> list[np.ndarray]:
 
 
 def _recut_moved(
-    *, body: BodyModel, params: BodyParams, residual: ResidualBody, limbs: Sequence[_Limb], cap: CapConfig,
-    verts_now: torch.Tensor, config: RefineConfig,
+    *, body: BodyModel, posed: BodyOutput, verts_body: torch.Tensor, residual: ResidualBody, limbs: Sequence[_Limb],
+    cap: CapConfig, verts_now: torch.Tensor, config: RefineConfig,
 ) -> tuple[ResidualBody, bool]:  # fmt: skip
     """Cut the limbs again on the current body where the cut no longer suits the tip: a tip that moved distally more than a ring spacing beyond the cap's design height
     (the cap is being stretched over the limb) gets a new cut the default cap length proximal of
     it; a tip pressed onto its height floor (the limb ends proximal of the cut) gets a new cut
-    half that far proximal of it. ``verts_now`` (V'', 3): the current mesh; each new cap takes
+    half that far proximal of it. ``posed``: the current body; ``verts_body`` (V, 3): its
+    vertices with the radius profiles applied (the new cuts are made on them); ``verts_now``
+    (V'', 3): the current mesh; each new cap takes
     its shape (offsets along the new dome's normals onto the current limb surface). Returns
     (the residual body to go on with, whether it was re-cut)."""
     lengths: list[float | None] = []
@@ -410,10 +451,8 @@ def _recut_moved(
             lengths.append(None)
     if all(length is None for length in lengths):
         return residual, False
-    with torch.no_grad():
-        out = body(params)
-    verts_body = out.verts[0].double().cpu().numpy()
-    joints = out.joints[0].double().cpu().numpy()
+    verts_body = verts_body.detach().double().cpu().numpy()
+    joints = posed.joints[0].double().cpu().numpy()
     current = verts_now.detach().double().cpu().numpy()
     specs = []
     for lb, tip_index in zip(limbs, residual.tip_indices):

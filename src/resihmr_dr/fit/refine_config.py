@@ -18,6 +18,7 @@ class RefineWeights:
     silhouette: float = 1.0
     stump_silhouette: float = 1.0
     contour: float = 1.0
+    fill: float = 1.0
     keypoints: float = 1.0
     endpoint: float = 1.0
     anchor: float = 1.0
@@ -30,6 +31,7 @@ class RefineWeights:
     cap_normal: float = 1.0
     cap_edge: float = 1.0
     cap_size: float = 1.0
+    radial: float = 1.0
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -44,13 +46,15 @@ class RefineConfig:
     iterations: L-BFGS iteration cap of each stage (0 disables the refinement); ftol / gtol: the
     stages' convergence tests (relative loss change, largest scaled gradient entry);
     max_recuts: how often a limb may be cut again when its tip moved more than a ring spacing.
-    image_size: long side (px) of the whole-body render; roi_size: side (px) of each stump
+    image_size: long side (px) of the whole-body render (at most the image's own); roi_size: side (px) of each stump
     window's render; roi_margin: the window's margin as a fraction of the limb's 2D extent.
     silhouette / stump_silhouette: the soft rasteriser's settings for the whole body / the stump
     windows. loss: "iou", "bce" or "l2" (the silhouette mismatch). The sigmas scale each term to 1 at a
     typical error (see the module docstring); keypoint_sigma is a fraction of the image's long
     side; contour_sigma_px and contour_hinge_px: the distance-transform terms' scale and the
     distance (px) a mask contour pixel may lie from the nearest vertex for free.
+    radial_knots: knots of each residual segment's radius profile (:mod:`resihmr_dr.stump.radial`;
+    0: none), radial_sigma: its prior's scale (a relative radius change).
     max_offset_fraction: cap offsets are bounded to this fraction of the cut's radius (outward)
     and of each ring vertex's distance from the axis (inward); min_tip_fraction: the tip stays
     at least this fraction of the cut radius beyond the cut ring. refine_body: free the body in
@@ -58,24 +62,25 @@ class RefineConfig:
     """
 
     weights: RefineWeights = field(default_factory=RefineWeights)
-    iterations: int = 30
+    iterations: int = 100
     ftol: float = 1e-4
     gtol: float = 1e-5
     max_recuts: int = 1
-    image_size: int = 256
+    image_size: int = 512
     roi_size: int = 128
     roi_margin: float = 0.35
     loss: str = "iou"
     # Much sharper than PyTorch3D's 1e-4: every face near a pixel adds to its alpha, so a soft
-    # silhouette is dilated where faces overlap; against the mask of the true mesh (256 px render)
-    # the soft IoU peaks at the true size for 1e-6 (0.949) but at a 1 % smaller body for 1e-5
-    # (0.911), which made the fit shrink the body. The distance-transform term supplies the
-    # gradients beyond the resulting ~0.4 px blur.
+    # silhouette is dilated where faces overlap, and a fit against it comes out too small: against
+    # the mask of the true mesh (256 px render) the soft IoU peaks at the true size for 1e-6 but at
+    # a 1 % smaller body for 1e-5. The whole body is rendered at the image's own resolution (512 px
+    # on the benchmark): at half of it the fitted silhouettes stayed ~1 image pixel inside the
+    # mask's outline (12 benchmark people: mask IoU 0.941 at 256 px, 0.947 at 512 px; 1e-7 at
+    # 256 px did not help, 0.931). The distance-transform terms supply the gradients beyond the blur.
     silhouette: SilhouetteConfig = field(default_factory=lambda: SilhouetteConfig(sigma=1e-6))
-    # The stump windows are rendered at ~1.3 window pixels per image pixel, where 1e-5's bias is
-    # below an image pixel and its wider blur gives the cap's offsets usable gradients (measured
-    # on 3 synthetic people: stump surface distance 19.9 mm at 1e-6, 15.9 mm at 1e-5).
-    stump_silhouette: SilhouetteConfig = field(default_factory=lambda: SilhouetteConfig(sigma=1e-5))
+    # The stump windows too: at 1e-5 the fitted stumps stayed ~1 image pixel inside the mask's
+    # outline all round (12 benchmark people: stump-region IoU 0.926 at 1e-5, 0.961 at 1e-6).
+    stump_silhouette: SilhouetteConfig = field(default_factory=lambda: SilhouetteConfig(sigma=1e-6))
     iou_sigma: float = 0.02
     keypoint_sigma: float = 0.01
     contour_sigma_px: float = 3.0
@@ -84,17 +89,21 @@ class RefineConfig:
     length_sigma_m: float = 0.02
     anthro_sigma_frac: float = 0.25
     depth_sigma_m: float = 0.02
-    pose_sigma_rad: float = 0.15
-    shape_sigma: float = 0.1
+    pose_sigma_rad: float = 0.5
+    shape_sigma: float = 1.0
     cap_laplacian_sigma_m: float = 0.002
     cap_normal_sigma: float = 0.05
     cap_edge_sigma_m: float = 0.004
     cap_size_sigma_m: float = 0.03
+    radial_knots: int = 4
+    radial_sigma: float = 0.1
     max_offset_fraction: float = 0.6
     min_tip_fraction: float = 0.1
     refine_body: bool = True
 
     def __post_init__(self) -> None:
+        if self.radial_knots < 0:
+            raise ValueError(f"RefineConfig.radial_knots must be >= 0, got {self.radial_knots}")
         if self.iterations < 0 or self.image_size < 16 or self.roi_size < 16 or self.max_recuts < 0:
             raise ValueError(
                 "RefineConfig: iterations >= 0, max_recuts >= 0, image_size >= 16 and roi_size >= 16 required"
@@ -102,7 +111,7 @@ class RefineConfig:
         silhouette_loss(self.loss)  # raises on an unknown name
         positive = ("ftol", "gtol", "iou_sigma", "keypoint_sigma", "contour_sigma_px", "anchor_sigma_m",
                     "length_sigma_m", "anthro_sigma_frac", "depth_sigma_m", "pose_sigma_rad", "shape_sigma",
-                    "cap_laplacian_sigma_m", "cap_normal_sigma", "cap_edge_sigma_m", "cap_size_sigma_m",
+                    "cap_laplacian_sigma_m", "cap_normal_sigma", "cap_edge_sigma_m", "cap_size_sigma_m", "radial_sigma",
                     "max_offset_fraction", "min_tip_fraction", "roi_margin")  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:

@@ -17,8 +17,15 @@ from resihmr_dr.body.base import JOINT_INDEX, BodyOutput
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.fit.intact import intact_targets
 from resihmr_dr.fit.refine_config import RefineConfig, RefineWeights
-from resihmr_dr.render.distance import chamfer_to_points, mask_contour_px, mask_distance_maps, sample_map
+from resihmr_dr.render.distance import (
+    chamfer_to_points,
+    mask_contour_px,
+    mask_distance_maps,
+    nearest_distances,
+    sample_map,
+)
 from resihmr_dr.render.silhouette import render_silhouette, silhouette_loss
+from resihmr_dr.render.zbuffer import rasterize
 
 __all__ = [
     "ViewTerms",
@@ -28,6 +35,7 @@ __all__ = [
     "inward_bounds",
     "loop_rho",
     "outward_bounds",
+    "silhouette_edge_vertices",
     "soft_floor",
     "stump_rois",
 ]
@@ -77,6 +85,17 @@ def outward_bounds(
     return room.clamp_max(max_m)
 
 
+def silhouette_edge_vertices(face_index: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Ids of the vertices of the faces seen at the rendered silhouette's edge pixels (covered
+    pixels with a 4-neighbour not covered or beyond the image). face_index: (H, W) long, -1 where
+    no face is seen (``render.zbuffer.Fragments.face_index``); faces: (F, 3)."""
+    covered = face_index >= 0
+    padded = F.pad(covered[None, None].float(), (1, 1, 1, 1))[0, 0] > 0
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    edge_faces = face_index[covered & ~interior].unique()
+    return faces.to(face_index.device)[edge_faces].reshape(-1).unique()
+
+
 def soft_floor(value: torch.Tensor, floor: float, *, softness: float) -> torch.Tensor:
     """A smooth ``max(value, floor)``: ``floor + softness * softplus((value - floor) / softness)``."""
     return floor + softness * F.softplus((value - floor) / softness)
@@ -102,11 +121,12 @@ class ViewTerms:
         kw = dict(dtype=dtype, device=device)
         self.camera, self.config = camera, config
         self.loss_fn = silhouette_loss(config.loss)
-        scale = config.image_size / max(camera.width, camera.height)
+        scale = min(config.image_size, max(camera.width, camera.height)) / max(camera.width, camera.height)
         self.full_size = (max(16, round(camera.height * scale)), max(16, round(camera.width * scale)))
         self.full_scale = (self.full_size[1] / camera.width, self.full_size[0] / camera.height)  # (x, y)
         self.mask_t = torch.as_tensor(np.asarray(mask, dtype=np.float32), device=device)
         self.mask_full = _resize_mask(self.mask_t, self.full_size).to(dtype)
+        self.contour_px = mask_contour_px(np.asarray(mask, bool), device=device, dtype=dtype)  # (N, 2) image px
         # The distance transform at the render's resolution, in full-image pixels.
         dist = mask_distance_maps(self.mask_full > 0.5, device=device, dtype=dtype)
         self.outside_px = dist.outside_px / min(self.full_scale)
@@ -164,6 +184,8 @@ class ViewTerms:
                     gap = chamfer_to_points(contour, xy[ids], hinge_px=cfg.contour_hinge_px)
                     term = term + (gap / cfg.contour_sigma_px).square()
             out["contour"] = w.contour * term
+        if w.fill > 0 and len(self.contour_px):
+            out["fill"] = w.fill * self.fill_term(verts=verts, faces=faces)
         if w.keypoints > 0:
             err = (cam.project(body.coco_kp[0]) - self.kp_target).square().sum(-1) / self.kp_sigma**2
             out["keypoints"] = w.keypoints * (self.kp_weight * err).sum() / self.kp_weight.sum().clamp_min(1.0)
@@ -172,6 +194,24 @@ class ViewTerms:
             errs = [(cam.project(tip) - k).square().sum() / self.kp_sigma**2 for tip, k in pairs]
             out["endpoint"] = w.endpoint * torch.stack(errs).mean()
         return out
+
+
+    def fill_term(self, *, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """The mask's contour pixels that the mesh's hard silhouette does not cover pull the nearest
+        vertex on the silhouette's edge out to them: the sum of ``(max(d - hinge, 0) / sigma)^2``
+        over those pixels divided by the number of contour pixels (0 when the mesh covers the
+        whole contour). The counterpart of the contour term's pull inwards, for the whole body."""
+        cfg = self.config
+        with torch.no_grad():
+            face_index = rasterize(verts_cam=verts.detach(), faces=faces, camera=self.camera).face_index
+            cx, cy = self.contour_px[:, 0].long(), self.contour_px[:, 1].long()
+            uncovered = self.contour_px[face_index[cy, cx] < 0]
+            edge_ids = silhouette_edge_vertices(face_index, faces)
+        if len(uncovered) == 0 or len(edge_ids) == 0:
+            return verts.sum() * 0.0
+        xy = self.camera.project(verts[edge_ids])
+        gap = nearest_distances(uncovered, xy, hinge_px=cfg.contour_hinge_px) / cfg.contour_sigma_px
+        return gap.square().sum() / len(self.contour_px)
 
 
 def loop_rho(step) -> np.ndarray:
@@ -218,11 +258,14 @@ def body_terms(*, out: BodyOutput, limbs, anchor0, length0, rel_depth0, u_pose, 
     return terms
 
 
-def cap_terms(*, verts, offsets, state, axes, heights, config, out) -> dict:
-    """The caps' mesh regularisers relative to the convex cap on the same ring, and their size."""
+def cap_terms(*, verts, offsets, state, axes, heights, config, verts_body, radial) -> dict:
+    """The caps' mesh regularisers relative to the convex cap on the same ring, their size, and
+    the residual segments' radius profiles' size. verts_body: (V, 3) the body the cut is
+    replayed on (radius profiles applied; the convex cap sits on its rings); radial: per limb its
+    (K,) profile coefficients."""
     w = config.weights
     with torch.no_grad():
-        convex = state.residual.replay(out.verts[0], tip_heights=[h.detach() for h in heights],
+        convex = state.residual.replay(verts_body.detach(), tip_heights=[h.detach() for h in heights],
                                        axes=[a.detach() for a in axes])  # fmt: skip
     lap, normal, edge, size = [], [], [], []
     for topo, o in zip(state.cap_topology, offsets):
@@ -231,4 +274,7 @@ def cap_terms(*, verts, offsets, state, axes, heights, config, out) -> dict:
         normal.append((topo.pair_cosines(verts) - topo.pair_cosines(convex)).square().mean() / config.cap_normal_sigma**2)
         edge.append((topo.edge_lengths(verts) - topo.edge_lengths(convex)).square().mean() / config.cap_edge_sigma_m**2)
         size.append((o / config.cap_size_sigma_m).square().mean())
-    return _weighted(w, {"cap_laplacian": lap, "cap_normal": normal, "cap_edge": edge, "cap_size": size})
+    terms = _weighted(w, {"cap_laplacian": lap, "cap_normal": normal, "cap_edge": edge, "cap_size": size})
+    if w.radial > 0 and radial and len(radial[0]):
+        terms["radial"] = w.radial * torch.stack([(c / config.radial_sigma).square().mean() for c in radial]).mean()
+    return terms

@@ -38,6 +38,7 @@ __all__ = [
     "chamfer_to_points",
     "mask_contour_px",
     "mask_distance_maps",
+    "nearest_distances",
     "sample_map",
 ]
 
@@ -166,12 +167,28 @@ def chamfer_to_points(
     hinge_px: float = 0.0,
     chunk_elements: int = 1 << 22,
 ) -> torch.Tensor:
-    """Mean over the contour points of the distance to the nearest of the points (one-sided chamfer, px).
+    """Mean over the contour points of the distance to the nearest of the points (one-sided
+    chamfer, px): the mean of :func:`nearest_distances` (same arguments and errors; also
+    ValueError for an empty contour)."""
+    _check_points(contour_px, "contour_px", matrix=True)
+    if contour_px.shape[0] == 0:
+        raise ValueError("contour_px is empty (N = 0): the mean distance from it is undefined")
+    return nearest_distances(contour_px, points_px, hinge_px=hinge_px, chunk_elements=chunk_elements).mean()
+
+
+def nearest_distances(
+    contour_px: torch.Tensor,
+    points_px: torch.Tensor,
+    *,
+    hinge_px: float = 0.0,
+    chunk_elements: int = 1 << 22,
+) -> torch.Tensor:
+    """(N,) distance from each contour point to the nearest of the points (px).
 
     hinge_px: distances up to it count as 0 (``max(d - hinge_px, 0)``), e.g. the points' spacing.
 
-    contour_px: (N, 2), e.g. :func:`mask_contour_px`; points_px: (M, 2), e.g. projected mesh vertices.
-    Returns a scalar in the points' dtype, differentiable w.r.t. the points (each contour point
+    contour_px: (N, 2), e.g. :func:`mask_contour_px` (N may be 0); points_px: (M, 2), e.g.
+    projected mesh vertices (M >= 1). Returns (N,) in the points' dtype, differentiable w.r.t. the points (each contour point
     pulls its nearest point towards it; 0 gradient at distance 0). The nearest points are found
     without gradient by ``torch.cdist`` (matrix-product mode) over chunks of at most ``chunk_elements`` contour-point x
     point pairs (memory ``O(chunk_elements + N + M)``); only the N matched distances are kept for
@@ -179,13 +196,15 @@ def chamfer_to_points(
     """
     _check_points(contour_px, "contour_px", matrix=True)
     _check_points(points_px, "points_px", matrix=True)
-    if contour_px.shape[0] == 0:
-        raise ValueError("contour_px is empty (N = 0): the mean distance from it is undefined")
     if points_px.shape[0] == 0:
         raise ValueError("points_px is empty (M = 0): there is no nearest point")
     if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements <= 0:
         raise ValueError(f"chunk_elements must be a positive int, got {chunk_elements!r}")
     contour = contour_px.to(points_px)
+    if not hinge_px >= 0:
+        raise ValueError(f"hinge_px must be >= 0, got {hinge_px!r}")
+    if contour.shape[0] == 0:
+        return contour[:, 0]
     rows = max(1, chunk_elements // points_px.shape[0])
     with torch.no_grad():
         # Matrix-product distances (fast) on centred coordinates (small rounding: it can only swap
@@ -198,9 +217,7 @@ def chamfer_to_points(
                 for chunk in contour.detach().split(rows)
             ]
         )
-    if not hinge_px >= 0:
-        raise ValueError(f"hinge_px must be >= 0, got {hinge_px!r}")
-    return (_safe_norm(contour - points_px[nearest]) - hinge_px).clamp_min(0.0).mean()
+    return (_safe_norm(contour - points_px[nearest]) - hinge_px).clamp_min(0.0)
 
 
 # ---------------------------------------------------------------------------------------------

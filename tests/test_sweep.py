@@ -47,7 +47,7 @@ def test_shipped_sweep_expands_to_valid_configs():
         assert config.fit.refine.enabled == (value > 0)
     iterations = load_sweep(REPO / "configs" / "ablations" / "refine_iterations.yaml")
     configs = expand_sweep(iterations, ResihmrConfig())  # integer values for an integer key
-    assert [c.fit.refine.iterations for _, c in configs] == [0, 5, 10, 20, 30, 60]
+    assert [c.fit.refine.iterations for _, c in configs] == [0, 10, 30, 60, 100, 200]
     assert not configs[0][1].fit.refine.enabled and configs[-1][1].fit.refine.enabled
 
 

@@ -128,3 +128,27 @@ def test_cli_rejects_bad_input(tmp_path, synth_dir, capsys):
     assert args.func(args) == 2
     assert "resihmr-dr synth" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_plot_eval_sweep_script_draws_the_swept_rows(tmp_path):
+    """scripts/plot_eval_sweep.py reads eval --sweep's eval.csv (rows ours[KEY=VALUE]) and writes
+    a figure; a CSV without sweep rows is a clear error."""
+    import subprocess
+    import sys
+
+    header = ("method,ann_id,limb,mask_iou,stump_iou,tip_reproj_px,length_err_pct,shape_local_mean_mm,"
+              "shape_icp_mean_mm")  # fmt: skip
+    lines = [header]
+    for method in ("resihmr", "ours[mask_weight=0]", "ours[mask_weight=1]"):
+        for ann in (1, 2):
+            lines.append(f"{method},{ann},left_leg,0.9,0.9,2.0,5.0,7.0,4.0")
+    csv_path = tmp_path / "eval.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    script = REPO / "scripts" / "plot_eval_sweep.py"
+    out = tmp_path / "sweep.png"
+    done = subprocess.run([sys.executable, str(script), str(csv_path), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 10_000
+    csv_path.write_text("\n".join(lines[:3]) + "\n")
+    done = subprocess.run([sys.executable, str(script), str(csv_path), str(out)], capture_output=True, text=True)
+    assert done.returncode != 0 and "no rows of a sweep" in done.stderr

@@ -31,10 +31,16 @@ def _row(fit, outputs_s: float) -> dict[str, float]:
     st = fit.stage_seconds
     evals = sum(s.outcome.evaluations for s in fit.refinement.stages) if fit.refinement is not None else 0
     return {
-        "intact": st.intact, "rafo": st.rafo, "cut_cap": st.cut_cap, "refine": st.refine, "evals": evals,
-        "ms/eval": 1e3 * st.refine / evals if evals else 0.0, "measure": st.measure, "outputs": outputs_s,
+        "intact": st.intact,
+        "rafo": st.rafo,
+        "cut_cap": st.cut_cap,
+        "refine": st.refine,
+        "evals": evals,
+        "ms/eval": 1e3 * st.refine / evals if evals else 0.0,
+        "measure": st.measure,
+        "outputs": outputs_s,
         "total": st.total + outputs_s,
-    }  # fmt: skip
+    }
 
 
 def _fmt(name: str, value: float) -> str:
@@ -68,11 +74,14 @@ def main(argv: list[str] | None = None) -> None:
         load_s = time.perf_counter() - t0
         datasets = [load_annotations(sample_annotations_path())]
         if args.synthetic > 0:
-            synth = generate_dataset(root / "synth", count=args.synthetic, seed=args.seed, noise_px=2.0, body=body,
-                                     progress=False)  # fmt: skip
+            synth = generate_dataset(
+                root / "synth", count=args.synthetic, seed=args.seed, noise_px=2.0, body=body, progress=False
+            )
             datasets.append(load_annotations(synth))
-        print(f"device {args.device}, torch threads {torch.get_num_threads()}, body {body.name} "
-              f"(loaded in {load_s:.1f} s), load average {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+        print(
+            f"device {args.device}, torch threads {torch.get_num_threads()}, body {body.name} "
+            f"(loaded in {load_s:.1f} s), load average {os.getloadavg()[0]:.2f}\n"
+        )
 
         # Warm-up: one untimed fit of the sample pays the one-time costs (kernel compilation, lazy
         # imports, first allocations).
@@ -89,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
                 t0 = time.perf_counter()
                 write_fitted(fit, inputs, out_dir=root / "fit" / label)
                 rows.append((f"{label} {inputs.folder}", _row(fit, time.perf_counter() - t0)))
-                print(f"  {inputs.folder}: " + ", ".join(f"{c} {_fmt(c, v)}" for c, v in rows[-1][1].items()),
-                      flush=True)  # fmt: skip
+                print(
+                    f"  {inputs.folder}: " + ", ".join(f"{c} {_fmt(c, v)}" for c, v in rows[-1][1].items()), flush=True
+                )
         load_after = os.getloadavg()[0]
 
     print("\n| person | " + " | ".join(COLUMNS) + " |")

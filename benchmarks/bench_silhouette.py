@@ -137,30 +137,61 @@ def main(argv: list[str] | None = None) -> None:
         verts = body(body.default_params(1, depth_m=3.0)).verts.float()
     faces = body.faces
     camera = PinholeCamera(fx=800.0, fy=800.0, cx=255.5, cy=255.5, width=512, height=512)
-    print(f"device {device}, threads {args.threads}, {faces.shape[0]} faces, load average "
-          f"{os.getloadavg()[0]:.2f}, repeats {args.repeats} (median), forward+backward of a soft-IoU loss\n")  # fmt: skip
+    print(
+        f"device {device}, threads {args.threads}, {faces.shape[0]} faces, load average "
+        f"{os.getloadavg()[0]:.2f}, repeats {args.repeats} (median), forward+backward of a soft-IoU loss\n"
+    )
 
     rows = []
     for size in args.sizes:
         for sigma in args.sigmas:
             with torch.no_grad():
                 shifted = verts + torch.tensor([0.03, 0.02, 0.0], device=device)
-                target = (render_silhouette(verts_cam=shifted, faces=faces, camera=camera, image_size=(size, size),
-                                            config=SilhouetteConfig(sigma=sigma)) > 0.5).float()  # fmt: skip
+                target = (
+                    render_silhouette(
+                        verts_cam=shifted,
+                        faces=faces,
+                        camera=camera,
+                        image_size=(size, size),
+                        config=SilhouetteConfig(sigma=sigma),
+                    )
+                    > 0.5
+                ).float()
             # Warm-up (first-call allocations, lazy imports, kernel compilation) outside the timings.
             for backend in backends:
-                time_backend(backend=backend, sigma=sigma, verts=verts, faces=faces,
-                             camera=camera, size=min(size, 64), target=target[:, :64, :64], repeats=1,
-                             device=device)  # fmt: skip
+                time_backend(
+                    backend=backend,
+                    sigma=sigma,
+                    verts=verts,
+                    faces=faces,
+                    camera=camera,
+                    size=min(size, 64),
+                    target=target[:, :64, :64],
+                    repeats=1,
+                    device=device,
+                )
             res = {}
             for backend in backends:
-                res[backend] = time_backend(backend=backend, sigma=sigma, verts=verts,
-                                            faces=faces, camera=camera, size=size, target=target,
-                                            repeats=args.repeats, device=device)  # fmt: skip
+                res[backend] = time_backend(
+                    backend=backend,
+                    sigma=sigma,
+                    verts=verts,
+                    faces=faces,
+                    camera=camera,
+                    size=size,
+                    target=target,
+                    repeats=args.repeats,
+                    device=device,
+                )
             rows.append((size, sigma, res))
-            print(f"  {size} px, sigma {sigma:g}: " + ", ".join(
-                f"{b} fwd {r[0]:.0f} ms bwd {r[1]:.0f} ms cpu {r[3]:.0f} ms peak {r[2]:.0f} MiB"
-                for b, r in res.items()), flush=True)  # fmt: skip
+            print(
+                f"  {size} px, sigma {sigma:g}: "
+                + ", ".join(
+                    f"{b} fwd {r[0]:.0f} ms bwd {r[1]:.0f} ms cpu {r[3]:.0f} ms peak {r[2]:.0f} MiB"
+                    for b, r in res.items()
+                ),
+                flush=True,
+            )
 
     fastest = "numba" if "numba" in backends else backends[0]
 

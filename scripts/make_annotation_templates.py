@@ -49,15 +49,32 @@ MASK_COLOR = "#17becf"
 # Where each point sits in CVAT's skeleton drawing (a 100 x 100 box; a person facing the viewer, so
 # their left is on the right). Residual endpoints sit beside the segment they end on.
 LAYOUT: dict[str, tuple[float, float]] = {
-    "nose": (50, 10), "left_eye": (52, 8), "right_eye": (48, 8), "left_ear": (55, 9), "right_ear": (45, 9),
-    "left_shoulder": (60, 22), "right_shoulder": (40, 22), "left_elbow": (66, 38), "right_elbow": (34, 38),
-    "left_wrist": (70, 52), "right_wrist": (30, 52), "left_hip": (56, 52), "right_hip": (44, 52),
-    "left_knee": (57, 72), "right_knee": (43, 72), "left_ankle": (58, 92), "right_ankle": (42, 92),
-    "above_left_elbow_end": (69, 28), "above_right_elbow_end": (31, 28),
-    "below_left_elbow_end": (74, 44), "below_right_elbow_end": (26, 44),
-    "above_left_knee_end": (63, 61), "above_right_knee_end": (37, 61),
-    "below_left_knee_end": (64, 82), "below_right_knee_end": (36, 82),
-}  # fmt: skip
+    "nose": (50, 10),
+    "left_eye": (52, 8),
+    "right_eye": (48, 8),
+    "left_ear": (55, 9),
+    "right_ear": (45, 9),
+    "left_shoulder": (60, 22),
+    "right_shoulder": (40, 22),
+    "left_elbow": (66, 38),
+    "right_elbow": (34, 38),
+    "left_wrist": (70, 52),
+    "right_wrist": (30, 52),
+    "left_hip": (56, 52),
+    "right_hip": (44, 52),
+    "left_knee": (57, 72),
+    "right_knee": (43, 72),
+    "left_ankle": (58, 92),
+    "right_ankle": (42, 92),
+    "above_left_elbow_end": (69, 28),
+    "above_right_elbow_end": (31, 28),
+    "below_left_elbow_end": (74, 44),
+    "below_right_elbow_end": (26, 44),
+    "above_left_knee_end": (63, 61),
+    "above_right_knee_end": (37, 61),
+    "below_left_knee_end": (64, 82),
+    "below_right_knee_end": (36, 82),
+}
 
 COLORS = {"centre": "#2ca02c", "left": "#1f77b4", "right": "#ff7f0e", "left_end": "#d62728", "right_end": "#9467bd"}
 
@@ -106,8 +123,9 @@ def label_studio_config() -> str:
     keypoints = ET.SubElement(view, "KeyPointLabels", name="keypoints", toName="image", strokeWidth="2")
     for name in KEYPOINT_NAMES:
         ET.SubElement(keypoints, "Label", value=name, background=keypoint_color(name), hint=keypoint_hint(name))
-    visibility = ET.SubElement(view, "Choices", name="visibility", toName="image", perRegion="true",
-                               visibleWhen="region-selected")  # fmt: skip
+    visibility = ET.SubElement(
+        view, "Choices", name="visibility", toName="image", perRegion="true", visibleWhen="region-selected"
+    )
     ET.SubElement(visibility, "Choice", value="occluded")
     brush = ET.SubElement(view, "BrushLabels", name="mask", toName="image")
     ET.SubElement(brush, "Label", value=MASK_LABEL, background=MASK_COLOR)
@@ -140,10 +158,16 @@ def cvat_labels() -> list[dict]:
     """The CVAT label definitions: the ``person`` skeleton and the ``person_mask`` label."""
     sublabels = [{"name": n, "color": keypoint_color(n), "attributes": [], "type": "points"} for n in KEYPOINT_NAMES]
     return [
-        {"name": "person", "color": "#2ca02c", "type": "skeleton", "attributes": [], "sublabels": sublabels,
-         "svg": cvat_skeleton_svg()},
+        {
+            "name": "person",
+            "color": "#2ca02c",
+            "type": "skeleton",
+            "attributes": [],
+            "sublabels": sublabels,
+            "svg": cvat_skeleton_svg(),
+        },
         {"name": CVAT_MASK_LABEL, "color": MASK_COLOR, "type": "any", "attributes": []},
-    ]  # fmt: skip
+    ]
 
 
 def _json_text(value: object) -> str:

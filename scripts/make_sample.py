@@ -43,15 +43,21 @@ def sample_document(
     return {
         "info": {"description": "resihmr_dr built-in sample: left transtibial residual limb (Anny render)"},
         "images": [{"id": 1, "file_name": "image.png", "width": width, "height": height, "camera": intrinsics}],
-        "annotations": [{
-            "id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-            "keypoints": keypoints,
-            "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0),
-            "bbox": bbox, "area": area,
-            "mask_path": "mask.png",
-        }],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "iscrowd": 0,
+                "keypoints": keypoints,
+                "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0),
+                "bbox": bbox,
+                "area": area,
+                "mask_path": "mask.png",
+            }
+        ],
         "categories": [coco_category(1)],
-    }  # fmt: skip
+    }
 
 
 def document_text(doc: dict[str, Any]) -> str:
@@ -83,7 +89,9 @@ def main(out_dir: Path = OUT) -> None:
     orient = torch.tensor([[math.pi, 0.0, 0.0]])
     import roma
 
-    orient = roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(orient) @ roma.rotvec_to_rotmat(torch.tensor([[0.0, yaw, 0.0]])))
+    orient = roma.rotmat_to_rotvec(
+        roma.rotvec_to_rotmat(orient) @ roma.rotvec_to_rotmat(torch.tensor([[0.0, yaw, 0.0]]))
+    )
     params = BodyParams(
         global_orient=orient,
         body_pose=pose,

@@ -62,11 +62,13 @@ def main() -> None:
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for ax, (key, label) in zip(axes.flat, METRICS):
         per_person = key == "mask_iou"
-        ax.plot(values, [_mean(swept[v], key, per_person=per_person) for v in values], "o-", color="tab:red",
-                label="ours")  # fmt: skip
+        ax.plot(
+            values, [_mean(swept[v], key, per_person=per_person) for v in values], "o-", color="tab:red", label="ours"
+        )
         if baseline:
-            ax.axhline(_mean(baseline, key, per_person=per_person), color="tab:blue", ls="--",
-                       label="RAFO + convex cap")  # fmt: skip
+            ax.axhline(
+                _mean(baseline, key, per_person=per_person), color="tab:blue", ls="--", label="RAFO + convex cap"
+            )
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xlim(min(values) - 0.01, max(values) * 1.3)
         ax.set_xlabel(name)

@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         with tempfile.TemporaryDirectory() as work:  # what a notebook writes stays out of the tree
-            NotebookClient(notebook, timeout=1200, kernel_name="python3",
-                           resources={"metadata": {"path": work}}).execute()  # fmt: skip
+            NotebookClient(
+                notebook, timeout=1200, kernel_name="python3", resources={"metadata": {"path": work}}
+            ).execute()
         for old in DOCS.glob(f"{path.stem}_*.png"):
             old.unlink()
         page = render_markdown(notebook, name=path.stem, image_dir=DOCS)

@@ -35,9 +35,61 @@ NUM_EXPRESSION = 100
 
 # SMPL-X kinematic tree (parent of each of the 55 joints).
 PARENTS: tuple[int, ...] = (
-    -1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 15, 15, 15,
-    20, 25, 26, 20, 28, 29, 20, 31, 32, 20, 34, 35, 20, 37, 38,
-    21, 40, 41, 21, 43, 44, 21, 46, 47, 21, 49, 50, 21, 52, 53,
+    -1,
+    0,
+    0,
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    9,
+    9,
+    12,
+    13,
+    14,
+    16,
+    17,
+    18,
+    19,
+    15,
+    15,
+    15,
+    20,
+    25,
+    26,
+    20,
+    28,
+    29,
+    20,
+    31,
+    32,
+    20,
+    34,
+    35,
+    20,
+    37,
+    38,
+    21,
+    40,
+    41,
+    21,
+    43,
+    44,
+    21,
+    46,
+    47,
+    21,
+    49,
+    50,
+    21,
+    52,
+    53,
 )
 
 # Rest joint positions (metres) of the centre line and the person's left side (x > 0);
@@ -61,11 +113,21 @@ _LEFT_JOINTS: dict[int, tuple[float, float, float]] = {
     18: (0.43, 0.09, -0.04),  # elbow
     20: (0.68, 0.09, -0.04),  # wrist
     23: (0.03, 0.32, 0.09),  # eye
-    25: (0.775, 0.09, -0.015), 26: (0.81, 0.09, -0.015), 27: (0.835, 0.09, -0.015),  # index
-    28: (0.78, 0.09, -0.04), 29: (0.815, 0.09, -0.04), 30: (0.843, 0.09, -0.04),  # middle
-    31: (0.76, 0.09, -0.075), 32: (0.785, 0.09, -0.075), 33: (0.805, 0.09, -0.075),  # pinky
-    34: (0.772, 0.09, -0.058), 35: (0.80, 0.09, -0.058), 36: (0.825, 0.09, -0.058),  # ring
-    37: (0.715, 0.08, 0.0), 38: (0.74, 0.08, 0.005), 39: (0.765, 0.08, 0.005),  # thumb
+    25: (0.775, 0.09, -0.015),
+    26: (0.81, 0.09, -0.015),
+    27: (0.835, 0.09, -0.015),  # index
+    28: (0.78, 0.09, -0.04),
+    29: (0.815, 0.09, -0.04),
+    30: (0.843, 0.09, -0.04),  # middle
+    31: (0.76, 0.09, -0.075),
+    32: (0.785, 0.09, -0.075),
+    33: (0.805, 0.09, -0.075),  # pinky
+    34: (0.772, 0.09, -0.058),
+    35: (0.80, 0.09, -0.058),
+    36: (0.825, 0.09, -0.058),  # ring
+    37: (0.715, 0.08, 0.0),
+    38: (0.74, 0.08, 0.005),
+    39: (0.765, 0.08, 0.005),  # thumb
 }
 _LEFT_TO_RIGHT: dict[int, int] = {1: 2, 4: 5, 7: 8, 10: 11, 13: 14, 16: 17, 18: 19, 20: 21, 23: 24} | {
     j: j + 15 for j in range(25, 40)
@@ -206,34 +268,86 @@ def tube_specs(joints: np.ndarray) -> list[TubeSpec]:
         TubeSpec(  # torso
             nodes=np.stack([(0.0, -0.46, 0.0), J[0], J[3], J[6], J[9], J[12]]),
             radii=np.array([(0.15, 0.10), (0.16, 0.11), (0.14, 0.10), (0.15, 0.11), (0.16, 0.11), (0.12, 0.08)]),
-            width_dir=x, caps=(0.07, 0.05), joints_at_nodes=(-1, 0, 3, 6, 9, 12), bones=(0, 3, 6, 9), around=16,
+            width_dir=x,
+            caps=(0.07, 0.05),
+            joints_at_nodes=(-1, 0, 3, 6, 9, 12),
+            bones=(0, 3, 6, 9),
+            around=16,
         ),
-        TubeSpec(nodes=np.stack([J[12], J[15]]), radii=np.array([(0.055, 0.055), (0.055, 0.055)]),
-                 width_dir=x, caps=(0.04, 0.04), joints_at_nodes=(-1, 15), bones=(12,)),
-        TubeSpec(nodes=np.stack([J[15], J[15] + (0.0, 0.08, 0.01)]), radii=np.array([(0.08, 0.095), (0.08, 0.095)]),
-                 width_dir=x, caps=(0.085, 0.09), joints_at_nodes=(-1, -1), bones=(15,), around=16),
+        TubeSpec(
+            nodes=np.stack([J[12], J[15]]),
+            radii=np.array([(0.055, 0.055), (0.055, 0.055)]),
+            width_dir=x,
+            caps=(0.04, 0.04),
+            joints_at_nodes=(-1, 15),
+            bones=(12,),
+        ),
+        TubeSpec(
+            nodes=np.stack([J[15], J[15] + (0.0, 0.08, 0.01)]),
+            radii=np.array([(0.08, 0.095), (0.08, 0.095)]),
+            width_dir=x,
+            caps=(0.085, 0.09),
+            joints_at_nodes=(-1, -1),
+            bones=(15,),
+            around=16,
+        ),
     ]
     left = [
-        TubeSpec(nodes=np.stack([J[13], J[16]]), radii=np.array([(0.05, 0.05), (0.055, 0.055)]),
-                 width_dir=z, caps=(0.04, 0.04), joints_at_nodes=(13, -1), bones=(13,)),
-        TubeSpec(nodes=np.stack([J[16], J[18]]), radii=np.array([(0.05, 0.05), (0.04, 0.04)]),
-                 width_dir=z, caps=(0.05, 0.04), joints_at_nodes=(16, -1), bones=(16,)),
-        TubeSpec(nodes=np.stack([J[18], J[20]]), radii=np.array([(0.04, 0.04), (0.03, 0.028)]),
-                 width_dir=z, caps=(0.04, 0.03), joints_at_nodes=(18, -1), bones=(18,)),
+        TubeSpec(
+            nodes=np.stack([J[13], J[16]]),
+            radii=np.array([(0.05, 0.05), (0.055, 0.055)]),
+            width_dir=z,
+            caps=(0.04, 0.04),
+            joints_at_nodes=(13, -1),
+            bones=(13,),
+        ),
+        TubeSpec(
+            nodes=np.stack([J[16], J[18]]),
+            radii=np.array([(0.05, 0.05), (0.04, 0.04)]),
+            width_dir=z,
+            caps=(0.05, 0.04),
+            joints_at_nodes=(16, -1),
+            bones=(16,),
+        ),
+        TubeSpec(
+            nodes=np.stack([J[18], J[20]]),
+            radii=np.array([(0.04, 0.04), (0.03, 0.028)]),
+            width_dir=z,
+            caps=(0.04, 0.03),
+            joints_at_nodes=(18, -1),
+            bones=(18,),
+        ),
         TubeSpec(  # hand: a paddle along the middle finger, wide along z, thin along y
             nodes=np.stack([J[20], J[28], J[29], J[30], J[30] + (0.02, 0.0, 0.0)]),
             radii=np.array([(0.035, 0.022), (0.045, 0.017), (0.042, 0.013), (0.038, 0.011), (0.034, 0.01)]),
-            width_dir=z, caps=(0.025, 0.012), joints_at_nodes=(20, 28, 29, 30, -1),
+            width_dir=z,
+            caps=(0.025, 0.012),
+            joints_at_nodes=(20, 28, 29, 30, -1),
             bones=(20,) + tuple(range(25, 40)),
         ),
-        TubeSpec(nodes=np.stack([J[1], J[4]]), radii=np.array([(0.08, 0.08), (0.055, 0.055)]),
-                 width_dir=z, caps=(0.07, 0.05), joints_at_nodes=(1, -1), bones=(1,)),
-        TubeSpec(nodes=np.stack([J[4], J[7]]), radii=np.array([(0.055, 0.055), (0.04, 0.04)]),
-                 width_dir=z, caps=(0.05, 0.04), joints_at_nodes=(4, 7), bones=(4,)),
+        TubeSpec(
+            nodes=np.stack([J[1], J[4]]),
+            radii=np.array([(0.08, 0.08), (0.055, 0.055)]),
+            width_dir=z,
+            caps=(0.07, 0.05),
+            joints_at_nodes=(1, -1),
+            bones=(1,),
+        ),
+        TubeSpec(
+            nodes=np.stack([J[4], J[7]]),
+            radii=np.array([(0.055, 0.055), (0.04, 0.04)]),
+            width_dir=z,
+            caps=(0.05, 0.04),
+            joints_at_nodes=(4, 7),
+            bones=(4,),
+        ),
         TubeSpec(  # foot: heel (below and behind the ankle) -> ball -> toe tip, wide along x
             nodes=np.stack([J[7] + (0.0, -0.045, -0.03), J[10], J[10] + (0.0, -0.005, 0.07)]),
             radii=np.array([(0.035, 0.035), (0.045, 0.03), (0.04, 0.02)]),
-            width_dir=x, caps=(0.03, 0.02), joints_at_nodes=(-1, 10, -1), bones=(7, 10),
+            width_dir=x,
+            caps=(0.03, 0.02),
+            joints_at_nodes=(-1, 10, -1),
+            bones=(7, 10),
         ),
     ]
     specs += left
@@ -368,8 +482,9 @@ def tiny_smplx_body(seed: int = 0) -> TinyBody:
     """Generate all arrays of an SMPL-X v1.1 ``.npz`` for the tiny body (deterministic)."""
     joints = rest_joints()
     specs = tube_specs(joints)
-    names = ["torso", "neck", "head"] + [f"{s}{part}" for s in "LR" for part in
-                                         ("collar", "upper_arm", "forearm", "hand", "thigh", "shank", "foot")]
+    names = ["torso", "neck", "head"] + [
+        f"{s}{part}" for s in "LR" for part in ("collar", "upper_arm", "forearm", "hand", "thigh", "shank", "foot")
+    ]
     tube_index = {name: i for i, name in enumerate(names)}
     tubes = [make_tube(spec) for spec in specs]
     counts = [len(t.verts) for t in tubes]
@@ -378,8 +493,10 @@ def tiny_smplx_body(seed: int = 0) -> TinyBody:
     faces = np.concatenate([t.faces + o for t, o in zip(tubes, offsets)])
     tube_of_vertex = np.repeat(np.arange(len(tubes)), counts)
     axis_points = np.concatenate(
-        [np.where((t.ring_of_vertex >= 0)[:, None], t.ring_centres[np.maximum(t.ring_of_vertex, 0)], t.verts)
-         for t in tubes]
+        [
+            np.where((t.ring_of_vertex >= 0)[:, None], t.ring_centres[np.maximum(t.ring_of_vertex, 0)], t.verts)
+            for t in tubes
+        ]
     )
     segments = bone_segments(joints)
     owner = np.concatenate([_skin_to_nearest_bone(t.verts, s.bones, segments) for t, s in zip(tubes, specs)])

@@ -93,12 +93,16 @@ def stumped_person(
 
     with torch.no_grad():
         out = body(params)
-    spec = ResidualSpec(f"{LIMB_BY_NAME[limb].side.value}_{status.value}", lam,
-                        sample_stump_shape(shape, np.random.default_rng(seed)))  # fmt: skip
+    spec = ResidualSpec(
+        f"{LIMB_BY_NAME[limb].side.value}_{status.value}", lam, sample_stump_shape(shape, np.random.default_rng(seed))
+    )
     gt = make_stumped_mesh(
-        verts_cam=out.verts[0].double().numpy(), faces=body.faces.numpy(), vertex_segment=body.vertex_segment.numpy(),
-        joints_cam=out.joints[0].double().numpy(), residuals=[spec],
-    )  # fmt: skip
+        verts_cam=out.verts[0].double().numpy(),
+        faces=body.faces.numpy(),
+        vertex_segment=body.vertex_segment.numpy(),
+        joints_cam=out.joints[0].double().numpy(),
+        residuals=[spec],
+    )
     mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
     person, _ = make_person(body, params, {limb: (status, gt.limbs[0]["lambda"])})
     return person, mask, gt

@@ -41,11 +41,15 @@ templates = _load("make_annotation_templates")
 def test_residual_edges_join_each_endpoint_to_its_anchor_joint():
     k = KEYPOINT_INDEX
     assert dict(RESIDUAL_SKELETON) == {
-        k["above_left_elbow_end"]: k["left_shoulder"], k["above_right_elbow_end"]: k["right_shoulder"],
-        k["below_left_elbow_end"]: k["left_elbow"], k["below_right_elbow_end"]: k["right_elbow"],
-        k["above_left_knee_end"]: k["left_hip"], k["above_right_knee_end"]: k["right_hip"],
-        k["below_left_knee_end"]: k["left_knee"], k["below_right_knee_end"]: k["right_knee"],
-    }  # fmt: skip
+        k["above_left_elbow_end"]: k["left_shoulder"],
+        k["above_right_elbow_end"]: k["right_shoulder"],
+        k["below_left_elbow_end"]: k["left_elbow"],
+        k["below_right_elbow_end"]: k["right_elbow"],
+        k["above_left_knee_end"]: k["left_hip"],
+        k["above_right_knee_end"]: k["right_hip"],
+        k["below_left_knee_end"]: k["left_knee"],
+        k["below_right_knee_end"]: k["right_knee"],
+    }
     for limb in LIMBS:
         for status in (limb.above_status, limb.below_status):
             assert (limb.endpoint_index(status), limb.segment_joints(status)[0]) in RESIDUAL_SKELETON
@@ -57,9 +61,27 @@ def test_coco_category_is_cocos_person_plus_the_endpoints():
     assert cat["id"] == 3 and cat["name"] == "person"
     assert cat["keypoints"] == list(KEYPOINT_NAMES)
     # COCO's own 1-based person skeleton, then the 8 residual edges
-    assert cat["skeleton"][:19] == [[16, 14], [14, 12], [17, 15], [15, 13], [12, 13], [6, 12], [7, 13], [6, 7],
-                                    [6, 8], [7, 9], [8, 10], [9, 11], [2, 3], [1, 2], [1, 3], [2, 4], [3, 5],
-                                    [4, 6], [5, 7]]  # fmt: skip
+    assert cat["skeleton"][:19] == [
+        [16, 14],
+        [14, 12],
+        [17, 15],
+        [15, 13],
+        [12, 13],
+        [6, 12],
+        [7, 13],
+        [6, 7],
+        [6, 8],
+        [7, 9],
+        [8, 10],
+        [9, 11],
+        [2, 3],
+        [1, 2],
+        [1, 3],
+        [2, 4],
+        [3, 5],
+        [4, 6],
+        [5, 7],
+    ]
     assert len(cat["skeleton"]) == 27 and all(1 <= i <= 25 for edge in cat["skeleton"] for i in edge)
 
 
@@ -150,16 +172,35 @@ def test_the_label_studio_conversion_sketch_gives_a_file_that_loads(tmp_path, mo
     width, height = 480, 640
 
     def point(name: str, x: float, y: float, region: str) -> dict:
-        return {"id": region, "type": "keypointlabels", "original_width": width, "original_height": height,
-                "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": [name]}}  # fmt: skip
+        return {
+            "id": region,
+            "type": "keypointlabels",
+            "original_width": width,
+            "original_height": height,
+            "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": [name]},
+        }
 
     labelled = [n for n in KEYPOINT_NAMES[:17] if n != "left_ankle"] + ["below_left_knee_end"]
     result = [point(n, 30 + i, 10 + 3 * i, f"r{i}") for i, n in enumerate(labelled)]
-    result.append({"id": "r3", "type": "choices", "original_width": width, "original_height": height,
-                   "value": {"choices": ["occluded"]}})  # fmt: skip
+    result.append(
+        {
+            "id": "r3",
+            "type": "choices",
+            "original_width": width,
+            "original_height": height,
+            "value": {"choices": ["occluded"]},
+        }
+    )
     square = [[10, 10], [90, 10], [90, 95], [10, 95]]
-    result.append({"id": "m", "type": "polygonlabels", "original_width": width, "original_height": height,
-                   "value": {"points": square, "polygonlabels": ["person"]}})  # fmt: skip
+    result.append(
+        {
+            "id": "m",
+            "type": "polygonlabels",
+            "original_width": width,
+            "original_height": height,
+            "value": {"points": square, "polygonlabels": ["person"]},
+        }
+    )
     export = [{"data": {"image": "/data/upload/1/3f2a-photo.jpg"}, "annotations": [{"result": result}]}]
     (tmp_path / "label_studio_export.json").write_text(json.dumps(export))
     monkeypatch.chdir(tmp_path)

@@ -48,8 +48,14 @@ def test_committed_api_docs_are_up_to_date(built):
     removed = sorted(committed.keys() - fresh.keys() - unchecked)
     diff = ""
     if changed:
-        lines = difflib.unified_diff(committed[changed[0]].splitlines(), fresh[changed[0]].splitlines(),
-                                     f"docs/api/{changed[0]}", "generated", lineterm="", n=1)  # fmt: skip
+        lines = difflib.unified_diff(
+            committed[changed[0]].splitlines(),
+            fresh[changed[0]].splitlines(),
+            f"docs/api/{changed[0]}",
+            "generated",
+            lineterm="",
+            n=1,
+        )
         diff = "\n" + "\n".join(list(lines)[:30])
     assert not (changed or new or removed), (
         f"docs/api is out of date with the docstrings (changed: {changed}, new: {new}, removed: {removed}); "

@@ -42,9 +42,20 @@ def test_joints_on_the_correct_side_and_ordered(anny_body, side, sign):
 def test_coco_keypoints_match_named_joints(anny_body):
     params = anny_body.default_params(1)
     out = anny_body.forward_model(params.body_pose, params.shape)
-    pairs = {5: "left_shoulder", 6: "right_shoulder", 7: "left_elbow", 8: "right_elbow", 9: "left_wrist",
-             10: "right_wrist", 11: "left_hip", 12: "right_hip", 13: "left_knee", 14: "right_knee",
-             15: "left_ankle", 16: "right_ankle"}  # fmt: skip
+    pairs = {
+        5: "left_shoulder",
+        6: "right_shoulder",
+        7: "left_elbow",
+        8: "right_elbow",
+        9: "left_wrist",
+        10: "right_wrist",
+        11: "left_hip",
+        12: "right_hip",
+        13: "left_knee",
+        14: "right_knee",
+        15: "left_ankle",
+        16: "right_ankle",
+    }
     for coco_id, name in pairs.items():
         dist = float((out.coco_kp[0, coco_id] - _joint(out, name)).norm())
         assert dist < 0.12, (name, dist)
@@ -151,8 +162,10 @@ def test_keypoints_model_equals_forward_model(anny_body):
     and in the gradients with respect to pose and shape."""
     pose, shape = _random_body(1)
     results = []
-    for fn in (lambda p, s: (lambda o: (o.joints, o.coco_kp))(anny_body.forward_model(p, s)),
-               anny_body.keypoints_model):  # fmt: skip
+    for fn in (
+        lambda p, s: (lambda o: (o.joints, o.coco_kp))(anny_body.forward_model(p, s)),
+        anny_body.keypoints_model,
+    ):
         p, s = pose.clone().requires_grad_(True), shape.clone().requires_grad_(True)
         joints, coco = fn(p, s)
         weights = torch.linspace(-1.0, 1.0, coco.numel()).view_as(coco)

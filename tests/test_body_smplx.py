@@ -12,6 +12,9 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+# tests/ is on sys.path under pytest's default (prepend) import mode: no package needed.
+from smplx_tiny import write_tiny_smplx  # noqa: E402
+
 from resihmr_dr.body.base import FACING_CAMERA_ORIENT, JOINT_INDEX, JOINT_NAMES, SEGMENT_NAMES, BodyParams
 from resihmr_dr.body.errors import BodyModelError
 from resihmr_dr.body.smplx_model import (
@@ -23,13 +26,20 @@ from resihmr_dr.body.smplx_model import (
     resolve_smplx_path,
 )
 
-# tests/ is on sys.path under pytest's default (prepend) import mode: no package needed.
-from smplx_tiny import write_tiny_smplx  # noqa: E402
-
 COCO_BODY_NAMES = (
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 LIMB_SEGMENTS = SEGMENT_NAMES[1:]
 # A pickle that imports chumpy, like the official .pkl model files.
 CHUMPY_PICKLE = b"\x80\x02cchumpy.ch\nCh\nq\x00)\x81q\x01."
@@ -259,18 +269,30 @@ def test_shape_changes_height(body):
 
 def test_forward_equals_direct_smplx(body, tiny):
     direct = smplx.create(
-        str(tiny.root), model_type="smplx", gender="neutral", num_betas=10, use_pca=False,
-        flat_hand_mean=True, batch_size=1,
-    )  # fmt: skip
+        str(tiny.root),
+        model_type="smplx",
+        gender="neutral",
+        num_betas=10,
+        use_pca=False,
+        flat_hand_mean=True,
+        batch_size=1,
+    )
     direct.vertex_joint_selector = body.smplx_layer.vertex_joint_selector  # tiny topology's extra joints
     params = random_params(body, 3, seed=1)
     zeros = lambda n: torch.zeros(3, n)  # noqa: E731
     with torch.no_grad():
         ref = direct(
-            betas=params.shape, global_orient=params.global_orient, body_pose=params.body_pose.reshape(3, 63),
-            transl=params.transl, left_hand_pose=zeros(45), right_hand_pose=zeros(45), expression=zeros(10),
-            jaw_pose=zeros(3), leye_pose=zeros(3), reye_pose=zeros(3),
-        )  # fmt: skip
+            betas=params.shape,
+            global_orient=params.global_orient,
+            body_pose=params.body_pose.reshape(3, 63),
+            transl=params.transl,
+            left_hand_pose=zeros(45),
+            right_hand_pose=zeros(45),
+            expression=zeros(10),
+            jaw_pose=zeros(3),
+            leye_pose=zeros(3),
+            reye_pose=zeros(3),
+        )
         out = body(params)
     torch.testing.assert_close(out.verts, ref.vertices, atol=2e-5, rtol=0)
     torch.testing.assert_close(out.joints, ref.joints[:, list(JOINT_SELECTION)], atol=2e-5, rtol=0)

@@ -117,5 +117,9 @@ def test_validate_reports_an_undecodable_mask_and_goes_on(tmp_path, capsys):
 def test_cuda_device_without_gpu_is_a_one_line_error(tmp_path, capsys):
     assert main(["demo", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: device 'cuda' requested but no CUDA GPU") and "--device cpu" in err[0]
+    assert (
+        len(err) == 1
+        and err[0].startswith("error: device 'cuda' requested but no CUDA GPU")
+        and "--device cpu" in err[0]
+    )
     assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_robustness import FAST_YAML, assert_no_incomplete_folder
 
 from resihmr_dr.batch import FAILURES_FILE
 from resihmr_dr.cli import main
@@ -18,7 +19,6 @@ from resihmr_dr.data.annotations import load_annotations, load_rgb_image
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.masks import png_mask_size, read_png_mask
 from resihmr_dr.data.sample import sample_annotations_path
-from test_robustness import FAST_YAML, assert_no_incomplete_folder
 
 SAMPLE_DIR = sample_annotations_path().parent
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -77,13 +77,15 @@ def test_fit_records_each_corrupted_person_and_fits_the_good_one(sample_doc, sam
         9: (dict(good, image_id="1"), "people.json", "image_id"),
         10: (dict(good, bbox=[1, 2, "3", 4]), "people.json", "bbox"),
         11: (dict(good, init_fit="init_trunc.json"), "init_trunc.json", ""),
-        12: (dict(good, segmentation={"size": [640, 480], "counts": 7}, mask_path=None), "people.json",
-             "segmentation"),
+        12: (dict(good, segmentation={"size": [640, 480], "counts": 7}, mask_path=None), "people.json", "segmentation"),
         13: (dict(good, image_id=4), "people.json", "image_id"),
         14: (dict(good, num_keypoints=-1), "people.json", "num_keypoints"),
-        15: (dict(good, keypoints=good["keypoints"][:2] + [float("nan")] + good["keypoints"][3:]), "people.json",
-             "keypoints"),
-    }  # fmt: skip
+        15: (
+            dict(good, keypoints=good["keypoints"][:2] + [float("nan")] + good["keypoints"][3:]),
+            "people.json",
+            "keypoints",
+        ),
+    }
     doc = dict(sample_doc, images=images, annotations=[good] + [dict(a, id=i) for i, (a, _, _) in cases.items()])
     path = folder / "people.json"
     path.write_text(json.dumps(doc))
@@ -128,17 +130,43 @@ def test_truncated_annotation_file_is_exit_2_and_writes_nothing(sample_doc, samp
 
 
 @FUZZ
-@given(junk=st.one_of(st.binary(max_size=200), st.sampled_from([b"", b"\xef\xbb\xbf", b"[]", b"null", b"7",
-                                                                 b'{"images": 1, "annotations": []}',
-                                                                 b'{"annotations": []}', b"\xff\xfe{"])))  # fmt: skip
+@given(
+    junk=st.one_of(
+        st.binary(max_size=200),
+        st.sampled_from(
+            [
+                b"",
+                b"\xef\xbb\xbf",
+                b"[]",
+                b"null",
+                b"7",
+                b'{"images": 1, "annotations": []}',
+                b'{"annotations": []}',
+                b"\xff\xfe{",
+            ]
+        ),
+    )
+)
 def test_junk_annotation_file_is_a_clear_error(sample_files, tmp_path, capsys, junk):
     path = _write_bytes(sample_files, "junk.json", junk)
     try:
         dataset = load_annotations(path, on_error="collect")
     except DataError as err:
         assert "junk.json" in str(err)
-        assert main(["fit", "--annotations", str(path), "--out", str(tmp_path / "o"), "--config",
-                     str(sample_files / "fast.yaml")]) == 2  # fmt: skip
+        assert (
+            main(
+                [
+                    "fit",
+                    "--annotations",
+                    str(path),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--config",
+                    str(sample_files / "fast.yaml"),
+                ]
+            )
+            == 2
+        )
         assert "junk.json" in capsys.readouterr().err
         assert _person_folders(tmp_path / "o") == []
     else:
@@ -150,8 +178,17 @@ def test_missing_annotation_file_and_config_are_exit_2(sample_files, tmp_path, c
     assert main(["fit", "--annotations", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")]) == 2
     assert "none.json" in capsys.readouterr().err
     bad_config = _write_bytes(tmp_path, "bad.yaml", b"fit:\n  seed: many\n")
-    code = main(["fit", "--annotations", str(sample_annotations_path()), "--out", str(tmp_path / "o"),
-                 "--config", str(bad_config)])  # fmt: skip
+    code = main(
+        [
+            "fit",
+            "--annotations",
+            str(sample_annotations_path()),
+            "--out",
+            str(tmp_path / "o"),
+            "--config",
+            str(bad_config),
+        ]
+    )
     assert code == 2 and "seed" in capsys.readouterr().err
     assert _person_folders(tmp_path / "o") == []
     _count("missing file / bad config")

@@ -11,8 +11,22 @@ import pytest
 
 from resihmr_dr.data.sample import sample_annotations_path
 
-HEAVY = ("torch", "lightning", "pytorch_lightning", "smplx", "anny", "pytorch3d", "trimesh", "matplotlib", "scipy",
-         "roma", "resihmr_dr.body", "resihmr_dr.fit", "resihmr_dr.render", "resihmr_dr.stump")  # fmt: skip
+HEAVY = (
+    "torch",
+    "lightning",
+    "pytorch_lightning",
+    "smplx",
+    "anny",
+    "pytorch3d",
+    "trimesh",
+    "matplotlib",
+    "scipy",
+    "roma",
+    "resihmr_dr.body",
+    "resihmr_dr.fit",
+    "resihmr_dr.render",
+    "resihmr_dr.stump",
+)
 
 REPORT_HEAVY = f"""
 import json, sys
@@ -22,8 +36,9 @@ print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 
 def _heavy_modules_after(code: str) -> tuple[list[str], subprocess.CompletedProcess]:
     """Run ``code`` in a fresh interpreter; the heavy modules it left imported (from its last line)."""
-    proc = subprocess.run([sys.executable, "-c", code + REPORT_HEAVY], capture_output=True, text=True, timeout=300,
-                          check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code + REPORT_HEAVY], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc
 

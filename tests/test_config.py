@@ -21,8 +21,10 @@ def test_shipped_default_matches_code_defaults():
 
 def test_fit_stage_schedule_from_yaml(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("fit:\n  intact:\n    stages:\n    - {pose_prior: 10, shape_prior: 5, angle_limit: 1}\n"
-                    "  rafo:\n    accept_px: 8\n")
+    path.write_text(
+        "fit:\n  intact:\n    stages:\n    - {pose_prior: 10, shape_prior: 5, angle_limit: 1}\n"
+        "  rafo:\n    accept_px: 8\n"
+    )
     cfg = load_config(path)
     assert len(cfg.fit.intact.stages) == 1 and cfg.fit.intact.stages[0].pose_prior == 10.0
     assert cfg.fit.rafo.accept_px == 8.0 and cfg.fit.cap == ResihmrConfig().fit.cap
@@ -91,9 +93,19 @@ def test_set_overrides_and_print_config(tmp_path, capsys):
     resolved configuration, which --config reads back to the same values."""
     base = tmp_path / "base.yaml"
     base.write_text("fit:\n  refine:\n    iterations: 40\n")
-    argv = ["print-config", "--config", str(base), "--set", "fit.refine.iterations=80",
-            "--set", "fit.refine.silhouette.kernel=torch", "--set", "fit.intact.camera_yaw_starts_deg=[0, 90]",
-            "--set", "fit.refine.stump_silhouette.sigma=3e-6"]  # fmt: skip
+    argv = [
+        "print-config",
+        "--config",
+        str(base),
+        "--set",
+        "fit.refine.iterations=80",
+        "--set",
+        "fit.refine.silhouette.kernel=torch",
+        "--set",
+        "fit.intact.camera_yaw_starts_deg=[0, 90]",
+        "--set",
+        "fit.refine.stump_silhouette.sigma=3e-6",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     resolved = tmp_path / "resolved.yaml"

@@ -97,32 +97,56 @@ def build(root: Path) -> dict:
     )
     return {
         "images": [
-            {"id": 1, "file_name": "img/a.png", "width": W, "height": H,
-             "camera": {"fx": 500.0, "fy": 510.0, "cx": 20.0, "cy": 15.5}},
-            {"id": 2, "file_name": "img/b.png", "width": W, "height": H,
-             "K": [[600, 0, 19.5], [0, 600, 14.5], [0, 0, 1]]},
+            {
+                "id": 1,
+                "file_name": "img/a.png",
+                "width": W,
+                "height": H,
+                "camera": {"fx": 500.0, "fy": 510.0, "cx": 20.0, "cy": 15.5},
+            },
+            {
+                "id": 2,
+                "file_name": "img/b.png",
+                "width": W,
+                "height": H,
+                "K": [[600, 0, 19.5], [0, 600, 14.5], [0, 0, 1]],
+            },
             {"id": 3, "file_name": "img/c.png", "width": W, "height": H},
         ],
         "annotations": [
-            {"id": 10, "image_id": 1, "num_keypoints": 13,
-             "keypoints": kp_flat(without(COCO[5:], "left_ankle") + ["below_left_knee_end"]),
-             "bbox": [10, 5, 15, 15], "segmentation": mask_to_rle(MASK_A)},
-            {"id": 11, "image_id": 1, "keypoints": kp_flat(COCO),
-             "segmentation": uncompressed_rle(MASK_B)},
-            {"id": 12, "image_id": 2,
-             "keypoints": kp_flat(without(COCO, "left_knee", "left_ankle", "right_knee", "right_ankle")
-                                  + ["above_left_knee_end", "above_right_knee_end"], v=1),
-             "segmentation": POLY},
-            {"id": 13, "image_id": 2,
-             "keypoints": kp_flat(without(COCO, "left_elbow", "left_wrist", "right_wrist")
-                                  + ["above_left_elbow_end", "below_right_elbow_end"]),
-             "mask_path": "masks/p13.png"},
+            {
+                "id": 10,
+                "image_id": 1,
+                "num_keypoints": 13,
+                "keypoints": kp_flat(without(COCO[5:], "left_ankle") + ["below_left_knee_end"]),
+                "bbox": [10, 5, 15, 15],
+                "segmentation": mask_to_rle(MASK_A),
+            },
+            {"id": 11, "image_id": 1, "keypoints": kp_flat(COCO), "segmentation": uncompressed_rle(MASK_B)},
+            {
+                "id": 12,
+                "image_id": 2,
+                "keypoints": kp_flat(
+                    without(COCO, "left_knee", "left_ankle", "right_knee", "right_ankle")
+                    + ["above_left_knee_end", "above_right_knee_end"],
+                    v=1,
+                ),
+                "segmentation": POLY,
+            },
+            {
+                "id": 13,
+                "image_id": 2,
+                "keypoints": kp_flat(
+                    without(COCO, "left_elbow", "left_wrist", "right_wrist")
+                    + ["above_left_elbow_end", "below_right_elbow_end"]
+                ),
+                "mask_path": "masks/p13.png",
+            },
             {"id": 14, "image_id": 3, "keypoints": kp_flat(COCO), "mask": "masks/p14.png"},
-            {"id": 15, "image_id": 3, "keypoints": kp_flat([]), "init_fit": "fit15.npz",
-             "segmentation": []},
+            {"id": 15, "image_id": 3, "keypoints": kp_flat([]), "init_fit": "fit15.npz", "segmentation": []},
         ],
         "categories": [{"id": 1, "name": "person", "keypoints": list(KEYPOINT_INDEX)}],
-    }  # fmt: skip
+    }
 
 
 def write(root: Path, doc: dict, name: str = "annotations.json") -> Path:
@@ -163,14 +187,22 @@ def test_round_trip_records(scene):
 
     by_id = {p.ann_id: p for p in ds}
     assert by_id[10].bbox == (10.0, 5.0, 15.0, 15.0) and by_id[11].bbox is None
-    assert by_id[10].limb_status == {"left_arm": S.INTACT, "right_arm": S.INTACT,
-                                     "left_leg": S.TRANSTIBIAL, "right_leg": S.INTACT}
-    assert [(l.name, s) for l, s in by_id[10].residual_limbs] == [("left_leg", S.TRANSTIBIAL)]
+    assert by_id[10].limb_status == {
+        "left_arm": S.INTACT,
+        "right_arm": S.INTACT,
+        "left_leg": S.TRANSTIBIAL,
+        "right_leg": S.INTACT,
+    }
+    assert [(limb.name, s) for limb, s in by_id[10].residual_limbs] == [("left_leg", S.TRANSTIBIAL)]
     assert by_id[11].residual_limbs == []
-    assert [(l.name, s) for l, s in by_id[12].residual_limbs] == [
-        ("left_leg", S.TRANSFEMORAL), ("right_leg", S.TRANSFEMORAL)]
+    assert [(limb.name, s) for limb, s in by_id[12].residual_limbs] == [
+        ("left_leg", S.TRANSFEMORAL),
+        ("right_leg", S.TRANSFEMORAL),
+    ]
     assert by_id[13].residual_limbs == [
-        (LIMB_BY_NAME["left_arm"], S.TRANSHUMERAL), (LIMB_BY_NAME["right_arm"], S.TRANSRADIAL)]
+        (LIMB_BY_NAME["left_arm"], S.TRANSHUMERAL),
+        (LIMB_BY_NAME["right_arm"], S.TRANSRADIAL),
+    ]
     assert isinstance(by_id[10].mask, RleMask) and isinstance(by_id[11].mask, RleMask)
     assert isinstance(by_id[12].mask, PolygonMask)
     assert isinstance(by_id[13].mask, PngMask) and by_id[13].mask.path == root / "masks" / "p13.png"
@@ -178,7 +210,7 @@ def test_round_trip_records(scene):
     assert by_id[15].init_fit_path == root / "fit15.npz"
     assert [p.ann_id for p in ds.people_in(2)] == [12, 13]
     assert ds.image_of(by_id[14]) is ds.images[3]
-    assert ds.categories[0]["name"] == "person"  # fmt: skip
+    assert ds.categories[0]["name"] == "person"
 
 
 def test_round_trip_masks(scene):
@@ -297,7 +329,7 @@ def _rgba(mask, *, alpha_cutout: bool):
         pytest.param(lambda m: Image.fromarray(m.astype(np.uint16) * 1000), id="I16"),
         pytest.param(lambda m: Image.fromarray(m.astype(np.uint8) * 255).convert("LA"), id="LA"),
     ],
-)  # fmt: skip
+)
 def test_read_png_mask_modes(tmp_path, make):
     path = tmp_path / "m.png"
     make(MASK_B).save(path)
@@ -370,8 +402,13 @@ def _png_not_image(doc, root):
 
 # (id, mutate, ann_id, image_id, field, message fragment)
 BAD_ANNOTATIONS = [
-    ("kp-count", lambda d, r: _set(_ann(d, 10), "keypoints", [0.0] * 51), 10, "keypoints",
-     "expected 75 numbers (25 keypoints x 3), got 51"),
+    (
+        "kp-count",
+        lambda d, r: _set(_ann(d, 10), "keypoints", [0.0] * 51),
+        10,
+        "keypoints",
+        "expected 75 numbers (25 keypoints x 3), got 51",
+    ),
     ("kp-not-list", lambda d, r: _set(_ann(d, 11), "keypoints", "1 2 3"), 11, "keypoints", "got str"),
     ("kp-string", _kp(11, 4, "7"), 11, "keypoints", "must be a number"),
     ("kp-bool", _kp(11, 4, True), 11, "keypoints", "must be a number"),
@@ -390,17 +427,52 @@ BAD_ANNOTATIONS = [
     ("image-id-unknown", lambda d, r: _set(_ann(d, 12), "image_id", 7), 12, "image_id", "unknown image id 7"),
     ("duplicate-ann", _dup_ann, 11, "id", "duplicate"),
     ("contradiction", _contradiction, 10, "keypoints", "left_arm"),
-    ("rle-size", lambda d, r: _set(_ann(d, 10), "segmentation", mask_to_rle(np.ones((H, W + 4)))),
-     10, "segmentation", "44x30"),
-    ("rle-runs", lambda d, r: _set(_ann(d, 11)["segmentation"], "counts", [5, 5]), 11, "segmentation", "cover 10 pixels"),
-    ("rle-neg-run", lambda d, r: _set(_ann(d, 11)["segmentation"], "counts", [1200, -1, 1]), 11, "segmentation", "non-negative"),
-    ("rle-bad-char", lambda d, r: _set(_ann(d, 10)["segmentation"], "counts", "~~~"), 10, "segmentation", "invalid character"),
+    (
+        "rle-size",
+        lambda d, r: _set(_ann(d, 10), "segmentation", mask_to_rle(np.ones((H, W + 4)))),
+        10,
+        "segmentation",
+        "44x30",
+    ),
+    (
+        "rle-runs",
+        lambda d, r: _set(_ann(d, 11)["segmentation"], "counts", [5, 5]),
+        11,
+        "segmentation",
+        "cover 10 pixels",
+    ),
+    (
+        "rle-neg-run",
+        lambda d, r: _set(_ann(d, 11)["segmentation"], "counts", [1200, -1, 1]),
+        11,
+        "segmentation",
+        "non-negative",
+    ),
+    (
+        "rle-bad-char",
+        lambda d, r: _set(_ann(d, 10)["segmentation"], "counts", "~~~"),
+        10,
+        "segmentation",
+        "invalid character",
+    ),
     ("rle-truncated", lambda d, r: _set(_ann(d, 10)["segmentation"], "counts", "e"), 10, "segmentation", "truncated"),
     ("rle-no-size", lambda d, r: _ann(d, 10)["segmentation"].pop("size"), 10, "segmentation", "'size'"),
     ("rle-counts-type", lambda d, r: _set(_ann(d, 10)["segmentation"], "counts", 7), 10, "segmentation", "counts"),
     ("polygon-4", lambda d, r: _set(_ann(d, 12), "segmentation", [[1, 2, 3, 4]]), 12, "segmentation", "polygon 0"),
-    ("polygon-odd", lambda d, r: _set(_ann(d, 12), "segmentation", [[1, 2, 3, 4, 5, 6, 7]]), 12, "segmentation", "even"),
-    ("polygon-nan", lambda d, r: _set(_ann(d, 12), "segmentation", [[1, 2, 3, math.nan, 5, 6]]), 12, "segmentation", "NaN"),
+    (
+        "polygon-odd",
+        lambda d, r: _set(_ann(d, 12), "segmentation", [[1, 2, 3, 4, 5, 6, 7]]),
+        12,
+        "segmentation",
+        "even",
+    ),
+    (
+        "polygon-nan",
+        lambda d, r: _set(_ann(d, 12), "segmentation", [[1, 2, 3, math.nan, 5, 6]]),
+        12,
+        "segmentation",
+        "NaN",
+    ),
     ("segm-type", lambda d, r: _set(_ann(d, 12), "segmentation", "mask.png"), 12, "segmentation", "got str"),
     ("png-size", _png_wrong_size, 13, "mask_path", "40x31"),
     ("png-missing", lambda d, r: _set(_ann(d, 13), "mask_path", "masks/nope.png"), 13, "mask_path", "not found"),
@@ -415,7 +487,7 @@ BAD_ANNOTATIONS = [
     ("num-kp-range", lambda d, r: _set(_ann(d, 10), "num_keypoints", 26), 10, "num_keypoints", "[0, 25]"),
     ("init-fit-missing", lambda d, r: _set(_ann(d, 15), "init_fit", "nope.npz"), 15, "init_fit", "not found"),
     ("init-fit-suffix", lambda d, r: _set(_ann(d, 15), "init_fit", "masks/p13.png"), 15, "init_fit", "unsupported"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -481,16 +553,36 @@ def test_keypoints_at_margin_and_absent_far_away_are_accepted(scene):
         pytest.param(lambda d: _set(_img(d, 1)["camera"], "cx", "20"), 1, "camera", "'cx'", id="cx-str"),
         pytest.param(lambda d: _set(_img(d, 1)["camera"], "cx", math.nan), 1, "camera", "finite", id="cx-nan"),
         pytest.param(lambda d: _set(_img(d, 2), "K", [[600, 0, 1], [0, 600, 1]]), 2, "K", "3x3", id="K-2x3"),
-        pytest.param(lambda d: _set(_img(d, 2), "K", [[600, 3, 1], [0, 600, 1], [0, 0, 1]]), 2, "K", "skew", id="K-skew"),
-        pytest.param(lambda d: _set(_img(d, 2), "K", [[600, 0, 1], [0, 600, 1], [0, 0, "1"]]), 2, "K", "numbers", id="K-str"),
-        pytest.param(lambda d: _set(_img(d, 2), "K", [[600, 0, 1], [0, 600, 1], [0, 0, None]]), 2, "K", "numbers", id="K-null"),
-        pytest.param(lambda d: _set(_img(d, 2), "K", [[-6, 0, 1], [0, 600, 1], [0, 0, 1]]), 2, "K", "positive", id="K-neg"),
-        pytest.param(lambda d: _set(_img(d, 3), "intrinsics", {"K": [[0, 0, 1], [0, 1, 1], [0, 0, 1]]}), 3, "intrinsics", "positive", id="intr-K-0"),
+        pytest.param(
+            lambda d: _set(_img(d, 2), "K", [[600, 3, 1], [0, 600, 1], [0, 0, 1]]), 2, "K", "skew", id="K-skew"
+        ),
+        pytest.param(
+            lambda d: _set(_img(d, 2), "K", [[600, 0, 1], [0, 600, 1], [0, 0, "1"]]), 2, "K", "numbers", id="K-str"
+        ),
+        pytest.param(
+            lambda d: _set(_img(d, 2), "K", [[600, 0, 1], [0, 600, 1], [0, 0, None]]), 2, "K", "numbers", id="K-null"
+        ),
+        pytest.param(
+            lambda d: _set(_img(d, 2), "K", [[-6, 0, 1], [0, 600, 1], [0, 0, 1]]), 2, "K", "positive", id="K-neg"
+        ),
+        pytest.param(
+            lambda d: _set(_img(d, 3), "intrinsics", {"K": [[0, 0, 1], [0, 1, 1], [0, 0, 1]]}),
+            3,
+            "intrinsics",
+            "positive",
+            id="intr-K-0",
+        ),
         pytest.param(lambda d: _set(_img(d, 3), "camera", "pinhole"), 3, "camera", "got str", id="camera-str"),
-        pytest.param(lambda d: _set(_img(d, 1), "K", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]), 1, "camera", "only one", id="two-cameras"),
+        pytest.param(
+            lambda d: _set(_img(d, 1), "K", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]),
+            1,
+            "camera",
+            "only one",
+            id="two-cameras",
+        ),
         pytest.param(lambda d: d["images"].append(copy.deepcopy(_img(d, 2))), 2, "id", "duplicate", id="dup-image"),
     ],
-)  # fmt: skip
+)
 def test_bad_image_raises_with_location(scene, mutate, image_id, field, fragment):
     root, doc = scene
     mutate(doc)
@@ -551,12 +643,15 @@ def test_image_entry_without_id(scene):
         pytest.param('{"annotations": []}', "'images'", id="no-images"),
         pytest.param('{"images": [], "annotations": {}}', "expected a list", id="ann-dict"),
         pytest.param('{"images": 3, "annotations": []}', "expected a list", id="images-int"),
-        pytest.param('{"images": [], "annotations": [], "categories": [{"keypoints": ["a"]}]}',
-                     "categories[0]", id="categories-17"),
+        pytest.param(
+            '{"images": [], "annotations": [], "categories": [{"keypoints": ["a"]}]}',
+            "categories[0]",
+            id="categories-17",
+        ),
         pytest.param('{"images": [], "annotations": [], "categories": 5}', "'categories'", id="categories-int"),
         pytest.param("[" * 100000, "malformed JSON", id="deep"),
     ],
-)  # fmt: skip
+)
 def test_file_level_errors_always_raise(tmp_path, text, fragment):
     path = tmp_path / "bad.json"
     path.write_text(text)
@@ -586,8 +681,12 @@ def test_collect_mode_with_several_bad_people(scene):
     ds = load_annotations(write(root, doc), on_error="collect")
     assert [p.ann_id for p in ds] == [11, 12]
     assert [(e.image_id, e.ann_id, e.field) for e in ds.errors] == [
-        (3, None, "width"), (None, 10, "keypoints"), (None, 13, "mask_path"),
-        (None, 14, "image_id"), (None, 15, "image_id")]  # fmt: skip
+        (3, None, "width"),
+        (None, 10, "keypoints"),
+        (None, 13, "mask_path"),
+        (None, 14, "image_id"),
+        (None, 15, "image_id"),
+    ]
     assert all(isinstance(e, DataError) and "annotations.json" in str(e) for e in ds.errors)
 
 

@@ -128,8 +128,9 @@ def base(tmp_path_factory) -> tuple[Path, dict]:
     mask = np.zeros((H, W), bool)
     mask[3:20, 5:30] = True
     write_png_mask(root / "masks" / "p13.png", mask)
-    np.savez(root / "fit14.npz", betas=np.zeros(10), global_orient=np.zeros(3),
-             body_pose=np.zeros(63), transl=np.zeros(3))  # fmt: skip
+    np.savez(
+        root / "fit14.npz", betas=np.zeros(10), global_orient=np.zeros(3), body_pose=np.zeros(63), transl=np.zeros(3)
+    )
 
     def kp(*labelled: int) -> list[float]:
         flat: list[float] = []
@@ -141,23 +142,38 @@ def base(tmp_path_factory) -> tuple[Path, dict]:
     rle_u = {"size": [H, W], "counts": [100, 50, W * H - 150]}
     doc = {
         "images": [
-            {"id": 1, "file_name": "a.jpg", "width": W, "height": H,
-             "camera": {"fx": 500.0, "fy": 500.0, "cx": 20.0, "cy": 15.0}},
-            {"id": 2, "file_name": "b.jpg", "width": W, "height": H,
-             "K": [[600.0, 0.0, 20.0], [0.0, 600.0, 15.0], [0.0, 0.0, 1.0]]},
+            {
+                "id": 1,
+                "file_name": "a.jpg",
+                "width": W,
+                "height": H,
+                "camera": {"fx": 500.0, "fy": 500.0, "cx": 20.0, "cy": 15.0},
+            },
+            {
+                "id": 2,
+                "file_name": "b.jpg",
+                "width": W,
+                "height": H,
+                "K": [[600.0, 0.0, 20.0], [0.0, 600.0, 15.0], [0.0, 0.0, 1.0]],
+            },
             {"id": 3, "file_name": "c.jpg", "width": W, "height": H},
         ],
         "annotations": [
             {"id": 10, "image_id": 1, "keypoints": kp(*coco), "segmentation": mask_to_rle(mask)},
             {"id": 11, "image_id": 1, "keypoints": kp(0, 5, 6, 7, 19), "segmentation": rle_u},
-            {"id": 12, "image_id": 2, "keypoints": kp(5, 6, 11, 12, 21, 22),
-             "segmentation": [[5, 5, 30, 5, 30, 25]]},
+            {"id": 12, "image_id": 2, "keypoints": kp(5, 6, 11, 12, 21, 22), "segmentation": [[5, 5, 30, 5, 30, 25]]},
             {"id": 13, "image_id": 2, "keypoints": kp(*coco), "mask_path": "masks/p13.png"},
-            {"id": 14, "image_id": 3, "keypoints": kp(13, 14, 15, 16), "bbox": [1, 2, 30, 20],
-             "num_keypoints": 4, "init_fit": "fit14.npz"},
+            {
+                "id": 14,
+                "image_id": 3,
+                "keypoints": kp(13, 14, 15, 16),
+                "bbox": [1, 2, 30, 20],
+                "num_keypoints": 4,
+                "init_fit": "fit14.npz",
+            },
         ],
         "categories": [{"id": 1, "name": "person"}],
-    }  # fmt: skip
+    }
     return root, doc
 
 
@@ -199,9 +215,14 @@ def invalid_slots(doc: dict) -> list[tuple[tuple, list[Any], bool, tuple]]:
             slots += [(("images", i, "camera", k), NOT_NUMBER, True, scope) for k in ("cx", "cy")]
             slots += [(("images", i, "camera", k), NOT_NUMBER + [0, -5.0], True, scope) for k in ("fx", "fy")]
         if "K" in img:
-            slots += [(("images", i, "K"), ["K", 3, [[1, 0, 0], [0, 1, 0]], [[0, 0, 1], [0, 1, 1], [0, 0, 1]]], False, scope)]
-            slots += [(("images", i, "K", r, c), [None, "1", math.nan, math.inf, []], False, scope)
-                      for r in range(3) for c in range(3)]  # fmt: skip
+            slots += [
+                (("images", i, "K"), ["K", 3, [[1, 0, 0], [0, 1, 0]], [[0, 0, 1], [0, 1, 1], [0, 0, 1]]], False, scope)
+            ]
+            slots += [
+                (("images", i, "K", r, c), [None, "1", math.nan, math.inf, []], False, scope)
+                for r in range(3)
+                for c in range(3)
+            ]
             slots += [(("images", i, "K", 0, 1), [5.0], False, scope), (("images", i, "K", 2, 2), [2.0], False, scope)]
     for j, ann in enumerate(doc["annotations"]):
         scope = ("ann", ann["id"])
@@ -225,15 +246,24 @@ def invalid_slots(doc: dict) -> list[tuple[tuple, list[Any], bool, tuple]]:
             slots += [(a + ("segmentation",), ["x", 3, True, [[1, 2, 3]], [[1, 2, 3, 4]], {}], False, scope)]
         if isinstance(segm, dict):
             slots += [
-                (a + ("segmentation", "size"), [None, [H], [H, "W"], [0, W], [H + 1, W], [H, W, 1], "30x40"], True, scope),
+                (
+                    a + ("segmentation", "size"),
+                    [None, [H], [H, "W"], [0, W], [H + 1, W], [H, W, 1], "30x40"],
+                    True,
+                    scope,
+                ),
                 (a + ("segmentation", "counts"), [None, 3, "", "~", "0", [1, 2], {}], True, scope),
-            ]  # fmt: skip
+            ]
             if isinstance(segm["counts"], list):
-                slots += [(a + ("segmentation", "counts", c), [-1, "1", None, 1.5, True, 0], False, scope)
-                          for c in range(len(segm["counts"]))]  # fmt: skip
+                slots += [
+                    (a + ("segmentation", "counts", c), [-1, "1", None, 1.5, True, 0], False, scope)
+                    for c in range(len(segm["counts"]))
+                ]
         if isinstance(segm, list):
-            slots += [(a + ("segmentation", 0, c), [None, "1", math.nan, math.inf, [], True], False, scope)
-                      for c in range(len(segm[0]))]  # fmt: skip
+            slots += [
+                (a + ("segmentation", 0, c), [None, "1", math.nan, math.inf, [], True], False, scope)
+                for c in range(len(segm[0]))
+            ]
         if "mask_path" in ann:
             slots += [(a + ("mask_path",), [3, [], {}, True, "", "masks/none.png", "masks"], False, scope)]
         if "bbox" in ann:
@@ -317,9 +347,14 @@ def test_truncated_json_raises_dataerror(base, data):
 
 
 JUNK = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
-    st.lists(st.integers(), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-)  # fmt: skip
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=4),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
 def all_paths(doc: Any, prefix: tuple = ()) -> list[tuple]:
@@ -369,13 +404,29 @@ def test_arbitrary_junk_never_raises_anything_but_dataerror(base, data):
         lambda children: st.one_of(
             st.lists(children, max_size=4),
             st.dictionaries(
-                st.sampled_from(["images", "annotations", "id", "image_id", "keypoints", "width",
-                                 "height", "file_name", "segmentation", "counts", "size", "camera"]),
-                children, max_size=5),
+                st.sampled_from(
+                    [
+                        "images",
+                        "annotations",
+                        "id",
+                        "image_id",
+                        "keypoints",
+                        "width",
+                        "height",
+                        "file_name",
+                        "segmentation",
+                        "counts",
+                        "size",
+                        "camera",
+                    ]
+                ),
+                children,
+                max_size=5,
+            ),
         ),
         max_leaves=20,
     )
-)  # fmt: skip
+)
 def test_random_documents_never_raise_anything_but_dataerror(tmp_path, doc):
     path = tmp_path / "random.json"
     path.write_text(json.dumps(doc))

@@ -74,8 +74,14 @@ def test_npz_batched_p3(tmp_path):
 
 def test_json(tmp_path):
     path = tmp_path / "fit.json"
-    doc = {"betas": [BETAS.tolist()], "global_orient": ORIENT.tolist(), "body_pose": POSE.tolist(),
-           "transl": TRANSL.tolist(), "note": "from a demo", "scale": 1.5}  # fmt: skip
+    doc = {
+        "betas": [BETAS.tolist()],
+        "global_orient": ORIENT.tolist(),
+        "body_pose": POSE.tolist(),
+        "transl": TRANSL.tolist(),
+        "note": "from a demo",
+        "scale": 1.5,
+    }
     path.write_text(json.dumps(doc))
     fit = load_initial_fit(path)
     check(fit, atol=0)
@@ -135,30 +141,74 @@ def test_pickle_with_other_globals_is_refused_without_running_them(tmp_path, cap
     [
         pytest.param({"global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL}, "betas", "missing", id="no-betas"),
         pytest.param({"betas": BETAS, "global_orient": ORIENT, "body_pose": POSE}, "transl", "missing", id="no-transl"),
-        pytest.param({"betas": BETAS, "global_orient": ORIENT[:2], "body_pose": POSE, "transl": TRANSL},
-                     "global_orient", "(3,)", id="orient-2"),
-        pytest.param({"betas": BETAS, "global_orient": np.eye(3), "body_pose": POSE, "transl": TRANSL},
-                     "global_orient", "(3,)", id="orient-matrix"),
-        pytest.param({"betas": BETAS, "global_orient": ORIENT, "body_pose": np.zeros(62), "transl": TRANSL},
-                     "body_pose", "(P*3,)", id="pose-62"),
-        pytest.param({"betas": BETAS, "global_orient": ORIENT, "body_pose": np.zeros((1, 32)), "transl": TRANSL},
-                     "body_pose", "VPoser", id="vposer-latent"),
-        pytest.param({"betas": BETAS, "global_orient": ORIENT, "body_pose": np.zeros((21, 4)), "transl": TRANSL},
-                     "body_pose", "(P, 3)", id="pose-21x4"),
-        pytest.param({"betas": np.zeros((2, 10)), "global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL},
-                     "betas", "(S,)", id="betas-batch-2"),
-        pytest.param({"betas": np.float64(1.0), "global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL},
-                     "betas", "(S,)", id="betas-scalar"),
-        pytest.param({"betas": BETAS, "global_orient": ORIENT, "body_pose": POSE, "transl": np.array([0, np.nan, 1])},
-                     "transl", "NaN", id="transl-nan"),
-        pytest.param({"betas": BETAS, "global_orient": ORIENT, "body_pose": POSE, "transl": "far"},
-                     "transl", "numbers", id="transl-str"),
-        pytest.param({"betas": ["1", "2"], "global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL},
-                     "betas", "numbers", id="betas-strings"),
-        pytest.param({"betas": BETAS, "global_orient": [True, False, True], "body_pose": POSE, "transl": TRANSL},
-                     "global_orient", "numbers", id="orient-bools"),
+        pytest.param(
+            {"betas": BETAS, "global_orient": ORIENT[:2], "body_pose": POSE, "transl": TRANSL},
+            "global_orient",
+            "(3,)",
+            id="orient-2",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": np.eye(3), "body_pose": POSE, "transl": TRANSL},
+            "global_orient",
+            "(3,)",
+            id="orient-matrix",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": ORIENT, "body_pose": np.zeros(62), "transl": TRANSL},
+            "body_pose",
+            "(P*3,)",
+            id="pose-62",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": ORIENT, "body_pose": np.zeros((1, 32)), "transl": TRANSL},
+            "body_pose",
+            "VPoser",
+            id="vposer-latent",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": ORIENT, "body_pose": np.zeros((21, 4)), "transl": TRANSL},
+            "body_pose",
+            "(P, 3)",
+            id="pose-21x4",
+        ),
+        pytest.param(
+            {"betas": np.zeros((2, 10)), "global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL},
+            "betas",
+            "(S,)",
+            id="betas-batch-2",
+        ),
+        pytest.param(
+            {"betas": np.float64(1.0), "global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL},
+            "betas",
+            "(S,)",
+            id="betas-scalar",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": ORIENT, "body_pose": POSE, "transl": np.array([0, np.nan, 1])},
+            "transl",
+            "NaN",
+            id="transl-nan",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": ORIENT, "body_pose": POSE, "transl": "far"},
+            "transl",
+            "numbers",
+            id="transl-str",
+        ),
+        pytest.param(
+            {"betas": ["1", "2"], "global_orient": ORIENT, "body_pose": POSE, "transl": TRANSL},
+            "betas",
+            "numbers",
+            id="betas-strings",
+        ),
+        pytest.param(
+            {"betas": BETAS, "global_orient": [True, False, True], "body_pose": POSE, "transl": TRANSL},
+            "global_orient",
+            "numbers",
+            id="orient-bools",
+        ),
     ],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("suffix", [".npz", ".pkl", ".json"])
 def test_bad_content(tmp_path, content, field, fragment, suffix):
     path = tmp_path / f"fit{suffix}"
@@ -167,8 +217,10 @@ def test_bad_content(tmp_path, content, field, fragment, suffix):
     elif suffix == ".pkl":
         path.write_bytes(pickle.dumps(content))
     else:
-        as_json = {k: (v.tolist() if isinstance(v, np.ndarray) else float(v) if isinstance(v, np.floating) else v)
-                   for k, v in content.items()}  # fmt: skip
+        as_json = {
+            k: (v.tolist() if isinstance(v, np.ndarray) else float(v) if isinstance(v, np.floating) else v)
+            for k, v in content.items()
+        }
         path.write_text(json.dumps(as_json))
     with pytest.raises(DataError) as info:
         load_initial_fit(path)

@@ -27,9 +27,20 @@ def keypoints(labelled: list[str] | tuple[str, ...] = (), *, v: int = 2) -> np.n
 
 
 COCO_ALL = [
-    "nose", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
-    "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-]  # fmt: skip
+    "nose",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+]
 
 
 def without(names: list[str], *drop: str) -> list[str]:
@@ -46,7 +57,7 @@ SINGLE_LIMB_TABLE = [
     (without(COCO_ALL, "right_knee", "right_ankle") + ["above_right_knee_end"], {"right_leg": S.TRANSFEMORAL}),
     (without(COCO_ALL, "left_ankle") + ["below_left_knee_end"], {"left_leg": S.TRANSTIBIAL}),
     (without(COCO_ALL, "right_ankle") + ["below_right_knee_end"], {"right_leg": S.TRANSTIBIAL}),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("labelled", "expected"), SINGLE_LIMB_TABLE)
@@ -66,8 +77,7 @@ def test_single_limb_types_and_sides(labelled, expected):
         ),
         # bilateral transradial
         (
-            without(COCO_ALL, "left_wrist", "right_wrist")
-            + ["below_left_elbow_end", "below_right_elbow_end"],
+            without(COCO_ALL, "left_wrist", "right_wrist") + ["below_left_elbow_end", "below_right_elbow_end"],
             {"left_arm": S.TRANSRADIAL, "right_arm": S.TRANSRADIAL},
         ),
         # mixed levels on the two legs
@@ -78,15 +88,17 @@ def test_single_limb_types_and_sides(labelled, expected):
         ),
         # all four limbs
         (
-            without(COCO_ALL, "left_elbow", "left_wrist", "right_wrist", "left_ankle",
-                    "right_knee", "right_ankle")
-            + ["above_left_elbow_end", "below_right_elbow_end", "below_left_knee_end",
-               "above_right_knee_end"],
-            {"left_arm": S.TRANSHUMERAL, "right_arm": S.TRANSRADIAL,
-             "left_leg": S.TRANSTIBIAL, "right_leg": S.TRANSFEMORAL},
+            without(COCO_ALL, "left_elbow", "left_wrist", "right_wrist", "left_ankle", "right_knee", "right_ankle")
+            + ["above_left_elbow_end", "below_right_elbow_end", "below_left_knee_end", "above_right_knee_end"],
+            {
+                "left_arm": S.TRANSHUMERAL,
+                "right_arm": S.TRANSRADIAL,
+                "left_leg": S.TRANSTIBIAL,
+                "right_leg": S.TRANSFEMORAL,
+            },
         ),
     ],
-)  # fmt: skip
+)
 def test_bilateral_and_multi_limb(labelled, expected):
     assert derive_limb_status(keypoints(labelled)) == {**INTACT, **expected}
 

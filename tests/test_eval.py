@@ -14,6 +14,7 @@ import pytest
 import roma
 import torch
 import trimesh
+from synthetic_people import FAST_PIPELINE
 
 from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
@@ -44,8 +45,6 @@ from resihmr_dr.eval.sweep import SweepSpec
 from resihmr_dr.eval.synth import generate_dataset
 from resihmr_dr.fit.pipeline import fit_person
 from resihmr_dr.render.zbuffer import rasterize
-
-from synthetic_people import FAST_PIPELINE
 
 CAMERA = PinholeCamera(fx=800.0, fy=800.0, cx=160.0, cy=160.0, width=320, height=320)
 ANCHOR = np.array([0.0, -0.3, 3.0])  # left knee, camera frame
@@ -89,8 +88,14 @@ def _capsule(*, radius: float, height: float, shift=(0.0, 0.0, 0.0)) -> trimesh.
     return mesh
 
 
-def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=(0.0, 0.0),
-          body_transform=None, ankle=AXIS * SEGMENT_M):  # fmt: skip
+def _case(
+    pred_mesh: trimesh.Trimesh,
+    *,
+    joint_shift=(0.0, 0.0, 0.0),
+    kp_offset=(0.0, 0.0),
+    body_transform=None,
+    ankle=AXIS * SEGMENT_M,
+):
     """A ground truth (a torso box + the true capsule stump on the left shank) and a prediction
     with ``pred_mesh`` as its left-leg residual limb (fitted knee at ANCHOR + joint_shift, the
     ankle ``ankle`` from it)."""
@@ -104,14 +109,33 @@ def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=
     kp = np.zeros((NUM_KEYPOINTS, 3))
     kp[:17] = [100.0, 100.0, 2.0]
     true_volume = stump.volume  # all of it lies distal of the plane through the knee
-    limb = {"limb": "left_leg", "status": "transtibial", "type": "left_transtibial", "shape": {"name": "rounded"},
-            "anchor_cam": ANCHOR.tolist(), "target_cam": (ANCHOR + AXIS * SEGMENT_M).tolist(),
-            "endpoint_cam": (ANCHOR + AXIS * (HEIGHT + 2 * RADIUS)).tolist(),
-            "measurements": {"length_m": HEIGHT + 2 * RADIUS, "length_fraction": (HEIGHT + 2 * RADIUS) / SEGMENT_M,
-                             "volume_m3": true_volume}}  # fmt: skip
-    gt = GroundTruth(ann_id=1, image_id=1, verts=verts, faces=faces, vertex_segment=labels, source_vertex=source,
-                     keypoints_px=kp, limbs=(limb,), body_model="box", noise_px=0.0,
-                     info={"camera": CAMERA.to_dict()})  # fmt: skip
+    limb = {
+        "limb": "left_leg",
+        "status": "transtibial",
+        "type": "left_transtibial",
+        "shape": {"name": "rounded"},
+        "anchor_cam": ANCHOR.tolist(),
+        "target_cam": (ANCHOR + AXIS * SEGMENT_M).tolist(),
+        "endpoint_cam": (ANCHOR + AXIS * (HEIGHT + 2 * RADIUS)).tolist(),
+        "measurements": {
+            "length_m": HEIGHT + 2 * RADIUS,
+            "length_fraction": (HEIGHT + 2 * RADIUS) / SEGMENT_M,
+            "volume_m3": true_volume,
+        },
+    }
+    gt = GroundTruth(
+        ann_id=1,
+        image_id=1,
+        verts=verts,
+        faces=faces,
+        vertex_segment=labels,
+        source_vertex=source,
+        keypoints_px=kp,
+        limbs=(limb,),
+        body_model="box",
+        noise_px=0.0,
+        info={"camera": CAMERA.to_dict()},
+    )
 
     joint_shift = np.asarray(joint_shift, dtype=np.float64)
     joints = np.zeros((len(JOINT_INDEX), 3))
@@ -122,9 +146,18 @@ def _case(pred_mesh: trimesh.Trimesh, *, joint_shift=(0.0, 0.0, 0.0), kp_offset=
     limb_mask = np.arange(len(p_verts)) >= 8
     body_verts = torso.vertices if body_transform is None else apply_similarity(torso.vertices, *body_transform)
     pred_kp = kp[:, :2] + np.asarray(kp_offset)
-    pred = Prediction(method="test", ann_id=1, verts_cam=p_verts, faces=p_faces, limb_masks={"left_leg": limb_mask},
-                      joints_cam=joints, keypoints_px=pred_kp, body_verts_cam=body_verts, body_name="box",
-                      seconds=0.0)  # fmt: skip
+    pred = Prediction(
+        method="test",
+        ann_id=1,
+        verts_cam=p_verts,
+        faces=p_faces,
+        limb_masks={"left_leg": limb_mask},
+        joints_cam=joints,
+        keypoints_px=pred_kp,
+        body_verts_cam=body_verts,
+        body_name="box",
+        seconds=0.0,
+    )
     mask = rasterize(verts_cam=torch.as_tensor(verts), faces=torch.as_tensor(faces), camera=CAMERA).mask.numpy()
     return pred, gt, mask
 
@@ -133,8 +166,16 @@ def test_a_perfect_prediction_scores_zero_and_iou_one():
     pred, gt, mask = _case(_capsule(radius=RADIUS, height=HEIGHT))
     (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
     assert row["type"] == "left_transtibial" and row["shape"] == "rounded"
-    for key in ("endpoint_err_mm", "length_err_mm", "length_err_pct", "volume_err_pct", "stump_dist_mean_mm",
-                "stump_dist_p95_mm", "pa_v2v_mm", "kp_body_px"):  # fmt: skip
+    for key in (
+        "endpoint_err_mm",
+        "length_err_mm",
+        "length_err_pct",
+        "volume_err_pct",
+        "stump_dist_mean_mm",
+        "stump_dist_p95_mm",
+        "pa_v2v_mm",
+        "kp_body_px",
+    ):
         assert row[key] == pytest.approx(0.0, abs=1e-6), key
     assert row["mask_iou"] == 1.0 and row["stump_iou"] == 1.0
     assert math.isnan(row["kp_res_limb_px"])  # the truth labels no residual endpoint here
@@ -175,8 +216,9 @@ def test_a_thicker_stump_has_its_surface_distance():
 def test_anchor_and_procrustes_alignment_take_out_a_rigid_offset():
     shift = np.array([0.05, -0.02, 0.3])  # the whole fit 30 cm deeper: single-view depth ambiguity
     rot = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.4, 0.0], dtype=torch.float64)).numpy()
-    pred, gt, mask = _case(_capsule(radius=RADIUS, height=HEIGHT, shift=shift), joint_shift=shift,
-                           body_transform=(1.2, rot, shift))  # fmt: skip
+    pred, gt, mask = _case(
+        _capsule(radius=RADIUS, height=HEIGHT, shift=shift), joint_shift=shift, body_transform=(1.2, rot, shift)
+    )
     (row,) = score_prediction(pred, gt, mask=mask, camera=CAMERA)
     for key in ("endpoint_err_mm", "length_err_mm", "volume_err_pct", "stump_dist_mean_mm", "pa_v2v_mm"):
         assert row[key] == pytest.approx(0.0, abs=1e-6), key
@@ -228,8 +270,12 @@ def test_sampled_points_cover_the_surface_by_area_and_repeat_with_the_seed():
 
 
 def test_rotation_between_is_the_smallest_and_icp_recovers_a_rigid_motion():
-    for a, b in (([0.0, 1.0, 0.0], [1.0, 0.0, 0.0]), ([1.0, 2.0, 3.0], [1.0, 2.0, 3.1]), ([0.0, 1.0, 0.0],
-                 [0.0, -1.0, 0.0]), ([0.3, 0.1, 0.2], [0.3, 0.1, 0.2])):  # fmt: skip
+    for a, b in (
+        ([0.0, 1.0, 0.0], [1.0, 0.0, 0.0]),
+        ([1.0, 2.0, 3.0], [1.0, 2.0, 3.1]),
+        ([0.0, 1.0, 0.0], [0.0, -1.0, 0.0]),
+        ([0.3, 0.1, 0.2], [0.3, 0.1, 0.2]),
+    ):
         a, b = np.array(a) / np.linalg.norm(a), np.array(b) / np.linalg.norm(b)
         rot = rotation_between(a, b)
         assert np.allclose(rot @ rot.T, np.eye(3)) and np.linalg.det(rot) == pytest.approx(1.0)
@@ -289,8 +335,11 @@ def test_a_rotated_and_deeper_stump_has_no_shape_error():
 def test_a_thicker_stump_has_its_shape_and_perimeter_errors():
     delta = 0.01
     # Offset surface: radius + delta about the same centres (the poles move out by delta too).
-    (row,) = score_prediction(*_case(_capsule(radius=RADIUS + delta, height=HEIGHT, shift=-delta * AXIS))[:2],
-                              mask=_case(_capsule(radius=RADIUS, height=HEIGHT))[2], camera=CAMERA)  # fmt: skip
+    (row,) = score_prediction(
+        *_case(_capsule(radius=RADIUS + delta, height=HEIGHT, shift=-delta * AXIS))[:2],
+        mask=_case(_capsule(radius=RADIUS, height=HEIGHT))[2],
+        camera=CAMERA,
+    )
     assert row["shape_local_mean_mm"] == pytest.approx(10.0, abs=0.3)
     assert row["shape_icp_mean_mm"] == pytest.approx(10.0, abs=0.5)
     # Radially scaled about the axis (the poles stay): each section's perimeter grows by (r + delta) / r.
@@ -349,8 +398,16 @@ def fitted(anny_body, tmp_path_factory):
     from resihmr_dr.batch import fit_dataset
 
     root = tmp_path_factory.mktemp("bench")
-    generate_dataset(root / "synth", count=3, seed=5, types="left_transtibial,right_transfemoral", image_size=192,
-                     noise_px=(0.0, 2.0), body=anny_body, progress=False)  # fmt: skip
+    generate_dataset(
+        root / "synth",
+        count=3,
+        seed=5,
+        types="left_transtibial,right_transfemoral",
+        image_size=192,
+        noise_px=(0.0, 2.0),
+        body=anny_body,
+        progress=False,
+    )
     dataset = load_annotations(root / "synth" / "annotations.json")
     summary = fit_dataset(dataset, body=anny_body, out_dir=root / "fit", config=FAST_PIPELINE, progress=False)
     assert summary.ok, summary.failures
@@ -367,8 +424,9 @@ def test_noise_levels_cycle_over_rounds_of_types(fitted):
 def test_eval_scores_every_method_and_the_baselines_rank_as_expected(anny_body, fitted, tmp_path):
     config = ResihmrConfig(fit=FAST_PIPELINE)
     sweep = SweepSpec("mask_weight", ("fit.refine.weights.silhouette", "fit.refine.weights.stump_silhouette"), (0.0,))
-    result = evaluate(pred_dir=fitted / "fit", gt_dir=fitted / "synth", body=anny_body, config=config, sweep=sweep,
-                      progress=False)  # fmt: skip
+    result = evaluate(
+        pred_dir=fitted / "fit", gt_dir=fitted / "synth", body=anny_body, config=config, sweep=sweep, progress=False
+    )
     assert not result.failures
     assert result.methods == [*METHODS, "ours[mask_weight=0]"]
     limbs = sum(len(gt.limbs) for gt in load_ground_truth(fitted / "synth").values())
@@ -380,7 +438,10 @@ def test_eval_scores_every_method_and_the_baselines_rank_as_expected(anny_body, 
                 assert math.isfinite(row[key]), (method, key)
         intact = by[("intact", ann_id, limb)]
         # The hallucinated limb runs on past the true stump by the rest of the limb.
-        assert intact["length_err_mm"] > 150 and intact["length_err_mm"] > 3 * by[("resihmr", ann_id, limb)]["length_err_mm"]
+        assert (
+            intact["length_err_mm"] > 150
+            and intact["length_err_mm"] > 3 * by[("resihmr", ann_id, limb)]["length_err_mm"]
+        )
         assert intact["stump_dist_mean_mm"] > by[("resihmr", ann_id, limb)]["stump_dist_mean_mm"]
         if method != "ours":  # the baselines share the intact fit; ours refines the body against the mask
             assert row["pa_v2v_mm"] == pytest.approx(intact["pa_v2v_mm"])
@@ -393,8 +454,13 @@ def test_eval_scores_every_method_and_the_baselines_rank_as_expected(anny_body, 
     summary = {s["method"]: s for s in summarise(result.rows)}
     assert summary["intact"]["people"] == 3 and summary["ours"]["limbs"] == limbs
     paths = write_outputs(tmp_path / "eval", result, command="resihmr-dr eval --pred P --gt G")
-    assert {p.name for p in paths.values()} == {"eval.csv", "eval.md", "eval_by_type.png", "eval_by_shape.png",
-                                               "eval_by_noise.png"}  # fmt: skip
+    assert {p.name for p in paths.values()} == {
+        "eval.csv",
+        "eval.md",
+        "eval_by_type.png",
+        "eval_by_shape.png",
+        "eval_by_noise.png",
+    }
     with open(paths["csv"]) as fh:
         assert len(list(csv.DictReader(fh))) == 5 * limbs
     md = paths["md"].read_text()
@@ -408,14 +474,24 @@ def test_the_folder_reads_back_as_the_fit_it_was_written_from(anny_body, fitted)
     dataset = load_annotations(fitted / "synth" / "annotations.json")
     person = dataset.people[0]
     mask = dataset.mask(person)
-    fit = fit_person(body=anny_body, person=person, camera=PinholeCamera.for_image(dataset.image_of(person)),
-                     mask=mask, config=FAST_PIPELINE)  # fmt: skip
+    fit = fit_person(
+        body=anny_body,
+        person=person,
+        camera=PinholeCamera.for_image(dataset.image_of(person)),
+        mask=mask,
+        config=FAST_PIPELINE,
+    )
     folder = fitted / "fit" / f"image{person.image_id}_ann{person.ann_id}"
     gt = load_ground_truth(fitted / "synth")[person.ann_id]
-    from_folder = score_prediction(prediction_from_folder(read_fitted_folder(folder), body=anny_body, method="ours"),
-                                   gt, mask=mask, camera=gt.camera)  # fmt: skip
-    in_memory = score_prediction(prediction_from_fit(fit, body=anny_body, method="ours"), gt, mask=mask,
-                                 camera=gt.camera)  # fmt: skip
+    from_folder = score_prediction(
+        prediction_from_folder(read_fitted_folder(folder), body=anny_body, method="ours"),
+        gt,
+        mask=mask,
+        camera=gt.camera,
+    )
+    in_memory = score_prediction(
+        prediction_from_fit(fit, body=anny_body, method="ours"), gt, mask=mask, camera=gt.camera
+    )
     for a, b in zip(from_folder, in_memory, strict=True):
         for key, _, _ in PERSON_METRICS + LIMB_METRICS:
             # ICP's nearest-point pairs can flip on the PLY round trip's last digits: 0.02 mm there.
@@ -432,8 +508,14 @@ def test_a_bad_folder_fails_alone_and_the_cli_reports_it(anny_body, fitted, tmp_
     shutil.copytree(fitted / "fit", pred)
     (pred / "image1_ann1" / "params.json").write_text('{"params": ')  # truncated
     shutil.rmtree(pred / "image2_ann2")
-    result = evaluate(pred_dir=pred, gt_dir=fitted / "synth", body=anny_body, config=ResihmrConfig(fit=FAST_PIPELINE),
-                      methods=("intact", "ours"), progress=False)  # fmt: skip
+    result = evaluate(
+        pred_dir=pred,
+        gt_dir=fitted / "synth",
+        body=anny_body,
+        config=ResihmrConfig(fit=FAST_PIPELINE),
+        methods=("intact", "ours"),
+        progress=False,
+    )
     assert {r["ann_id"] for r in result.rows} == {3} and len(result.failures) == 4  # 2 methods x 2 people
     reasons = {f["ann_id"]: f["reason"] for f in result.failures}
     assert "params.json" in reasons[1] and "malformed JSON" in reasons[1]
@@ -443,8 +525,20 @@ def test_a_bad_folder_fails_alone_and_the_cli_reports_it(anny_body, fitted, tmp_
     parser = argparse.ArgumentParser()
     add_eval_parser(parser.add_subparsers())
     monkeypatch.setattr("resihmr_dr.body.factory.build_body_model", lambda *a, **k: anny_body)
-    args = parser.parse_args(["eval", "--pred", str(pred), "--gt", str(fitted / "synth"), "--out", str(tmp_path / "e"),
-                              "--methods", "intact,joint", "--no-progress"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "eval",
+            "--pred",
+            str(pred),
+            "--gt",
+            str(fitted / "synth"),
+            "--out",
+            str(tmp_path / "e"),
+            "--methods",
+            "intact,joint",
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 1  # one person failed
     captured = capsys.readouterr()
     assert "FAILED intact, annotation 1" in captured.err and "params.json" in captured.err

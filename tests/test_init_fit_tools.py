@@ -21,6 +21,9 @@ import torch
 from smplx.lbs import batch_rodrigues
 from smplx.vertex_joint_selector import VertexJointSelector
 
+# tests/ is on sys.path under pytest's default (prepend) import mode: no package needed.
+from smplx_tiny import write_tiny_smplx  # noqa: E402
+
 from resihmr_dr.body.smplx_model import JOINT_SELECTION, NUM_BODY_POSE_JOINTS, SmplxBody
 from resihmr_dr.camera import project_points
 from resihmr_dr.data.errors import DataError
@@ -33,9 +36,6 @@ from resihmr_dr.data.init_fit import (
 )
 from resihmr_dr.fit.pipeline import params_from_initial_fit
 
-# tests/ is on sys.path under pytest's default (prepend) import mode: no package needed.
-from smplx_tiny import write_tiny_smplx  # noqa: E402
-
 RNG = np.random.default_rng(7)
 BETAS = RNG.normal(scale=0.5, size=10)
 ORIENT = np.array([np.pi - 0.1, 0.2, -0.05])  # upright in the OpenCV camera: ~180 degrees about x
@@ -43,9 +43,18 @@ POSE = RNG.normal(scale=0.2, size=(21, 3))
 CAM_T = np.array([0.05, 0.3, 12.0])  # SMPLify-X's camera translation (metres), focal 5000 px
 F32 = np.float32
 SMPLIFYX_KEYS = {
-    "camera_rotation", "camera_translation", "betas", "global_orient", "body_pose", "left_hand_pose",
-    "right_hand_pose", "jaw_pose", "leye_pose", "reye_pose", "expression",
-}  # fmt: skip
+    "camera_rotation",
+    "camera_translation",
+    "betas",
+    "global_orient",
+    "body_pose",
+    "left_hand_pose",
+    "right_hand_pose",
+    "jaw_pose",
+    "leye_pose",
+    "reye_pose",
+    "expression",
+}
 
 
 def smplifyx_pickle(*, vposer: bool = False, hand_dim: int = 12, rng_hands: bool = True) -> dict[str, np.ndarray]:
@@ -191,8 +200,16 @@ def test_smplifyx_frame_matches_ours(tmp_path, tiny):
     path = tmp_path / "000.pkl"
     write_pickle(path, data)
     # SMPLify-X's side: its model settings, then PerspectiveCamera.forward
-    ref = smplx.create(str(tiny.root), model_type="smplx", gender="neutral", ext="npz", num_betas=10,
-                       use_pca=True, num_pca_comps=12, create_transl=False)  # fmt: skip
+    ref = smplx.create(
+        str(tiny.root),
+        model_type="smplx",
+        gender="neutral",
+        ext="npz",
+        num_betas=10,
+        use_pca=True,
+        num_pca_comps=12,
+        create_transl=False,
+    )
     ref.vertex_joint_selector = VertexJointSelector(vertex_ids=tiny.vertex_ids)  # the tiny model's topology
     kw = {k: torch.from_numpy(v) for k, v in data.items() if not k.startswith("camera_")}
     joints_model = ref(**kw).joints[0, list(JOINT_SELECTION)].detach().double()
@@ -291,14 +308,19 @@ def _bad(key: str, value) -> dict:
     [
         pytest.param(_bad("body_pose", np.zeros((B, 21, 3, 3))), "body_pose", "(B, 23, 3, 3)", id="smplx-joints"),
         pytest.param(_bad("body_pose", np.zeros((B, 69))), "body_pose", "(B, 23, 3, 3)", id="axis-angle"),
-        pytest.param(_bad("global_orient", np.tile(np.eye(3) * 2, (B, 1, 1, 1))), "global_orient", "rotation",
-                     id="scaled"),
-        pytest.param(_bad("global_orient", np.tile(np.diag([1.0, 1, -1]), (B, 1, 1, 1))), "global_orient",
-                     "determinant", id="reflection"),
+        pytest.param(
+            _bad("global_orient", np.tile(np.eye(3) * 2, (B, 1, 1, 1))), "global_orient", "rotation", id="scaled"
+        ),
+        pytest.param(
+            _bad("global_orient", np.tile(np.diag([1.0, 1, -1]), (B, 1, 1, 1))),
+            "global_orient",
+            "determinant",
+            id="reflection",
+        ),
         pytest.param(_bad("betas", np.full((B, 10), np.nan)), "betas", "NaN", id="betas-nan"),
         pytest.param({k: v for k, v in hmr2_output()[0].items() if k != "betas"}, "betas", "missing", id="no-betas"),
     ],
-)  # fmt: skip
+)
 def test_from_4dhumans_bad_input(params, field, fragment):
     with pytest.raises(DataError) as info:
         from_4dhumans(params, CAM_T_FULL)

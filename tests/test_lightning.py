@@ -105,10 +105,16 @@ def test_module_and_writer_in_one_process(anny_body, tmp_path):
 
     writer = PersonWriter(out, plan=data.plan)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, logger=CSVLogger(str(tmp_path / "logs"), name="fit"), callbacks=[writer],
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, inference_mode=False,
+        accelerator="cpu",
+        devices=1,
+        logger=CSVLogger(str(tmp_path / "logs"), name="fit"),
+        callbacks=[writer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        inference_mode=False,
         default_root_dir=str(tmp_path / "logs"),
-    )  # fmt: skip
+    )
     trainer.predict(ResihmrFitModule(anny_body, config), datamodule=data, return_predictions=False)
 
     summary = writer.summary
@@ -143,8 +149,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1")
     for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "resihmr_dr.cli", "fit", *args], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "resihmr_dr.cli", "fit", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_fit_with_two_ddp_processes_writes_every_person_exactly_once(tmp_path):
@@ -152,8 +159,20 @@ def test_fit_with_two_ddp_processes_writes_every_person_exactly_once(tmp_path):
     config = tmp_path / "fast.yaml"
     config.write_text(FAST_YAML.format(refine=0))
     out = tmp_path / "out"
-    common = ("--annotations", str(annotations), "--out", str(out), "--config", str(config), "--accelerator", "cpu",
-              "--devices", "2", "--strategy", "ddp")  # fmt: skip
+    common = (
+        "--annotations",
+        str(annotations),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+    )
     proc = _cli(*common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in proc.stderr  # two processes really ran

@@ -15,6 +15,7 @@ import pytest
 import scipy.spatial
 import torch
 import trimesh
+from synthetic_people import CAMERA, FAST_PIPELINE, stumped_person
 
 from resihmr_dr import FittedPerson, read_person
 from resihmr_dr.body.base import SEGMENT_INDEX, BodyParams
@@ -33,7 +34,6 @@ from resihmr_dr.outputs import (
     write_person,
 )
 from resihmr_dr.results import ResultsError, export_vertices
-from synthetic_people import CAMERA, FAST_PIPELINE, stumped_person
 
 EXPORT = OutputConfig(mesh_format="obj", mesh_frame="y-up", units="mm")
 FAST_YAML = """fit:
@@ -60,8 +60,9 @@ def _max_distance_to(points: np.ndarray, reference: np.ndarray) -> float:
 def smplx_case(tmp_path_factory):
     """The tiny SMPL-X body, a right transtibial person fitted (with the refinement) and written
     with an OBJ export in the model frame (Y up) and millimetres."""
-    from resihmr_dr.body.smplx_model import SmplxBody
     from smplx_tiny import write_tiny_smplx
+
+    from resihmr_dr.body.smplx_model import SmplxBody
 
     root = tmp_path_factory.mktemp("outputs_formats")
     tiny = write_tiny_smplx(root / "model")
@@ -71,8 +72,9 @@ def smplx_case(tmp_path_factory):
     pose[0, body.pose_joint_names.index("left_shoulder"), 2] = -0.9  # arms down from the T-pose
     pose[0, body.pose_joint_names.index("right_shoulder"), 2] = 0.9
     params = params.replace(body_pose=pose, transl=torch.tensor([[0.0, 0.1, 3.2]]))
-    person, mask, _ = stumped_person(body, params, limb="right_leg", status=LimbStatus.TRANSTIBIAL, lam=0.5,
-                                     shape="tapered", seed=0)  # fmt: skip
+    person, mask, _ = stumped_person(
+        body, params, limb="right_leg", status=LimbStatus.TRANSTIBIAL, lam=0.5, shape="tapered", seed=0
+    )
     fit = fit_person(body=body, person=person, camera=CAMERA, mask=mask, config=FAST_PIPELINE)
     assert fit.refinement is not None and fit.limbs
     folder = write_person(fit, root / "out", output=EXPORT)
@@ -93,11 +95,20 @@ def test_params_npz_is_smplx_loadable_and_reproduces_the_posed_mesh(smplx_case):
     npz = np.load(smplx_case.folder / "params.npz")
     assert str(npz["model_type"]) == "smplx" and str(npz["gender"]) == "neutral"
     tensors = ("betas", "global_orient", "body_pose", "transl")
-    assert {k: npz[k].shape for k in tensors} == {"betas": (1, 10), "global_orient": (1, 3), "body_pose": (1, 63),
-                                                  "transl": (1, 3)}  # fmt: skip
+    assert {k: npz[k].shape for k in tensors} == {
+        "betas": (1, 10),
+        "global_orient": (1, 3),
+        "body_pose": (1, 63),
+        "transl": (1, 3),
+    }
     assert all(npz[k].dtype == np.float32 for k in tensors)
-    model = smplx.create(str(smplx_case.tiny.root), model_type="smplx", gender="neutral",
-                         num_betas=npz["betas"].shape[1], flat_hand_mean=True)  # fmt: skip
+    model = smplx.create(
+        str(smplx_case.tiny.root),
+        model_type="smplx",
+        gender="neutral",
+        num_betas=npz["betas"].shape[1],
+        flat_hand_mean=True,
+    )
     # Only for the tests' tiny model: smplx's default extra-joint vertex ids need the official topology.
     model.vertex_joint_selector = VertexJointSelector(vertex_ids=smplx_case.tiny.vertex_ids)
     with torch.no_grad():
@@ -131,8 +142,11 @@ def test_read_person_returns_what_was_written(smplx_case):
     (limb,), (state,) = person.limbs, fit.limbs
     assert (limb.limb, limb.status, limb.lam) == (state.limb, state.status, pytest.approx(state.lam))
     assert limb.lambda_intact == pytest.approx(fit.lambda_intact[0])
-    for read, written in ((limb.anchor_cam, state.anchor_cam), (limb.target_cam, state.target_cam),
-                          (limb.endpoint_cam, state.tip_cam)):  # fmt: skip
+    for read, written in (
+        (limb.anchor_cam, state.anchor_cam),
+        (limb.target_cam, state.target_cam),
+        (limb.endpoint_cam, state.tip_cam),
+    ):
         np.testing.assert_allclose(read, written)
     assert limb.rafo_accepted == state.rafo.accepted
     assert person.stump == fit.stump and person.stump_tpose == fit.stump_tpose
@@ -145,8 +159,12 @@ def test_read_person_returns_what_was_written(smplx_case):
         colours = np.asarray(mesh.visual.vertex_colors)
         assert (colours[fit.residual_mask, 0] > 200).all() and (colours[fit.residual_mask, 1] < 60).all()
     np.testing.assert_allclose(person.to_trimesh(tpose=True).vertices, fit.verts_tpose, rtol=0, atol=5e-7)
-    np.testing.assert_allclose(person.to_trimesh(frame="y-up", units="mm").vertices,
-                               fit.to_trimesh(frame="y-up", units="mm").vertices, rtol=0, atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        person.to_trimesh(frame="y-up", units="mm").vertices,
+        fit.to_trimesh(frame="y-up", units="mm").vertices,
+        rtol=0,
+        atol=1e-3,
+    )
 
 
 def test_read_person_names_the_file_and_field(smplx_case, tmp_path):
@@ -228,8 +246,11 @@ def test_obj_export_is_the_model_frame_in_millimetres(smplx_case):
     assert exports["mesh_tpose_export.obj"]["mesh"] == "mesh_tpose.ply"
 
 
-@pytest.mark.parametrize("output", [OutputConfig("stl", "camera", "mm"), OutputConfig("glb", "y-up", "m"),
-                                    OutputConfig("ply", "y-up", "m")], ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "output",
+    [OutputConfig("stl", "camera", "mm"), OutputConfig("glb", "y-up", "m"), OutputConfig("ply", "y-up", "m")],
+    ids=str,
+)
 def test_other_formats_frames_and_units(smplx_case, tmp_path, output):
     fit = smplx_case.fit
     write_mesh_exports(fit, tmp_path, output)
@@ -250,8 +271,15 @@ def test_bad_export_settings_are_errors():
     with pytest.raises(ConfigError, match="output.units"):
         OutputConfig(units="cm")
     with pytest.raises(ValueError, match="T-pose"):
-        export_vertices(np.zeros((1, 3)), tpose=True, frame="camera", units="m", global_orient=np.zeros(3),
-                        transl=np.zeros(3), root_model=np.zeros(3))  # fmt: skip
+        export_vertices(
+            np.zeros((1, 3)),
+            tpose=True,
+            frame="camera",
+            units="m",
+            global_orient=np.zeros(3),
+            transl=np.zeros(3),
+            root_model=np.zeros(3),
+        )
 
 
 def test_config_section_and_flags_agree(tmp_path):
@@ -277,11 +305,20 @@ def _annotation_file(tmp_path, person) -> str:
     kp = np.asarray(person.keypoints_px)
     doc = {
         "images": [{"id": person.image_id, "file_name": "image.png", "width": CAMERA.width, "height": CAMERA.height}],
-        "annotations": [{"id": person.ann_id, "image_id": person.image_id, "category_id": 1, "iscrowd": 0,
-                         "keypoints": kp.reshape(-1).tolist(), "num_keypoints": int((kp[:, 2] > 0).sum()),
-                         "bbox": [0, 0, CAMERA.width, CAMERA.height], "area": float(CAMERA.width * CAMERA.height)}],
+        "annotations": [
+            {
+                "id": person.ann_id,
+                "image_id": person.image_id,
+                "category_id": 1,
+                "iscrowd": 0,
+                "keypoints": kp.reshape(-1).tolist(),
+                "num_keypoints": int((kp[:, 2] > 0).sum()),
+                "bbox": [0, 0, CAMERA.width, CAMERA.height],
+                "area": float(CAMERA.width * CAMERA.height),
+            }
+        ],
         "categories": [{"id": 1, "name": "person"}],
-    }  # fmt: skip
+    }
     path = tmp_path / "annotations.json"
     path.write_text(json.dumps(doc))
     return str(path)
@@ -334,19 +371,41 @@ def test_demo_writes_anny_params_an_stl_export_and_keypoint_results(anny_body, t
     config = tmp_path / "fast.yaml"
     config.write_text(FAST_YAML)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--config", str(config), "--mesh-format", "stl", "--mesh-frame", "y-up",
-                 "--units", "mm"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--config",
+                str(config),
+                "--mesh-format",
+                "stl",
+                "--mesh-frame",
+                "y-up",
+                "--units",
+                "mm",
+            ]
+        )
+        == 0
+    )
     assert "mesh_export.stl" in capsys.readouterr().out
     folder = out / "image1_ann1"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(OUTPUT_FILES + ("mesh_export.stl", "mesh_tpose_export.stl"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        OUTPUT_FILES + ("mesh_export.stl", "mesh_tpose_export.stl")
+    )
     person = read_person(folder)
     # params.npz: Anny's parameters under their own names, not smplx's.
     npz = np.load(folder / "params.npz")
     assert str(npz["model_type"]) == "anny" and "betas" not in npz and "body_pose" not in npz
     assert npz["anny_phenotypes"].shape == (1, 6) and list(npz["anny_phenotype_names"]) == list(anny_body.shape_names)
     assert npz["anny_pose"].shape == (1, 19, 3) and list(npz["anny_pose_bones"]) == list(anny_body.pose_joint_names)
-    params = BodyParams(global_orient=torch.tensor(npz["anny_global_orient"]), body_pose=torch.tensor(npz["anny_pose"]),
-                        shape=torch.tensor(npz["anny_phenotypes"]), transl=torch.tensor(npz["anny_transl"]))  # fmt: skip
+    params = BodyParams(
+        global_orient=torch.tensor(npz["anny_global_orient"]),
+        body_pose=torch.tensor(npz["anny_pose"]),
+        shape=torch.tensor(npz["anny_phenotypes"]),
+        transl=torch.tensor(npz["anny_transl"]),
+    )
     with torch.no_grad():
         posed, model = anny_body(params), anny_body.forward_model(params.body_pose, params.shape)
     assert _max_distance_to(_kept(person.verts_cam, person.residual_mask), posed.verts[0].numpy()) < 1e-5
@@ -354,8 +413,12 @@ def test_demo_writes_anny_params_an_stl_export_and_keypoint_results(anny_body, t
     stl = np.asarray(trimesh.load(folder / "mesh_export.stl", process=False).vertices)
     extent = stl.max(axis=0) - stl.min(axis=0)
     assert extent.argmax() == 1 and 1300.0 < extent[1] < 2100.0
-    assert _max_distance_to(_kept(person.mesh_vertices(frame="y-up", units="mm"), person.residual_mask),
-                            model.verts[0].numpy() * 1000.0) < 0.05  # fmt: skip
+    assert (
+        _max_distance_to(
+            _kept(person.mesh_vertices(frame="y-up", units="mm"), person.residual_mask), model.verts[0].numpy() * 1000.0
+        )
+        < 0.05
+    )
     # keypoints_results.json of the batch path, accepted against the sample's annotation file.
     results = json.loads((out / KEYPOINT_RESULTS_FILE).read_text())
     assert [(r["image_id"], r["category_id"], r["ann_id"]) for r in results] == [(1, 1, 1)]

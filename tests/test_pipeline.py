@@ -7,10 +7,11 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import scipy.spatial
 import torch
-import pytest
 import trimesh
+from synthetic_people import CAMERA, anny_pose, make_person, stumped_person
 
 from resihmr_dr.batch import FAILURES_FILE, fit_dataset
 from resihmr_dr.body.base import SEGMENT_INDEX
@@ -20,7 +21,6 @@ from resihmr_dr.data.sample import sample_annotations_path
 from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.fit.refine import RefineConfig
-from synthetic_people import CAMERA, anny_pose, make_person, stumped_person
 
 # Two short stages instead of five: enough on noise-free keypoints, and 5x faster; a few
 # refinement steps exercise that stage where a mask is given (tests/test_refine.py checks it).
@@ -35,11 +35,15 @@ FAST = PipelineConfig(
 )
 S = LimbStatus
 SINGLE = [
-    ("left_arm", S.TRANSHUMERAL, 0.55), ("right_arm", S.TRANSHUMERAL, 0.55),
-    ("left_arm", S.TRANSRADIAL, 0.5), ("right_arm", S.TRANSRADIAL, 0.5),
-    ("left_leg", S.TRANSFEMORAL, 0.6), ("right_leg", S.TRANSFEMORAL, 0.6),
-    ("left_leg", S.TRANSTIBIAL, 0.45), ("right_leg", S.TRANSTIBIAL, 0.45),
-]  # fmt: skip
+    ("left_arm", S.TRANSHUMERAL, 0.55),
+    ("right_arm", S.TRANSHUMERAL, 0.55),
+    ("left_arm", S.TRANSRADIAL, 0.5),
+    ("right_arm", S.TRANSRADIAL, 0.5),
+    ("left_leg", S.TRANSFEMORAL, 0.6),
+    ("right_leg", S.TRANSFEMORAL, 0.6),
+    ("left_leg", S.TRANSTIBIAL, 0.45),
+    ("right_leg", S.TRANSTIBIAL, 0.45),
+]
 # The fitted joints differ from the true ones by the single-view depth/shape ambiguity (the 3D
 # endpoint is ~20 cm off in depth), so λ, a ratio along the fitted segment, is recovered to ~0.1
 # (measured: at most 0.10, on the foreshortened right forearm); the endpoint reprojects exactly.
@@ -78,9 +82,15 @@ def test_single_residual_limb_round_trip(anny_body, params, limb, status, lam):
     other = "right" if limb.startswith("left") else "left"
     with torch.no_grad():
         intact_verts = anny_body(fit.params).verts[0].double().numpy()
-    ids = np.flatnonzero(np.isin(anny_body.vertex_segment.numpy(), [
-        SEGMENT_INDEX[f"{other}_{segment}"] for segment in ("upper_arm", "forearm", "hand", "thigh", "shank", "foot")
-    ]))  # fmt: skip
+    ids = np.flatnonzero(
+        np.isin(
+            anny_body.vertex_segment.numpy(),
+            [
+                SEGMENT_INDEX[f"{other}_{segment}"]
+                for segment in ("upper_arm", "forearm", "hand", "thigh", "shank", "foot")
+            ],
+        )
+    )
     dist, _ = scipy.spatial.cKDTree(fit.verts_cam).query(intact_verts[ids])
     assert dist.max() < 1e-6
     geometry = fit.stump[0]
@@ -98,7 +108,9 @@ def test_single_residual_limb_round_trip(anny_body, params, limb, status, lam):
 def test_multi_limb_round_trip(anny_body, params, residual):
     person, _ = make_person(anny_body, params, residual)
     fit = fit_person(body=anny_body, person=person, camera=CAMERA, config=FAST)
-    assert [r.limb_name for r in fit.rafo] == [n for n in ("left_arm", "right_arm", "left_leg", "right_leg") if n in residual]
+    assert [r.limb_name for r in fit.rafo] == [
+        n for n in ("left_arm", "right_arm", "left_leg", "right_leg") if n in residual
+    ]
     for result in fit.rafo:
         assert result.accepted and result.reproj_error_px < REPROJ_TOL_PX
         assert abs(result.lam - residual[result.limb_name][1]) < LAMBDA_TOL
@@ -125,8 +137,9 @@ def _dataset_with(tmp_path, keypoint_sets):
     """An LDpose file with the sample's image and mask and the given keypoint arrays."""
     doc = json.loads(sample_annotations_path().read_text())
     base = doc["annotations"][0]
-    doc["annotations"] = [dict(base, id=i + 1, keypoints=[float(v) for v in np.asarray(kp).ravel()])
-                          for i, kp in enumerate(keypoint_sets)]  # fmt: skip
+    doc["annotations"] = [
+        dict(base, id=i + 1, keypoints=[float(v) for v in np.asarray(kp).ravel()]) for i, kp in enumerate(keypoint_sets)
+    ]
     for name in ("image.png", "mask.png"):
         (tmp_path / name).write_bytes((sample_annotations_path().parent / name).read_bytes())
     path = tmp_path / "people.json"
@@ -162,9 +175,9 @@ def test_batch_records_degenerate_people_and_keeps_the_rest(anny_body, tmp_path)
 def test_smplx_body_round_trip(tmp_path_factory):
     """The same pipeline on the SMPL-X adapter (a small SMPL-X-format model made by the tests)."""
     import torch
+    from smplx_tiny import write_tiny_smplx
 
     from resihmr_dr.body.smplx_model import SmplxBody
-    from smplx_tiny import write_tiny_smplx
 
     tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_pipeline"))
     body = SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
@@ -197,8 +210,9 @@ def test_params_describe_the_written_mesh(anny_body, params, tmp_path, refined):
     mesh's: its body's joints, its cap's tip vertex and the tip's fraction along J_a -> J_t."""
     from resihmr_dr.outputs import write_person
 
-    person, mask, _ = stumped_person(anny_body, params, limb="right_leg", status=S.TRANSFEMORAL, lam=0.55,
-                                     shape="tapered", seed=1)  # fmt: skip
+    person, mask, _ = stumped_person(
+        anny_body, params, limb="right_leg", status=S.TRANSFEMORAL, lam=0.55, shape="tapered", seed=1
+    )
     config = FAST if refined else PipelineConfig(intact=FAST.intact, refine=RefineConfig(iterations=0))
     fit = fit_person(body=anny_body, person=person, camera=CAMERA, mask=mask if refined else None, config=config)
     assert (fit.refinement is not None) == refined
@@ -210,7 +224,7 @@ def test_params_describe_the_written_mesh(anny_body, params, tmp_path, refined):
     written = json.loads((folder / "params.json").read_text())
     stump = json.loads((folder / "stump.json").read_text())["posed"]
     mesh = trimesh.load(folder / "mesh.ply", process=False)
-    from resihmr_dr.body.base import BodyParams, JOINT_INDEX
+    from resihmr_dr.body.base import JOINT_INDEX, BodyParams
 
     body_params = BodyParams.from_dict({k: [v] for k, v in written["params"].items()})
     with torch.no_grad():
@@ -225,7 +239,9 @@ def test_params_describe_the_written_mesh(anny_body, params, tmp_path, refined):
     axis = (target - anchor) / np.linalg.norm(target - anchor)
     limb_verts = verts[residual]
     assert np.linalg.norm(verts - tip, axis=1).min() < 1e-6
-    assert ((limb_verts - anchor) @ axis).max() <= (tip - anchor) @ axis + 1e-7, ((limb_verts - anchor) @ axis).max() - (tip - anchor) @ axis
+    assert ((limb_verts - anchor) @ axis).max() <= (tip - anchor) @ axis + 1e-7, (
+        (limb_verts - anchor) @ axis
+    ).max() - (tip - anchor) @ axis
     lam = float((tip - anchor) @ (target - anchor) / np.sum((target - anchor) ** 2))
     assert limb["lambda"] == pytest.approx(lam, abs=1e-6)
     assert stump[0]["length_fraction"] == pytest.approx(lam, abs=1e-6)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from synthetic_people import anny_pose
 
 from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
@@ -18,7 +19,6 @@ from resihmr_dr.render.distance import chamfer_to_points, nearest_distances
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CutSpec, cut_and_cap_to_tips
 from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles, radial_displacement, radial_knot_weights
-from synthetic_people import anny_pose
 
 
 def test_knot_weights_interpolate_linearly_and_vanish_at_the_anchor():
@@ -38,7 +38,11 @@ def test_displacement_scales_the_distance_from_the_axis_only():
     target = torch.tensor([0.1, -0.2, 3.1], dtype=torch.float64)
     axis = (target - anchor) / (target - anchor).norm()
     rng = np.random.default_rng(0)
-    points = anchor + torch.as_tensor(rng.uniform(-0.05, 0.05, (50, 3))) + torch.linspace(0, 0.5, 50)[:, None] * (target - anchor)
+    points = (
+        anchor
+        + torch.as_tensor(rng.uniform(-0.05, 0.05, (50, 3)))
+        + torch.linspace(0, 0.5, 50)[:, None] * (target - anchor)
+    )
     coeffs = torch.tensor([0.1, -0.2, 0.05, -0.1], dtype=torch.float64)
     moved = points + radial_displacement(points, anchor=anchor, target=target, cut_fraction=0.5, coefficients=coeffs)
     s0, s1 = (points - anchor) @ axis, (moved - anchor) @ axis
@@ -69,12 +73,18 @@ def test_capped_mesh_on_a_thinner_shank_is_watertight_and_thinner(anny_body):
     joints = out.joints[0].double()
     knee, ankle = joints[JOINT_INDEX["left_knee"]], joints[JOINT_INDEX["left_ankle"]]
     residual = cut_and_cap_to_tips(
-        verts=verts.numpy(), faces=anny_body.faces.numpy(), vertex_segment=anny_body.vertex_segment.numpy(),
+        verts=verts.numpy(),
+        faces=anny_body.faces.numpy(),
+        vertex_segment=anny_body.vertex_segment.numpy(),
         tips=[CutSpec(limb, status, knee.numpy(), ankle.numpy(), (knee + 0.6 * (ankle - knee)).numpy())],
-    )  # fmt: skip
+    )
     ids = np.flatnonzero(anny_body.vertex_segment.numpy() == SEGMENT_INDEX["left_shank"])
-    profile = RadialProfile(vertex_ids=ids, joints=("left_knee", "left_ankle"), cut_fraction=0.5,
-                            coefficients=torch.tensor([-0.05, -0.1, -0.15, -0.2], dtype=torch.float64))  # fmt: skip
+    profile = RadialProfile(
+        vertex_ids=ids,
+        joints=("left_knee", "left_ankle"),
+        cut_fraction=0.5,
+        coefficients=torch.tensor([-0.05, -0.1, -0.15, -0.2], dtype=torch.float64),
+    )
     zero = RadialProfile(vertex_ids=ids, joints=profile.joints, cut_fraction=0.5, coefficients=torch.zeros(4))
     assert torch.equal(apply_radial_profiles(verts, joints, [zero], joint_index=JOINT_INDEX), verts)
     moved = apply_radial_profiles(verts, joints, [profile], joint_index=JOINT_INDEX)
@@ -101,8 +111,15 @@ CAMERA = PinholeCamera(fx=100.0, fy=100.0, cx=32.0, cy=32.0, width=64, height=64
 
 def _view(mask: np.ndarray) -> ViewTerms:
     kp = np.zeros((25, 3))
-    return ViewTerms(camera=CAMERA, mask=mask, keypoints_px=kp, endpoints_px=[], config=RefineConfig(image_size=64),
-                     dtype=torch.float64, device=torch.device("cpu"))  # fmt: skip
+    return ViewTerms(
+        camera=CAMERA,
+        mask=mask,
+        keypoints_px=kp,
+        endpoints_px=[],
+        config=RefineConfig(image_size=64),
+        dtype=torch.float64,
+        device=torch.device("cpu"),
+    )
 
 
 def test_edge_vertices_are_those_of_the_silhouette_outline():

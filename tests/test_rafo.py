@@ -109,8 +109,9 @@ def _observable_offset(anchor: torch.Tensor, target: torch.Tensor, camera: Pinho
 
 
 def _solve1(limb_name, status, anchor, target, kp, camera, height, config=None) -> RafoResult:
-    item = ResidualLimbInput(limb=LIMB_BY_NAME[limb_name], status=status, anchor_cam=anchor, target_cam=target,
-                             endpoint_px=kp)
+    item = ResidualLimbInput(
+        limb=LIMB_BY_NAME[limb_name], status=status, anchor_cam=anchor, target_cam=target, endpoint_px=kp
+    )
     return solve_rafo([item], camera=camera, body_height_m=height, config=config or RafoConfig())[0]
 
 
@@ -119,8 +120,13 @@ def _solve1(limb_name, status, anchor, target, kp, camera, height, config=None) 
 
 def test_anthropometric_table_and_lengths():
     assert dict(SEGMENT_LENGTH_FRACTIONS) == {
-        "upper_arm": 0.186, "forearm": 0.146, "hand": 0.108, "thigh": 0.245, "shank": 0.246, "foot": 0.152,
-    }  # fmt: skip
+        "upper_arm": 0.186,
+        "forearm": 0.146,
+        "hand": 0.108,
+        "thigh": 0.245,
+        "shank": 0.246,
+        "foot": 0.152,
+    }
     assert expected_segment_length_m("thigh", body_height_m=1.8) == pytest.approx(0.441)
     assert expected_segment_length_m("left_forearm", body_height_m=1.0) == pytest.approx(0.146)
     assert residual_segment(LimbStatus.TRANSTIBIAL) == "shank"
@@ -159,9 +165,15 @@ def test_energy_gradients_match_finite_differences():
 
     def energy(lam, anchor):
         terms = rafo_energy_terms(
-            lam=lam, anchor_cam=anchor, anchor_init_cam=anchor_init, target_cam=target, endpoint_px=kp,
-            camera=camera, px_per_m=torch.tensor([300.0, 400.0], dtype=D),
-            expected_length_m=torch.tensor([0.3, 0.4], dtype=D), config=config,
+            lam=lam,
+            anchor_cam=anchor,
+            anchor_init_cam=anchor_init,
+            target_cam=target,
+            endpoint_px=kp,
+            camera=camera,
+            px_per_m=torch.tensor([300.0, 400.0], dtype=D),
+            expected_length_m=torch.tensor([0.3, 0.4], dtype=D),
+            config=config,
             anchor_px=torch.tensor([[330.0, 180.0], [math.nan, math.nan]], dtype=D),
         )
         return sum(terms.values())
@@ -176,8 +188,12 @@ def test_closed_form_fallback_on_hand_made_cases():
 
     def solve(anchor, target, kp, lam_min=0.05, lam_max=1.0):
         lam, raw, valid = closed_form_lambda(
-            anchor_cam=torch.tensor([anchor], dtype=D), target_cam=torch.tensor([target], dtype=D),
-            endpoint_px=torch.tensor([kp], dtype=D), camera=camera, lam_min=lam_min, lam_max=lam_max,
+            anchor_cam=torch.tensor([anchor], dtype=D),
+            target_cam=torch.tensor([target], dtype=D),
+            endpoint_px=torch.tensor([kp], dtype=D),
+            camera=camera,
+            lam_min=lam_min,
+            lam_max=lam_max,
         )
         return float(lam[0]), float(raw[0]), bool(valid[0])
 
@@ -216,8 +232,10 @@ def test_round_trip_noise_free_all_types_both_sides(scenes, scene):
             worst_lam = max(worst_lam, abs(res.lam - lam))
             worst_px = max(worst_px, res.reproj_error_px)
             times.append(res.solve_time_s)
-    print(f"\n{scene}: max |dlam| {worst_lam:.3f}, max reproj {worst_px:.2f} px, "
-          f"solve time per limb median {sorted(times)[len(times) // 2] * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms")
+    print(
+        f"\n{scene}: max |dlam| {worst_lam:.3f}, max reproj {worst_px:.2f} px, "
+        f"solve time per limb median {sorted(times)[len(times) // 2] * 1e3:.1f} ms, max {max(times) * 1e3:.1f} ms"
+    )
 
 
 @pytest.mark.parametrize("scene", ["apose", "random"])
@@ -267,8 +285,9 @@ def test_anchor_keypoint_resolves_the_along_segment_shift(scenes):
         axis = (target - anchor) / (target - anchor).norm()
         lam = 0.3
         kp = camera.project(anchor + lam * (target - anchor))
-        item = ResidualLimbInput(LIMB_BY_NAME[limb_name], status, anchor + 0.03 * axis, target, kp,
-                                 anchor_px=camera.project(anchor))
+        item = ResidualLimbInput(
+            LIMB_BY_NAME[limb_name], status, anchor + 0.03 * axis, target, kp, anchor_px=camera.project(anchor)
+        )
         with_kp = solve_rafo([item], camera=camera, body_height_m=height)[0]
         without = solve_rafo([dataclasses.replace(item, anchor_px=None)], camera=camera, body_height_m=height)[0]
         assert with_kp.accepted and with_kp.reproj_error_px < 2.0
@@ -319,23 +338,30 @@ def test_inputs_from_joints_maps_segments_and_keypoints(scenes):
     kp = torch.zeros(len(KEYPOINT_NAMES), 3, dtype=D)
     kp[KEYPOINT_INDEX["below_left_elbow_end"]] = torch.tensor([11.0, 12.0, 2.0])
     kp[KEYPOINT_INDEX["above_right_knee_end"]] = torch.tensor([21.0, 22.0, 2.0])
-    status = {"left_arm": LimbStatus.TRANSRADIAL, "right_arm": LimbStatus.INTACT,
-              "left_leg": LimbStatus.INTACT, "right_leg": LimbStatus.TRANSFEMORAL}  # fmt: skip
+    status = {
+        "left_arm": LimbStatus.TRANSRADIAL,
+        "right_arm": LimbStatus.INTACT,
+        "left_leg": LimbStatus.INTACT,
+        "right_leg": LimbStatus.TRANSFEMORAL,
+    }
     items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status)
     assert [(i.limb.name, i.status) for i in items] == [
-        ("left_arm", LimbStatus.TRANSRADIAL), ("right_leg", LimbStatus.TRANSFEMORAL)
+        ("left_arm", LimbStatus.TRANSRADIAL),
+        ("right_leg", LimbStatus.TRANSFEMORAL),
     ]
     assert torch.equal(items[0].anchor_cam, joints[JOINT_NAMES.index("left_elbow")])
     assert torch.equal(items[0].target_cam, joints[JOINT_NAMES.index("left_wrist")])
     assert torch.equal(items[1].anchor_cam, joints[JOINT_NAMES.index("right_hip")])
     assert torch.equal(items[1].target_cam, joints[JOINT_NAMES.index("right_knee")])
     assert items[0].endpoint_px.tolist() == [11.0, 12.0] and items[1].endpoint_px.tolist() == [21.0, 22.0]
-    items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status,
-                               with_anchor_keypoints=True)
+    items = inputs_from_joints(
+        joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status, with_anchor_keypoints=True
+    )
     assert all(i.anchor_px is None for i in items)  # anchors not labelled
     kp[KEYPOINT_INDEX["left_elbow"]] = torch.tensor([31.0, 32.0, 2.0])
-    items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status,
-                               with_anchor_keypoints=True)
+    items = inputs_from_joints(
+        joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=status, with_anchor_keypoints=True
+    )
     assert items[0].anchor_px.tolist() == [31.0, 32.0] and items[1].anchor_px is None
     with pytest.raises(ValueError, match="joint_names lacks"):
         inputs_from_joints(joints_cam=joints[:3], joint_names=JOINT_NAMES[:3], keypoints_px=kp, status=status)
@@ -411,7 +437,9 @@ def test_segment_along_the_camera_ray_does_not_crash():
     camera = PinholeCamera(1000.0, 1000.0, 500.0, 500.0, 1000, 1000)
     anchor = torch.tensor([0.0, 0.0, 3.0], dtype=D)
     target = torch.tensor([0.0, 0.0, 3.3], dtype=D)
-    res = _solve1("right_leg", LimbStatus.TRANSTIBIAL, anchor, target, torch.tensor([540.0, 470.0], dtype=D), camera, 1.7)
+    res = _solve1(
+        "right_leg", LimbStatus.TRANSTIBIAL, anchor, target, torch.tensor([540.0, 470.0], dtype=D), camera, 1.7
+    )
     assert math.isfinite(res.lam) and torch.isfinite(res.endpoint_cam).all()
     assert res.accepted == (res.reproj_error_px < 15.0)
 
@@ -457,8 +485,12 @@ def test_bad_inputs_raise_clear_errors(scenes):
 def test_solve_time_per_limb(scenes):
     joints, height, camera = scenes["random"]
     items = []
-    for limb_name, status in [("left_arm", LimbStatus.TRANSRADIAL), ("right_arm", LimbStatus.TRANSHUMERAL),
-                              ("left_leg", LimbStatus.TRANSTIBIAL), ("right_leg", LimbStatus.TRANSFEMORAL)]:
+    for limb_name, status in [
+        ("left_arm", LimbStatus.TRANSRADIAL),
+        ("right_arm", LimbStatus.TRANSHUMERAL),
+        ("left_leg", LimbStatus.TRANSTIBIAL),
+        ("right_leg", LimbStatus.TRANSFEMORAL),
+    ]:
         anchor, target = _segment(joints, limb_name, status)
         kp = camera.project(anchor + 0.5 * (target - anchor)) + 1.0
         items.append(ResidualLimbInput(LIMB_BY_NAME[limb_name], status, anchor + 0.02, target, kp))
@@ -478,7 +510,9 @@ def test_end_to_end_from_ldpose_keypoints(scenes):
     kp = torch.zeros(len(KEYPOINT_NAMES), 3, dtype=D)
     for name in KEYPOINT_NAMES:
         if name in JOINT_NAMES:
-            kp[KEYPOINT_INDEX[name]] = torch.cat((camera.project(joints[JOINT_NAMES.index(name)]), torch.ones(1, dtype=D)))
+            kp[KEYPOINT_INDEX[name]] = torch.cat(
+                (camera.project(joints[JOINT_NAMES.index(name)]), torch.ones(1, dtype=D))
+            )
     truth = {"left_arm": (LimbStatus.TRANSRADIAL, 0.45), "right_leg": (LimbStatus.TRANSFEMORAL, 0.6)}
     for limb_name, (status, lam) in truth.items():
         limb = LIMB_BY_NAME[limb_name]
@@ -488,10 +522,15 @@ def test_end_to_end_from_ldpose_keypoints(scenes):
         replaced = limb.middle if status is limb.above_status else limb.distal
         kp[[replaced, limb.distal]] = 0.0  # the replaced joint and anything beyond are absent
     statuses = derive_limb_status(kp.numpy())
-    assert statuses == {"left_arm": LimbStatus.TRANSRADIAL, "right_arm": LimbStatus.INTACT,
-                        "left_leg": LimbStatus.INTACT, "right_leg": LimbStatus.TRANSFEMORAL}  # fmt: skip
-    items = inputs_from_joints(joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=statuses,
-                               with_anchor_keypoints=True)
+    assert statuses == {
+        "left_arm": LimbStatus.TRANSRADIAL,
+        "right_arm": LimbStatus.INTACT,
+        "left_leg": LimbStatus.INTACT,
+        "right_leg": LimbStatus.TRANSFEMORAL,
+    }
+    items = inputs_from_joints(
+        joints_cam=joints, joint_names=JOINT_NAMES, keypoints_px=kp, status=statuses, with_anchor_keypoints=True
+    )
     results = solve_rafo(items, camera=camera, body_height_m=height)
     for res in results:
         status, lam = truth[res.limb_name]
@@ -509,12 +548,22 @@ def test_end_to_end_from_ldpose_keypoints(scenes):
 def test_never_crashes_and_reports_consistently(anchor, target, kp, robust):
     camera = PinholeCamera(1000.0, 1000.0, 500.0, 400.0, 1000, 800)
     config = RafoConfig(robust_scale_m=robust)
-    res = _solve1("left_leg", LimbStatus.TRANSTIBIAL, torch.tensor(anchor, dtype=D), torch.tensor(target, dtype=D),
-                  torch.tensor(kp, dtype=D), camera, 1.7, config)
+    res = _solve1(
+        "left_leg",
+        LimbStatus.TRANSTIBIAL,
+        torch.tensor(anchor, dtype=D),
+        torch.tensor(target, dtype=D),
+        torch.tensor(kp, dtype=D),
+        camera,
+        1.7,
+        config,
+    )
     assert config.lam_min <= res.lam <= config.lam_max
     assert torch.isfinite(res.endpoint_cam).all() and math.isfinite(res.reproj_error_px)
     assert torch.allclose(res.endpoint_cam, res.anchor_cam + res.lam * (res.target_cam - res.anchor_cam))
-    assert res.reproj_error_px == pytest.approx(float((camera.project(res.endpoint_cam) - torch.tensor(kp, dtype=D)).norm()))
+    assert res.reproj_error_px == pytest.approx(
+        float((camera.project(res.endpoint_cam) - torch.tensor(kp, dtype=D)).norm())
+    )
     if res.accepted:
         assert res.reproj_error_px < config.accept_px and not res.fallback
         assert float((res.anchor_cam - torch.tensor(anchor, dtype=D)).norm()) <= config.max_anchor_shift_m

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from synthetic_people import CAMERA, anny_pose, stumped_person
 
 from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyParams
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
@@ -18,7 +19,6 @@ from resihmr_dr.fit.refine import RefineConfig, RefineWeights, ResidualTarget, r
 from resihmr_dr.fit.refine_terms import stump_rois
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CutSpec, cut_and_cap_to_tips
-from synthetic_people import CAMERA, anny_pose, stumped_person
 
 LIMB = LIMB_BY_NAME["left_leg"]
 STATUS = LimbStatus.TRANSTIBIAL
@@ -39,16 +39,28 @@ def _scene(body, shape_name: str, *, lam_error: float = -0.06):
     ankle = out0.joints[0, JOINT_INDEX["left_ankle"]].double().numpy()
     lam0 = lam_tip + lam_error
     convex = cut_and_cap_to_tips(
-        verts=out0.verts[0].double().numpy(), faces=body.faces.numpy(), vertex_segment=body.vertex_segment.numpy(),
+        verts=out0.verts[0].double().numpy(),
+        faces=body.faces.numpy(),
+        vertex_segment=body.vertex_segment.numpy(),
         tips=[CutSpec(LIMB, STATUS, knee, ankle, knee + lam0 * (ankle - knee))],
-    )  # fmt: skip
+    )
     return start, gt, mask, person, convex
 
 
 def _refine(body, start, convex, person, mask, config, callback=None):
     target = ResidualTarget(LIMB, STATUS, np.array(person.keypoints_px)[LIMB.endpoint_index(STATUS), :2])
-    return refine(body=body, params=start, residual=convex, targets=[target], keypoints_px=np.array(person.keypoints_px),
-                  camera=CAMERA, mask=mask, stature_m=STATURE, config=config, callback=callback)  # fmt: skip
+    return refine(
+        body=body,
+        params=start,
+        residual=convex,
+        targets=[target],
+        keypoints_px=np.array(person.keypoints_px),
+        camera=CAMERA,
+        mask=mask,
+        stature_m=STATURE,
+        config=config,
+        callback=callback,
+    )
 
 
 def _roi_iou(verts, faces, mask, roi) -> float:
@@ -87,8 +99,7 @@ def test_refinement_recovers_non_convex_stumps(anny_body, shape_name):
 
     result = _refine(anny_body, start, convex, person, mask, FAST, callback=check)
     final = result.residual
-    (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[_true_region(gt)], camera=CAMERA,
-                        margin=0.35)  # fmt: skip
+    (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[_true_region(gt)], camera=CAMERA, margin=0.35)
     iou_before = _roi_iou(convex.verts, convex.faces, mask, roi)
     iou_after = _roi_iou(result.verts_cam, final.faces, mask, roi)
     dist_before = _stump_mm(convex.verts, convex.faces, convex.limb_masks[0], gt)
@@ -109,8 +120,7 @@ def test_refinement_recovers_non_convex_stumps(anny_body, shape_name):
 @pytest.mark.slow
 def test_mask_weight_orders_the_stump_fit(anny_body):
     start, gt, mask, person, convex = _scene(anny_body, "tapered")
-    (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[_true_region(gt)], camera=CAMERA,
-                        margin=0.35)  # fmt: skip
+    (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[_true_region(gt)], camera=CAMERA, margin=0.35)
     ious = [_roi_iou(convex.verts, convex.faces, mask, roi)]  # weight 0: the refinement is off, the convex cap
     for weight in (1.0, 10.0):
         config = dataclasses.replace(FAST, weights=RefineWeights(silhouette=weight, stump_silhouette=weight))
@@ -128,11 +138,27 @@ def test_bad_inputs_are_clear_errors(anny_body):
     start, _, mask, person, convex = _scene(anny_body, "tapered")
     kp = np.array(person.keypoints_px)
     with pytest.raises(ValueError, match="one target per cut"):
-        refine(body=anny_body, params=start, residual=convex, targets=[], keypoints_px=kp, camera=CAMERA, mask=mask,
-               stature_m=STATURE)  # fmt: skip
+        refine(
+            body=anny_body,
+            params=start,
+            residual=convex,
+            targets=[],
+            keypoints_px=kp,
+            camera=CAMERA,
+            mask=mask,
+            stature_m=STATURE,
+        )
     with pytest.raises(ValueError, match="mask"):
-        refine(body=anny_body, params=start, residual=convex, targets=[ResidualTarget(LIMB, STATUS, None)],
-               keypoints_px=kp, camera=CAMERA, mask=mask[:10], stature_m=STATURE)  # fmt: skip
+        refine(
+            body=anny_body,
+            params=start,
+            residual=convex,
+            targets=[ResidualTarget(LIMB, STATUS, None)],
+            keypoints_px=kp,
+            camera=CAMERA,
+            mask=mask[:10],
+            stature_m=STATURE,
+        )
     with pytest.raises(ValueError):
         RefineConfig(loss="dice")
     with pytest.raises(ValueError, match="max_offset_fraction"):

@@ -21,9 +21,16 @@ import trimesh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from synthetic_people import CAMERA, anny_pose
 
 import resihmr_dr
-from resihmr_dr.atomic import FolderBusyError, atomic_directory, atomic_write_text, exclusive_lock, remove_stale_partials
+from resihmr_dr.atomic import (
+    FolderBusyError,
+    atomic_directory,
+    atomic_write_text,
+    exclusive_lock,
+    remove_stale_partials,
+)
 from resihmr_dr.batch import FAILURES_FILE, finished_metrics, fit_dataset
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.cli import main
@@ -36,7 +43,6 @@ from resihmr_dr.fit.pipeline import PipelineConfig
 from resihmr_dr.fit.quality import QualityConfig, check_quality, keypoint_threshold_px, mesh_problems
 from resihmr_dr.outputs import KEYPOINT_RESULTS_FILE, OUTPUT_FILES
 from resihmr_dr.render.zbuffer import rasterize
-from synthetic_people import CAMERA, anny_pose
 
 # test_pipeline's FAST schedule, shorter still: on noise-free keypoints the intact error is
 # ~1.5 px (measured on the sample) instead of ~0.7 px, and the fit ~25 % faster.
@@ -128,14 +134,24 @@ def test_quality_of_a_clean_fit_is_ok():
         (lambda d: d.update(pred_keypoints_px=d["keypoints_px"][:, :2] + 40.0), "above the threshold"),
         (lambda d: d.update(pred_keypoints_px=np.full((25, 2), np.nan)), "not finite"),
         (lambda d: d["meshes"].update(cut=(_box()[0], _box()[1][1:])), "cut is not watertight"),
-        (lambda d: d["meshes"].update(cut=(_box()[0], np.concatenate([_box()[1][:5, ::-1], _box()[1][5:]]))),
-         "inconsistent face winding"),
+        (
+            lambda d: d["meshes"].update(cut=(_box()[0], np.concatenate([_box()[1][:5, ::-1], _box()[1][5:]]))),
+            "inconsistent face winding",
+        ),
         (lambda d: d["meshes"].update(cut=(_box()[0], _box()[1][:, ::-1])), "non-positive volume"),
         (lambda d: d["meshes"].update(cut=(_box()[0] * np.nan, _box()[1])), "NaN/Inf vertices"),
     ],
-    ids=["nan-loss", "inf-param", "keypoint-error", "nan-keypoints", "open-mesh", "bad-winding",
-         "inside-out", "nan-mesh"],
-)  # fmt: skip
+    ids=[
+        "nan-loss",
+        "inf-param",
+        "keypoint-error",
+        "nan-keypoints",
+        "open-mesh",
+        "bad-winding",
+        "inside-out",
+        "nan-mesh",
+    ],
+)
 def test_quality_flags_each_kind_of_non_convergence(change, needle):
     inputs = _clean_inputs()
     change(inputs)
@@ -269,8 +285,18 @@ def test_a_second_run_on_the_same_folder_is_refused(anny_body, tmp_path):
 # --------------------------------------------------------------------------- killed runs
 def _start_fit(annotations: Path, out: Path, config: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "resihmr_dr.cli", "fit", "--annotations", str(annotations), "--out", str(out),
-               "--config", str(config)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "resihmr_dr.cli",
+        "fit",
+        "--annotations",
+        str(annotations),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -384,13 +410,21 @@ def user_inputs(anny_body, tmp_path_factory):
     images, anns, truth = [], [], {}
 
     def add_image(image_id, file_name, camera_entry=True):
-        images.append({"id": image_id, "file_name": file_name, "width": CAMERA.width, "height": CAMERA.height}
-                      | ({"camera": cam_dict} if camera_entry else {}))  # fmt: skip
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": CAMERA.width, "height": CAMERA.height}
+            | ({"camera": cam_dict} if camera_entry else {})
+        )
 
     def add_person(ann_id, image_id, kp, mask, *, one=255):
         _save_png_mask(root / f"mask{ann_id}.png", mask, one=one)
-        anns.append({"id": ann_id, "image_id": image_id, "keypoints": [float(v) for v in kp.ravel()],
-                     "mask_path": f"mask{ann_id}.png"})  # fmt: skip
+        anns.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "keypoints": [float(v) for v in kp.ravel()],
+                "mask_path": f"mask{ann_id}.png",
+            }
+        )
         truth[ann_id] = mask
 
     # 1. EXIF-rotated JPEG (stored sideways, Orientation 6) without intrinsics: the default camera
@@ -420,8 +454,15 @@ def user_inputs(anny_body, tmp_path_factory):
     kp4, mask4 = _person(anny_body, right, crowd_cam, {})
     rgba = np.concatenate([_picture(mask3 | mask4), np.full((*mask3.shape, 1), 128, np.uint8)], axis=2)
     Image.fromarray(rgba, mode="RGBA").save(root / "crowd.png")
-    images.append({"id": 3, "file_name": "crowd.png", "width": CAMERA.width, "height": CAMERA.height,
-                   "camera": {"K": crowd_cam.K(dtype=torch.float64).tolist()}})  # fmt: skip
+    images.append(
+        {
+            "id": 3,
+            "file_name": "crowd.png",
+            "width": CAMERA.width,
+            "height": CAMERA.height,
+            "camera": {"K": crowd_cam.K(dtype=torch.float64).tolist()},
+        }
+    )
     add_person(3, 3, kp3, mask3, one=1)
     add_person(4, 3, kp4, mask4)
     truth["crowd_camera"] = crowd_cam
@@ -436,8 +477,7 @@ def user_inputs(anny_body, tmp_path_factory):
     summary = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
     seconds = time.perf_counter() - start
     print(f"\nusers' inputs: {len(dataset)} people fitted and written in {seconds:.1f} s")
-    return {"dataset": dataset, "summary": summary, "out": out, "truth": truth, "picture": picture,
-            "seconds": seconds}  # fmt: skip
+    return {"dataset": dataset, "summary": summary, "out": out, "truth": truth, "picture": picture, "seconds": seconds}
 
 
 def _metrics(user_inputs, ann_id: int, image_id: int) -> dict:
@@ -480,8 +520,9 @@ def test_crowd_people_are_scored_against_their_own_mask(user_inputs):
     out, truth = user_inputs["out"], user_inputs["truth"]
     for ann_id, other in ((3, 4), (4, 3)):
         mesh = trimesh.load(out / f"image3_ann{ann_id}" / "mesh.ply", process=False)
-        rendered = rasterize(verts_cam=torch.as_tensor(mesh.vertices), faces=torch.as_tensor(mesh.faces),
-                             camera=truth["crowd_camera"]).mask.numpy()  # fmt: skip
+        rendered = rasterize(
+            verts_cam=torch.as_tensor(mesh.vertices), faces=torch.as_tensor(mesh.faces), camera=truth["crowd_camera"]
+        ).mask.numpy()
         own, theirs = mask_iou(rendered, truth[ann_id]), mask_iou(rendered, truth[other])
         assert _metrics(user_inputs, ann_id, 3)["mask_iou"] == pytest.approx(own)
         assert own > 0.75 and theirs < 0.05
@@ -496,7 +537,6 @@ def test_tiny_border_and_default_camera_people(user_inputs):
     params = json.loads((user_inputs["out"] / "image1_ann1" / "params.json").read_text())
     assert params["camera"]["fx"] == 5000.0 and params["camera"]["cx"] == CAMERA.width / 2
     assert params["residual_limbs"][0]["rafo"]["accepted"]
-
 
 
 def test_output_folders_follow_the_umask_and_out_as_a_file_is_exit_2(tmp_path, capsys):

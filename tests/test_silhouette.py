@@ -43,8 +43,9 @@ def _untruncated(verts, faces, *, image_size, crop=None, config=P3D):
 
     intr = render_intrinsics(camera=CAMERA, image_size=image_size, crop=crop)
     with torch.no_grad():
-        fragments, _ = rasterize_soft(verts_cam=verts, faces=faces, intrinsics=intr,
-                                      config=config_in_output_ndc(config, intr))  # fmt: skip
+        fragments, _ = rasterize_soft(
+            verts_cam=verts, faces=faces, intrinsics=intr, config=config_in_output_ndc(config, intr)
+        )
     return fragments.pix_to_face[0, ..., -1] < 0
 
 
@@ -53,8 +54,13 @@ def parity_128(body_mesh):
     """Both backends at 128 x 128 with vertex gradients of a soft-IoU loss against a shifted mask."""
     verts, faces = body_mesh
     with torch.no_grad():
-        target = render_silhouette(verts_cam=verts + torch.tensor([0.03, 0.02, 0.0]), faces=faces, camera=CAMERA,
-                                   image_size=(128, 128), config=NATIVE)  # fmt: skip
+        target = render_silhouette(
+            verts_cam=verts + torch.tensor([0.03, 0.02, 0.0]),
+            faces=faces,
+            camera=CAMERA,
+            image_size=(128, 128),
+            config=NATIVE,
+        )
         target = (target > 0.5).float()
     out = {}
     for name, config in (("native", NATIVE), ("pytorch3d", P3D)):
@@ -191,8 +197,14 @@ def test_vertex_lands_on_projected_pixel(backend):
     for image_size, crop in (((60, 80), None), ((120, 160), None), ((50, 50), (40.0, 10.0, 65.0, 35.0))):
         intr = render_intrinsics(camera=camera, image_size=image_size, crop=crop)
         uv = intr.project(centre)
-        alpha = render_silhouette(verts_cam=verts, faces=faces, camera=camera, image_size=image_size, crop=crop,
-                                  config=SilhouetteConfig(backend=backend))[0]  # fmt: skip
+        alpha = render_silhouette(
+            verts_cam=verts,
+            faces=faces,
+            camera=camera,
+            image_size=image_size,
+            crop=crop,
+            config=SilhouetteConfig(backend=backend),
+        )[0]
         row, col = divmod(int(alpha.argmax()), image_size[1])
         assert (col, row) == (round(float(uv[0])), round(float(uv[1]))), (image_size, crop)
     # Full-image intrinsics are the camera's own.
@@ -249,7 +261,10 @@ def test_native_gradcheck_tiny(kernel):
     verts, faces = _small_mesh()
     camera = PinholeCamera(fx=20.0, fy=20.0, cx=5.5, cy=5.5, width=12, height=12)
     config = SilhouetteConfig(backend="native", sigma=1e-2, kernel=kernel)
-    fn = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(12, 12), config=config)
+
+    def fn(v):
+        return render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(12, 12), config=config)
+
     assert torch.autograd.gradcheck(fn, (verts.clone().requires_grad_(True),), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
@@ -261,8 +276,14 @@ def test_native_crop_equals_window_of_full_render(body_mesh):
     big = PinholeCamera(fx=400.0, fy=400.0, cx=127.5, cy=127.5, width=256, height=256)
     full_big = render_silhouette(verts_cam=verts, faces=faces, camera=big, image_size=(256, 256), config=NATIVE)[0]
     x0, y0 = 70, 10
-    crop = render_silhouette(verts_cam=verts, faces=faces, camera=big, image_size=(128, 128),
-                             crop=(x0, y0, x0 + 128, y0 + 128), config=NATIVE)[0]  # fmt: skip
+    crop = render_silhouette(
+        verts_cam=verts,
+        faces=faces,
+        camera=big,
+        image_size=(128, 128),
+        crop=(x0, y0, x0 + 128, y0 + 128),
+        config=NATIVE,
+    )[0]
     torch.testing.assert_close(crop, full_big[y0 : y0 + 128, x0 : x0 + 128], atol=1e-5, rtol=0)
     # Rescaling the camera: the 128-px camera at 128 px equals the 256-px camera at 128 px.
     half = render_silhouette(verts_cam=verts, faces=faces, camera=big, image_size=(128, 128), config=NATIVE)[0]
@@ -272,7 +293,10 @@ def test_native_crop_equals_window_of_full_render(body_mesh):
 def test_native_batch_and_behind_camera():
     verts, faces = _small_mesh(torch.float32)
     camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
-    render = lambda v: render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=NATIVE)
+
+    def render(v):
+        return render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=NATIVE)
+
     behind = verts.clone()
     behind[..., 2] *= -1.0
     out = render(torch.cat((verts, behind)))
@@ -355,8 +379,13 @@ def test_cuda_native_matches_cpu(body_mesh):
     out = {}
     for device in ("cpu", "cuda"):
         v = verts.to(device).clone().requires_grad_(True)
-        alpha = render_silhouette(verts_cam=v, faces=faces.to(device), camera=CAMERA, image_size=(256, 256),
-                                  config=SilhouetteConfig(sigma=1e-5))  # fmt: skip
+        alpha = render_silhouette(
+            verts_cam=v,
+            faces=faces.to(device),
+            camera=CAMERA,
+            image_size=(256, 256),
+            config=SilhouetteConfig(sigma=1e-5),
+        )
         alpha.square().sum().backward()
         out[device] = alpha.detach().cpu(), v.grad.cpu()
     torch.testing.assert_close(out["cuda"][0], out["cpu"][0], rtol=0, atol=2e-5)

@@ -120,7 +120,12 @@ def _check_cut_plane(step, tol=1e-6):
     assert 0.015 < tip_height < 0.08  # 60% of a limb's radius
 
 
-CASES = [(limb.name, status, pose) for limb in LIMBS for status in (limb.above_status, limb.below_status) for pose in ("rest", "bent")]
+CASES = [
+    (limb.name, status, pose)
+    for limb in LIMBS
+    for status in (limb.above_status, limb.below_status)
+    for pose in ("rest", "bent")
+]
 
 
 @pytest.mark.parametrize("limb_name,status,pose", CASES)
@@ -128,7 +133,9 @@ def test_single_cut_on_anny(anny_meshes, limb_name, status, pose):
     verts, joints, faces, labels = anny_meshes[pose]
     limb = LIMB_BY_NAME[limb_name]
     lam = 0.45 if pose == "rest" else 0.6
-    body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[_spec(joints, limb, status, lam)], config=CONFIG)
+    body = cut_and_cap(
+        verts=verts, faces=faces, vertex_segment=labels, cuts=[_spec(joints, limb, status, lam)], config=CONFIG
+    )
     _check_closed(body.verts, body.faces)
     residual, distal = residual_segments(limb, status)
     _check_other_limbs_untouched(body, verts, labels, (residual, *distal))
@@ -149,14 +156,24 @@ def test_single_cut_on_anny(anny_meshes, limb_name, status, pose):
 def test_bilateral_transtibial_and_arm_plus_leg(anny_meshes):
     verts, joints, faces, labels = anny_meshes["bent"]
     for cuts in (
-        [(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5), (LIMB_BY_NAME["right_leg"], LimbStatus.TRANSTIBIAL, 0.4)],
-        [(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSRADIAL, 0.5), (LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL, 0.6),
-         (LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL, 0.7)],
-    ):  # fmt: skip
+        [
+            (LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5),
+            (LIMB_BY_NAME["right_leg"], LimbStatus.TRANSTIBIAL, 0.4),
+        ],
+        [
+            (LIMB_BY_NAME["left_arm"], LimbStatus.TRANSRADIAL, 0.5),
+            (LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL, 0.6),
+            (LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL, 0.7),
+        ],
+    ):
         specs = [_spec(joints, limb, status, lam) for limb, status, lam in cuts]
         body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=specs, config=CONFIG)
         _check_closed(body.verts, body.faces)
-        cut_segments = [s for limb, status, _ in cuts for s in (residual_segments(limb, status)[0], *residual_segments(limb, status)[1])]
+        cut_segments = [
+            s
+            for limb, status, _ in cuts
+            for s in (residual_segments(limb, status)[0], *residual_segments(limb, status)[1])
+        ]
         _check_other_limbs_untouched(body, verts, labels, cut_segments)
         for step in body.steps:
             _check_cut_plane(step)
@@ -177,16 +194,23 @@ def test_longer_stump_has_more_volume(anny_meshes):
     limb = LIMB_BY_NAME["left_leg"]
     volumes = []
     for lam in (0.3, 0.5, 0.7, 0.9):
-        body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels,
-                           cuts=[_spec(joints, limb, LimbStatus.TRANSFEMORAL, lam)], config=CONFIG)  # fmt: skip
+        body = cut_and_cap(
+            verts=verts,
+            faces=faces,
+            vertex_segment=labels,
+            cuts=[_spec(joints, limb, LimbStatus.TRANSFEMORAL, lam)],
+            config=CONFIG,
+        )
         volumes.append(residual_body_geometry(body, num_stations=2)[0].volume_m3)
     assert np.all(np.diff(volumes) > 0), volumes
 
 
 def test_replay_reproduces_the_mesh_and_is_differentiable(anny_meshes):
     verts, joints, faces, labels = anny_meshes["rest"]
-    specs = [_spec(joints, LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5),
-             _spec(joints, LIMB_BY_NAME["right_arm"], LimbStatus.TRANSRADIAL, 0.5)]  # fmt: skip
+    specs = [
+        _spec(joints, LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5),
+        _spec(joints, LIMB_BY_NAME["right_arm"], LimbStatus.TRANSRADIAL, 0.5),
+    ]
     body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=specs, config=CONFIG)
     verts_t = torch.tensor(verts, requires_grad=True)
     replayed = body.replay(verts_t)
@@ -197,7 +221,9 @@ def test_replay_reproduces_the_mesh_and_is_differentiable(anny_meshes):
     assert verts_t.grad.abs().sum() > 0
     # Per-step normal offsets move only that step's cap vertices (its last R L + 1 vertices there).
     first = body.steps[0]
-    offsets = torch.full((first.num_rings, len(first.cut.boundary_loop)), 0.005, dtype=torch.float64, requires_grad=True)
+    offsets = torch.full(
+        (first.num_rings, len(first.cut.boundary_loop)), 0.005, dtype=torch.float64, requires_grad=True
+    )
     moved = body.replay(torch.tensor(verts), normal_offsets=[offsets, None])
     changed = np.flatnonzero(np.abs(moved.detach().numpy() - body.verts).max(axis=1) > 1e-9)
     assert len(changed) == first.num_rings * len(first.cut.boundary_loop)
@@ -224,7 +250,9 @@ RADIUS, LENGTH, AROUND = 0.05, 0.4, 64
 
 def _tube(*, radius=RADIUS, length=LENGTH, around=AROUND):
     depths = np.linspace(-0.2, 2 * length, 61)
-    labels = np.where(depths < 0, 0, np.where(depths <= length, SEGMENT_INDEX["left_thigh"], SEGMENT_INDEX["left_shank"]))
+    labels = np.where(
+        depths < 0, 0, np.where(depths <= length, SEGMENT_INDEX["left_thigh"], SEGMENT_INDEX["left_shank"])
+    )
     ang = 2 * np.pi * np.arange(around) / around
     rings = [np.stack([radius * np.cos(ang), np.full(around, -z), radius * np.sin(ang)], axis=1) for z in depths]
     verts = np.concatenate(rings + [np.array([[0.0, -depths[0], 0.0], [0.0, -depths[-1], 0.0]])])
@@ -234,7 +262,10 @@ def _tube(*, radius=RADIUS, length=LENGTH, around=AROUND):
         a, b = k * around, (k + 1) * around
         faces += [np.stack([a + i, a + i_next, b + i], 1), np.stack([a + i_next, b + i_next, b + i], 1)]
     top, bottom, last = len(verts) - 2, len(verts) - 1, (len(depths) - 1) * around
-    faces += [np.stack([np.full(around, top), i_next, i], 1), np.stack([np.full(around, bottom), last + i, last + i_next], 1)]
+    faces += [
+        np.stack([np.full(around, top), i_next, i], 1),
+        np.stack([np.full(around, bottom), last + i, last + i_next], 1),
+    ]
     vertex_labels = np.concatenate([np.repeat(labels, around), [labels[0], labels[-1]]])
     return verts, np.concatenate(faces), vertex_labels
 
@@ -245,7 +276,9 @@ def test_tube_geometry_matches_closed_form(lam):
     _check_closed(verts, faces)
     anchor, target = np.zeros(3), np.array([0.0, -LENGTH, 0.0])
     config = CapConfig(num_rings=12, height_fraction=0.7)
-    spec = CutSpec(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, lam))
+    spec = CutSpec(
+        LIMB_BY_NAME["left_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, lam)
+    )
     body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=config)
     mesh = _check_closed(body.verts, body.faces)
     (geom,) = residual_body_geometry(body, num_stations=5)
@@ -309,7 +342,9 @@ def test_closed_volume_fans_holes_off_the_plane():
 def test_normal_offsets_grow_the_cap_and_keep_it_closed():
     verts, faces, labels = _tube()
     anchor, target = np.zeros(3), np.array([0.0, -LENGTH, 0.0])
-    spec = CutSpec(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, 0.5))
+    spec = CutSpec(
+        LIMB_BY_NAME["left_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, 0.5)
+    )
     body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=CONFIG)
     (step,) = body.steps
     # Ring structure: ring k holds the loop scaled by profile[k] (a circle of radius profile[k] r).
@@ -336,8 +371,9 @@ def test_normal_offsets_grow_the_cap_and_keep_it_closed():
     np.testing.assert_allclose(cosine, 1.0, atol=0.02)
     # A new tip height moves the tip along the axis and lifts the rings with it.
     taller = step.replay(torch.tensor(verts), tip_height=2 * step.tip_height).numpy()
-    np.testing.assert_allclose((taller[step.tip_index] - body.verts[step.tip_index]) @ step.cut.axis, step.tip_height,
-                               rtol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        (taller[step.tip_index] - body.verts[step.tip_index]) @ step.cut.axis, step.tip_height, rtol=1e-9
+    )
 
 
 def test_cap_vertices_gradcheck():
@@ -367,8 +403,13 @@ def test_cap_faces_close_a_disc_consistently():
     disc_faces = np.stack([np.arange(n), np.full(n, n), (np.arange(n) + 1) % n], axis=1)
     (loop,) = boundary_loops(disc_faces)
     profile, heights = dome_profile(rings, 0.7)
-    cap = cap_vertices(torch.from_numpy(disc_verts[loop]), torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64),
-                       profile, heights, tip_height=0.7).numpy()  # fmt: skip
+    cap = cap_vertices(
+        torch.from_numpy(disc_verts[loop]),
+        torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64),
+        profile,
+        heights,
+        tip_height=0.7,
+    ).numpy()
     faces = np.concatenate([disc_faces, cap_faces(loop, n + 1, rings)])
     mesh = _check_closed(np.concatenate([disc_verts, cap]), faces)
     assert len(faces) == n + n * (2 * rings + 1) and mesh.euler_number == 2
@@ -378,8 +419,16 @@ def test_bad_inputs(anny_meshes):
     verts, joints, faces, labels = anny_meshes["rest"]
     leg = LIMB_BY_NAME["left_leg"]
     spec = _spec(joints, leg, LimbStatus.TRANSTIBIAL, 0.5)
-    base = {"verts": verts, "faces": faces, "vertex_segment": labels, "limb": leg, "status": spec.status,
-            "anchor": spec.anchor, "target": spec.target, "endpoint": spec.endpoint}  # fmt: skip
+    base = {
+        "verts": verts,
+        "faces": faces,
+        "vertex_segment": labels,
+        "limb": leg,
+        "status": spec.status,
+        "anchor": spec.anchor,
+        "target": spec.target,
+        "endpoint": spec.endpoint,
+    }
     with pytest.raises(CutError, match="not a residual"):
         cut_limb(**{**base, "status": LimbStatus.INTACT})
     with pytest.raises(CutError, match="does not apply"):
@@ -407,23 +456,41 @@ def test_bad_inputs(anny_meshes):
     with pytest.raises(CutError, match="height_fraction"):
         CapConfig(height_fraction=-1.0)
     with pytest.raises(CutError, match="normal_offsets"):
-        cap_vertices(torch.zeros(5, 3), torch.tensor([0.0, 0.0, 1.0]), *dome_profile(2, 0.1, dtype=torch.float32),
-                     tip_height=0.1, normal_offsets=torch.zeros(3, 5))  # fmt: skip
+        cap_vertices(
+            torch.zeros(5, 3),
+            torch.tensor([0.0, 0.0, 1.0]),
+            *dome_profile(2, 0.1, dtype=torch.float32),
+            tip_height=0.1,
+            normal_offsets=torch.zeros(3, 5),
+        )
     # A limb already cut above the knee cannot be cut again below it (the shank is gone).
-    body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels,
-                       cuts=[_spec(joints, leg, LimbStatus.TRANSFEMORAL, 0.5)], config=CONFIG)  # fmt: skip
+    body = cut_and_cap(
+        verts=verts,
+        faces=faces,
+        vertex_segment=labels,
+        cuts=[_spec(joints, leg, LimbStatus.TRANSFEMORAL, 0.5)],
+        config=CONFIG,
+    )
     with pytest.raises(CutError):
         cut_limb(**{**base, "verts": body.verts, "faces": body.faces, "vertex_segment": body.vertex_segment})
 
 
 def test_segment_tables():
     assert residual_segments(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL) == ("left_shank", ("left_foot",))
-    assert residual_segments(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL) == ("right_thigh", ("right_shank", "right_foot"))
+    assert residual_segments(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL) == (
+        "right_thigh",
+        ("right_shank", "right_foot"),
+    )
     assert residual_segments(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSRADIAL) == ("left_forearm", ("left_hand",))
-    assert residual_segments(LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL) == ("right_upper_arm", ("right_forearm", "right_hand"))
+    assert residual_segments(LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL) == (
+        "right_upper_arm",
+        ("right_forearm", "right_hand"),
+    )
     assert limb_joint_names(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSHUMERAL) == ("left_shoulder", "left_elbow")
     assert limb_joint_names(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSTIBIAL) == ("right_knee", "right_ankle")
-    assert set(SEGMENT_NAMES) >= {s for limb in LIMBS for st in (limb.above_status, limb.below_status) for s in (residual_segments(limb, st)[0],)}
+    assert set(SEGMENT_NAMES) >= {
+        s for limb in LIMBS for st in (limb.above_status, limb.below_status) for s in (residual_segments(limb, st)[0],)
+    }
 
 
 def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
@@ -435,7 +502,9 @@ def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
     tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_stump"))
     body = SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids, dtype=torch.float64)
     shape = torch.zeros(1, body.num_shape, dtype=torch.float64)
-    pose = 0.3 * torch.randn(1, body.num_pose_joints, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    pose = 0.3 * torch.randn(
+        1, body.num_pose_joints, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     with torch.no_grad():
         out = body.forward_model(pose, shape)
     verts, joints = out.verts[0].numpy(), out.joints[0].numpy()
@@ -448,8 +517,10 @@ def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
             residual, distal = residual_segments(limb, status)
             _check_other_limbs_untouched(result, verts, labels, (residual, *distal))
             _check_cut_plane(result.steps[0])
-    both = [_spec(joints, LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5),
-            _spec(joints, LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL, 0.5)]  # fmt: skip
+    both = [
+        _spec(joints, LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL, 0.5),
+        _spec(joints, LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL, 0.5),
+    ]
     result = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=both, config=CONFIG)
     _check_closed(result.verts, result.faces)
     assert all(g.volume_m3 > 0 for g in residual_body_geometry(result))
@@ -470,7 +541,9 @@ def test_rotated_tube_any_endpoint(lam, around, radius, rotation, height_fractio
     verts = verts @ rot.T + np.array([0.3, -0.1, 2.0])
     anchor, target = np.array([0.3, -0.1, 2.0]), np.array([0.0, -LENGTH, 0.0]) @ rot.T + np.array([0.3, -0.1, 2.0])
     config = CapConfig(num_rings=4, height_fraction=height_fraction)
-    spec = CutSpec(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, lam))
+    spec = CutSpec(
+        LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL, anchor, target, endpoint_from_lambda(anchor, target, lam)
+    )
     labels = np.where(labels == SEGMENT_INDEX["left_thigh"], SEGMENT_INDEX["right_thigh"], labels)
     labels = np.where(labels == SEGMENT_INDEX["left_shank"], SEGMENT_INDEX["right_shank"], labels)
     body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=config)
@@ -485,10 +558,14 @@ def test_rotated_tube_any_endpoint(lam, around, radius, rotation, height_fractio
     disc_centre = body.verts[loop].mean(axis=0)
     dome = trimesh.Trimesh(
         np.concatenate([body.verts, disc_centre[None]]),
-        np.concatenate([body.faces[-len(loop) * (2 * config.num_rings + 1):],
-                        np.stack([loop, np.roll(loop, -1), np.full(len(loop), len(body.verts))], axis=1)]),
+        np.concatenate(
+            [
+                body.faces[-len(loop) * (2 * config.num_rings + 1) :],
+                np.stack([loop, np.roll(loop, -1), np.full(len(loop), len(body.verts))], axis=1),
+            ]
+        ),
         process=False,
-    )  # fmt: skip
+    )
     assert dome.is_watertight and dome.volume == pytest.approx(hull.volume, rel=1e-6)
     (geom,) = residual_body_geometry(body, num_stations=3)
     sliced = trimesh.intersections.slice_mesh_plane(mesh, plane_normal=step.cut.axis, plane_origin=anchor, cap=True)

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+from synthetic_people import FAST_PIPELINE as FAST
 
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.config import ConfigError, ResihmrConfig
@@ -28,8 +29,6 @@ from resihmr_dr.eval.sweep import (
 from resihmr_dr.eval.sweep_cli import add_sweep_parser
 from resihmr_dr.eval.synth import generate_dataset
 from resihmr_dr.fit.pipeline import fit_person
-
-from synthetic_people import FAST_PIPELINE as FAST
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("fit.refine.weights.silhouette", "fit.refine.weights.stump_silhouette")
@@ -72,16 +71,18 @@ def test_bad_sweeps_are_clear_errors(tmp_path):
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory, anny_body):
     out = tmp_path_factory.mktemp("synth")
-    generate_dataset(out, count=1, seed=1, types="transtibial,transfemoral", image_size=192, body=anny_body,
-                     progress=False)  # fmt: skip
+    generate_dataset(
+        out, count=1, seed=1, types="transtibial,transfemoral", image_size=192, body=anny_body, progress=False
+    )
     return out
 
 
 def test_mask_weight_sweep_writes_table_and_weight_zero_is_the_convex_cap(anny_body, synth_dir, tmp_path):
     spec = SweepSpec("mask_weight", KEYS, (0.0, 1.0))
     partial = tmp_path / "partial.csv"
-    result = run_sweep(data_dir=synth_dir, spec=spec, base=ResihmrConfig(fit=FAST), body=anny_body, progress=False,
-                       partial_csv=partial)  # fmt: skip
+    result = run_sweep(
+        data_dir=synth_dir, spec=spec, base=ResihmrConfig(fit=FAST), body=anny_body, progress=False, partial_csv=partial
+    )
     assert not result.failures
     with open(partial) as fh:
         assert len(list(csv.DictReader(fh))) == 2
@@ -105,14 +106,17 @@ def test_mask_weight_sweep_writes_table_and_weight_zero_is_the_convex_cap(anny_b
     (person,) = dataset.people
     mask = dataset.mask(person)
     off = dataclasses.replace(FAST, refine=dataclasses.replace(FAST.refine, iterations=0))
-    fit = fit_person(body=anny_body, person=person, camera=PinholeCamera.for_image(dataset.image_of(person)),
-                     mask=mask, config=off)  # fmt: skip
+    fit = fit_person(
+        body=anny_body, person=person, camera=PinholeCamera.for_image(dataset.image_of(person)), mask=mask, config=off
+    )
     assert fit.refinement is None
     reference = person_metrics(fit=fit, gt=load_ground_truth(synth_dir)[person.ann_id], mask=mask, body=anny_body)
     for key, _, _ in METRICS:
         assert result.rows[0][key] == pytest.approx(reference[key], rel=1e-9, abs=1e-9), key
     # ... and weight 1 did refine the cap (the mesh changed, so some stump metric moved).
-    assert any(abs(result.rows[1][k] - reference[k]) > 1e-6 for k in ("stump_iou", "stump_dist_mean_mm", "volume_err_pct"))
+    assert any(
+        abs(result.rows[1][k] - reference[k]) > 1e-6 for k in ("stump_iou", "stump_dist_mean_mm", "volume_err_pct")
+    )
 
 
 def test_cli_rejects_bad_input(tmp_path, synth_dir, capsys):
@@ -123,8 +127,17 @@ def test_cli_rejects_bad_input(tmp_path, synth_dir, capsys):
     args = parser.parse_args(["sweep", "--data", str(synth_dir), "--sweep", str(bad), "--out", str(tmp_path / "o")])
     assert args.func(args) == 2
     assert "unknown config key" in capsys.readouterr().err
-    args = parser.parse_args(["sweep", "--data", str(tmp_path), "--sweep", str(REPO / "configs/ablations/mask_weight.yaml"),
-                              "--out", str(tmp_path / "o")])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "sweep",
+            "--data",
+            str(tmp_path),
+            "--sweep",
+            str(REPO / "configs/ablations/mask_weight.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert args.func(args) == 2
     assert "resihmr-dr synth" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -136,8 +149,7 @@ def test_plot_eval_sweep_script_draws_the_swept_rows(tmp_path):
     import subprocess
     import sys
 
-    header = ("method,ann_id,limb,mask_iou,stump_iou,tip_reproj_px,length_err_pct,shape_local_mean_mm,"
-              "shape_icp_mean_mm")  # fmt: skip
+    header = "method,ann_id,limb,mask_iou,stump_iou,tip_reproj_px,length_err_pct,shape_local_mean_mm,shape_icp_mean_mm"
     lines = [header]
     for method in ("resihmr", "ours[mask_weight=0]", "ours[mask_weight=1]"):
         for ann in (1, 2):

@@ -37,17 +37,25 @@ from resihmr_dr.stump.cut import residual_segments
 from resihmr_dr.stump.geometry import cross_section
 
 LIMB_JOINTS = (
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
 
 
 @pytest.fixture(scope="module")
 def dataset(anny_body, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    path = generate_dataset(
-        out, count=8, seed=3, image_size=256, body=anny_body, progress=False
-    )
+    path = generate_dataset(out, count=8, seed=3, image_size=256, body=anny_body, progress=False)
     return out, path
 
 
@@ -66,19 +74,18 @@ def test_dataset_loads_and_statuses_match(dataset):
         expected = {}
         for name in entry["residual_types"]:
             side, _, status = name.partition("_")
-            limb = next(lm for lm in LIMB_BY_NAME.values() if lm.side.value == side and
-                        status in (lm.above_status.value, lm.below_status.value))  # fmt: skip
+            limb = next(
+                lm
+                for lm in LIMB_BY_NAME.values()
+                if lm.side.value == side and status in (lm.above_status.value, lm.below_status.value)
+            )
             expected[limb.name] = LimbStatus(status)
             seen.add(name)
         for limb_name, status in person.limb_status.items():
             assert status is expected.get(limb_name, LimbStatus.INTACT)
         image = data.load_image(person.image_id)
         mask = data.mask(person)
-        assert (
-            image.shape == (256, 256, 3)
-            and mask.shape == (256, 256)
-            and mask.mean() > 0.02
-        )
+        assert image.shape == (256, 256, 3) and mask.shape == (256, 256) and mask.mean() > 0.02
     assert seen == set(RESIDUAL_TYPES)  # the primary type cycles through all eight
     shapes = {e["stump_shapes"][0] for e in index}
     assert shapes == set(STUMP_SHAPES)  # and the primary shape through all five
@@ -97,22 +104,16 @@ def test_ground_truth_mesh_and_endpoint(dataset):
             _, dist, _ = trimesh.proximity.closest_point(mesh, tip[None])
             assert dist[0] < 5e-3  # on the stump surface
             anchor, axis = np.array(limb["anchor_cam"]), np.array(limb["axis_cam"])
-            residual = residual_segments(
-                LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"])
-            )[0]
+            residual = residual_segments(LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]))[0]
             along = (mesh.vertices[labels == SEGMENT_INDEX[residual]] - anchor) @ axis
             tip_along = (tip - anchor) @ axis
-            assert (
-                tip_along > along.max() - 0.015
-            )  # the distal end (oblique ends: rim within 1.5 cm)
+            assert tip_along > along.max() - 0.015  # the distal end (oblique ends: rim within 1.5 cm)
             assert 0.2 < limb["lambda"] < 0.9
             assert MIN_LAMBDA_CUT - 1e-9 <= limb["lambda_cut"] < limb["lambda"]
             meas = limb["measurements"]
             assert meas["length_fraction"] == pytest.approx(limb["lambda"], abs=1e-5)
             assert meas["volume_m3"] > 0 and meas["cut_section_area_m2"] > 0
-            assert all(
-                a > 0 for a in meas["area_m2"][len(meas["area_m2"]) // 2 :]
-            )  # near J_a: may be open
+            assert all(a > 0 for a in meas["area_m2"][len(meas["area_m2"]) // 2 :])  # near J_a: may be open
 
 
 def test_keypoints_project_inside_mask(dataset):
@@ -128,9 +129,7 @@ def test_keypoints_project_inside_mask(dataset):
             col, row = int(np.rint(kp[i, 0])), int(np.rint(kp[i, 1]))
             assert 0 <= row < mask.shape[0] and 0 <= col < mask.shape[1]
             is_face = i < KEYPOINT_INDEX["left_shoulder"]
-            assert (loose if is_face else near)[row, col], (
-                f"keypoint {i} of person {person.ann_id} off the mask"
-            )
+            assert (loose if is_face else near)[row, col], f"keypoint {i} of person {person.ann_id} off the mask"
         # Every residual endpoint is labelled and visible or occluded (never dropped).
         for limb, status in person.residual_limbs:
             assert person.keypoints_px[limb.endpoint_index(status), 2] > 0
@@ -139,8 +138,16 @@ def test_keypoints_project_inside_mask(dataset):
 def test_deterministic_for_a_seed(anny_body, tmp_path):
     files = []
     for name in ("a", "b"):
-        generate_dataset(tmp_path / name, count=2, seed=11, image_size=160, noise_px=2.0, drop_prob=0.3,
-                         body=anny_body, progress=False)  # fmt: skip
+        generate_dataset(
+            tmp_path / name,
+            count=2,
+            seed=11,
+            image_size=160,
+            noise_px=2.0,
+            drop_prob=0.3,
+            body=anny_body,
+            progress=False,
+        )
         files.append(
             {
                 p.relative_to(tmp_path / name): p.read_bytes()
@@ -157,9 +164,7 @@ def test_deterministic_for_a_seed(anny_body, tmp_path):
 
 
 def test_noise_and_drops_keep_statuses(anny_body):
-    clean = generate_sample(
-        anny_body, index=5, seed=2, image_size=160, types=["transtibial"]
-    )
+    clean = generate_sample(anny_body, index=5, seed=2, image_size=160, types=["transtibial"])
     noisy = generate_sample(
         anny_body,
         index=5,
@@ -171,9 +176,7 @@ def test_noise_and_drops_keep_statuses(anny_body):
     )
     assert np.array_equal(clean.keypoints_clean_px, noisy.keypoints_clean_px)
     kept = noisy.keypoints_px[:, 2] > 0
-    offset = np.linalg.norm(
-        noisy.keypoints_px[kept, :2] - clean.keypoints_px[kept, :2], axis=1
-    )
+    offset = np.linalg.norm(noisy.keypoints_px[kept, :2] - clean.keypoints_px[kept, :2], axis=1)
     assert 0.5 < offset.mean() < 10.0
     for name in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"):
         assert noisy.keypoints_px[KEYPOINT_INDEX[name], 2] > 0
@@ -185,35 +188,29 @@ def test_noise_and_drops_keep_statuses(anny_body):
 def _cap_profile(anny_body, name: str, *, seed: int = 0):
     """(fractions, area ratio to the cut section) along the cap of a left transtibial stump."""
     params = anny_body.default_params(1).replace(
-        global_orient=torch.tensor(
-            view_orient(yaw_deg=0.0, pitch_deg=0.0)[None], dtype=torch.float32
-        )
+        global_orient=torch.tensor(view_orient(yaw_deg=0.0, pitch_deg=0.0)[None], dtype=torch.float32)
     )
     with torch.no_grad():
         out = anny_body(params)
     shape = sample_stump_shape(name, np.random.default_rng(seed))
     mesh = make_stumped_mesh(
-        verts_cam=out.verts[0].double().numpy(), faces=anny_body.faces.numpy(),
-        vertex_segment=anny_body.vertex_segment.numpy(), joints_cam=out.joints[0].double().numpy(),
+        verts_cam=out.verts[0].double().numpy(),
+        faces=anny_body.faces.numpy(),
+        vertex_segment=anny_body.vertex_segment.numpy(),
+        joints_cam=out.joints[0].double().numpy(),
         residuals=[ResidualSpec("left_transtibial", 0.65, shape)],
-    )  # fmt: skip
+    )
     limb = mesh.limbs[0]
     cut, axis, length = (
         np.array(limb["cut_point_cam"]),
         np.array(limb["axis_cam"]),
         limb["cap_length_m"],
     )
-    region = mesh.faces[
-        (mesh.vertex_segment == SEGMENT_INDEX["left_shank"])[mesh.faces].all(axis=1)
-    ]
+    region = mesh.faces[(mesh.vertex_segment == SEGMENT_INDEX["left_shank"])[mesh.faces].all(axis=1)]
     base = cross_section(mesh.verts, region, cut - 1e-4 * axis, axis).area_m2
     fractions = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
     ratios = np.array(
-        [
-            cross_section(mesh.verts, region, cut + f * length * axis, axis).area_m2
-            / base
-            for f in fractions
-        ]
+        [cross_section(mesh.verts, region, cut + f * length * axis, axis).area_m2 / base for f in fractions]
     )
     return fractions, ratios, mesh, limb
 
@@ -225,39 +222,25 @@ def test_stump_shapes_differ_from_a_dome(anny_body, name):
     tm = trimesh.Trimesh(mesh.verts, mesh.faces, process=False)
     assert tm.is_watertight and tm.volume > 0
     if name == "tapered":
-        assert (
-            ratios[-1] < 0.4 and (np.diff(ratios) < 0).all()
-        )  # distal sections clearly smaller
+        assert ratios[-1] < 0.4 and (np.diff(ratios) < 0).all()  # distal sections clearly smaller
         assert (ratios[1:4] < dome[1:4] - 0.1).all()  # and narrower than a dome mid-way
     elif name == "bulbous":
         assert ratios.max() > 1.15  # wider than the cut plane section
     elif name == "flattened":
-        assert (
-            ratios[-1] > dome[-1] + 0.25
-            and limb["cap_length_m"] < 0.55 * limb["cut_radius_m"]
-        )
+        assert ratios[-1] > dome[-1] + 0.25 and limb["cap_length_m"] < 0.55 * limb["cut_radius_m"]
     elif name == "rounded":
         assert np.abs(ratios - dome).max() < 0.3
     else:  # oblique: the end face is tilted, its rim is not at one axial level
-        shape = StumpShape(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in limb["shape"].items()
-            }
-        )
+        shape = StumpShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in limb["shape"].items()})
         assert 10.0 <= shape.oblique_deg <= 20.0
-        tip_along = (
-            np.array(limb["endpoint_cam"]) - np.array(limb["cut_point_cam"])
-        ) @ np.array(limb["axis_cam"])
+        tip_along = (np.array(limb["endpoint_cam"]) - np.array(limb["cut_point_cam"])) @ np.array(limb["axis_cam"])
         assert tip_along == pytest.approx(limb["cap_length_m"], abs=1e-9)
 
 
 def test_oblique_end_is_tilted():
     """A unit circle loop closed by an oblique flat end: the end rim's axial height varies by
     about tan(tilt) times its diameter; the straight flattened end's does not."""
-    angles = -np.linspace(
-        0, 2 * np.pi, 48, endpoint=False
-    )  # clockwise seen from the cap (+z)
+    angles = -np.linspace(0, 2 * np.pi, 48, endpoint=False)  # clockwise seen from the cap (+z)
     loop = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1)
     spans = {}
     for deg in (0.0, 15.0):
@@ -275,9 +258,7 @@ def test_oblique_end_is_tilted():
             shape=shape,
         )
         ring = surf.verts[-1 - 48 : -1]  # last ring
-        spans[deg] = np.ptp(ring[:, 2]) / (
-            2 * np.linalg.norm(ring[:, :2], axis=1).mean()
-        )
+        spans[deg] = np.ptp(ring[:, 2]) / (2 * np.linalg.norm(ring[:, :2], axis=1).mean())
         faces = np.concatenate(
             [
                 surf.faces,
@@ -286,20 +267,14 @@ def test_oblique_end_is_tilted():
         )
         tm = trimesh.Trimesh(np.concatenate([loop, surf.verts]), faces, process=False)
         assert tm.is_watertight and tm.volume > 0  # outward winding
-    assert spans[0.0] < 1e-9 and spans[15.0] == pytest.approx(
-        np.tan(np.radians(15.0)), rel=0.15
-    )
+    assert spans[0.0] < 1e-9 and spans[15.0] == pytest.approx(np.tan(np.radians(15.0)), rel=0.15)
 
 
 def test_meridian_ends():
     for name in STUMP_SHAPES:
         shape = sample_stump_shape(name, np.random.default_rng(1))
         z, s = meridian(shape, np.array([0.0, 1.0]), radius_m=0.05)
-        assert (
-            z[0] == pytest.approx(0.0)
-            and s[0] == pytest.approx(1.0)
-            and s[1] == pytest.approx(0.0, abs=1e-6)
-        )
+        assert z[0] == pytest.approx(0.0) and s[0] == pytest.approx(1.0) and s[1] == pytest.approx(0.0, abs=1e-6)
         assert z[1] == pytest.approx(shape.height_ratio * 0.05)
 
 
@@ -328,8 +303,24 @@ def test_bad_inputs():
 def test_cli_parser(anny_body, tmp_path):
     parser = argparse.ArgumentParser()
     add_synth_parser(parser.add_subparsers())
-    args = parser.parse_args(["synth", "--out", str(tmp_path), "--count", "1", "--types", "left_transradial",
-                              "--image-size", "128", "--no-progress", "--noise-px", "1.5", "--drop-prob", "0.1"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--count",
+            "1",
+            "--types",
+            "left_transradial",
+            "--image-size",
+            "128",
+            "--no-progress",
+            "--noise-px",
+            "1.5",
+            "--drop-prob",
+            "0.1",
+        ]
+    )
     assert args.func(args) == 0
     data = load_annotations(tmp_path / "annotations.json")
     assert data.people[0].limb_status["left_arm"] is LimbStatus.TRANSRADIAL

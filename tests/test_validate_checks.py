@@ -54,8 +54,12 @@ def with_names(names: list, category: dict | None = None) -> dict:
 
 
 def write_fit(path: Path, **overrides) -> Path:
-    arrays = {"betas": np.zeros((1, 10)), "global_orient": np.zeros((1, 3)), "body_pose": np.zeros((1, 63)),
-              "transl": np.array([[0.0, 0.0, 5.0]])}  # fmt: skip
+    arrays = {
+        "betas": np.zeros((1, 10)),
+        "global_orient": np.zeros((1, 3)),
+        "body_pose": np.zeros((1, 63)),
+        "transl": np.array([[0.0, 0.0, 5.0]]),
+    }
     arrays.update(overrides)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path

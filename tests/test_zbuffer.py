@@ -44,9 +44,11 @@ def test_matches_pytorch3d_hard_rasteriser(anny_body):
     # PyTorch3D puts pixel centres at half-integers (corner origin); ours are at integers.
     k_p3d = camera.K() + torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
     cams = cameras_from_opencv_projection(
-        R=torch.eye(3)[None], tvec=torch.zeros(1, 3), camera_matrix=k_p3d[None],
+        R=torch.eye(3)[None],
+        tvec=torch.zeros(1, 3),
+        camera_matrix=k_p3d[None],
         image_size=torch.tensor([[camera.height, camera.width]]),
-    )  # fmt: skip
+    )
     settings = RasterizationSettings(image_size=(camera.height, camera.width), faces_per_pixel=1, bin_size=0)
     theirs = MeshRasterizer(cameras=cams, raster_settings=settings)(Meshes([verts], [anny_body.faces]))
     ref_face = theirs.pix_to_face[0, ..., 0]

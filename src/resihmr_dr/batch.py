@@ -90,16 +90,24 @@ def fit_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out_dir):
         remove_stale_partials(out_dir)
-        summary = _fit_all(dataset, body=body, out_dir=out_dir, config=config, overwrite=overwrite, progress=progress,
-                           output=output)  # fmt: skip
-        write_keypoint_results(out_dir, dataset.people, category_id=person_category_id(dataset.categories),
-                               output=output)  # fmt: skip
+        summary = _fit_all(
+            dataset, body=body, out_dir=out_dir, config=config, overwrite=overwrite, progress=progress, output=output
+        )
+        write_keypoint_results(
+            out_dir, dataset.people, category_id=person_category_id(dataset.categories), output=output
+        )
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _fit_all(
-    dataset: LDposeDataset, *, body: BodyModel, out_dir: Path, config: PipelineConfig, overwrite: bool, progress: bool,
+    dataset: LDposeDataset,
+    *,
+    body: BodyModel,
+    out_dir: Path,
+    config: PipelineConfig,
+    overwrite: bool,
+    progress: bool,
     output: OutputConfig,
 ) -> BatchSummary:
     summary = BatchSummary()
@@ -114,8 +122,15 @@ def _fit_all(
                 summary.skipped.append(name)
                 summary.failures.extend([failure] if failure is not None else [])
                 continue
-        outcome = process_person(dataset, person, body=body, out_dir=out_dir, config=config, output=output,
-                                 on_stage=lambda stage, name=name: bar.set_postfix_str(f"{name}: {stage}"))  # fmt: skip
+        outcome = process_person(
+            dataset,
+            person,
+            body=body,
+            out_dir=out_dir,
+            config=config,
+            output=output,
+            on_stage=lambda stage, name=name: bar.set_postfix_str(f"{name}: {stage}"),
+        )
         summary.add(outcome)
         write_failures(out_dir, summary.failures)
     write_failures(out_dir, summary.failures)
@@ -152,8 +167,7 @@ class PersonOutcome:
 
 def person_ids(person: PersonAnnotation) -> dict:
     """The identifying fields of a failure record."""
-    return {"ann_id": person.ann_id, "image_id": person.image_id,
-            "folder": person_folder_name(person)}  # fmt: skip
+    return {"ann_id": person.ann_id, "image_id": person.image_id, "folder": person_folder_name(person)}
 
 
 def load_error_failures(dataset: LDposeDataset) -> list[dict]:
@@ -188,9 +202,10 @@ def finished_status(
 def exception_failure(person: PersonAnnotation, *, stage: str, err: BaseException) -> dict:
     """A failure record for ``err`` raised at ``stage`` (``load``, ``fit`` or ``write``)."""
     return person_ids(person) | {
-        "stage": stage, "reason": f"{type(err).__name__}: {err}",
+        "stage": stage,
+        "reason": f"{type(err).__name__}: {err}",
         "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__, limit=4)),
-    }  # fmt: skip
+    }
 
 
 def load_person(dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyModel) -> PersonInputs:
@@ -211,8 +226,15 @@ def fit_loaded(
     inputs: PersonInputs, *, body: BodyModel, config: PipelineConfig, on_stage: Callable[[str], None] | None = None
 ) -> PersonFit:
     """Run the staged fit (``fit_person``) on loaded inputs; ``on_stage`` sees each stage's name."""
-    return fit_person(body=body, person=inputs.person, camera=inputs.camera, mask=inputs.mask, init=inputs.init,
-                      config=config, on_stage=on_stage)  # fmt: skip
+    return fit_person(
+        body=body,
+        person=inputs.person,
+        camera=inputs.camera,
+        mask=inputs.mask,
+        init=inputs.init,
+        config=config,
+        on_stage=on_stage,
+    )
 
 
 def write_fitted(

@@ -42,7 +42,9 @@ class PinholeCamera:
         return asdict(self)
 
 
-def project_points(points_cam: torch.Tensor, *, fx: float, fy: float, cx: float, cy: float, min_depth: float = 1e-6) -> torch.Tensor:
+def project_points(
+    points_cam: torch.Tensor, *, fx: float, fy: float, cx: float, cy: float, min_depth: float = 1e-6
+) -> torch.Tensor:
     """Perspective projection of (..., 3) camera-frame points to (..., 2) pixels."""
     z = points_cam[..., 2:3].clamp_min(min_depth)
     xy = points_cam[..., :2] / z

@@ -26,11 +26,21 @@ COCO keypoints plus 8 residual-limb endpoints) and a person mask.
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="YAML configuration (see configs/default.yaml); flags below override it")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config key, e.g. --set fit.refine.iterations=80 (repeatable; "
-                             "applied after --config, in order; the value is read as YAML)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML configuration (see configs/default.yaml); flags below override it",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set fit.refine.iterations=80 (repeatable; "
+        "applied after --config, in order; the value is read as YAML)",
+    )
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -42,13 +52,23 @@ def _config_from_args(args: argparse.Namespace):
 
 def _add_body_args(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser)
-    parser.add_argument("--body", choices=("anny", "smplx"), default=None,
-                        help="body model: 'anny' (default, ships with the package, offline) or 'smplx' "
-                             "(your own SMPL-X files, see --smplx-dir); config key body.model")  # fmt: skip
-    parser.add_argument("--smplx-dir", type=Path, default=None,
-                        help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz); "
-                             "config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR")  # fmt: skip
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu); config key body.device")
+    parser.add_argument(
+        "--body",
+        choices=("anny", "smplx"),
+        default=None,
+        help="body model: 'anny' (default, ships with the package, offline) or 'smplx' "
+        "(your own SMPL-X files, see --smplx-dir); config key body.model",
+    )
+    parser.add_argument(
+        "--smplx-dir",
+        type=Path,
+        default=None,
+        help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz); "
+        "config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu); config key body.device"
+    )
 
 
 def _body_from_args(args: argparse.Namespace):
@@ -64,16 +84,28 @@ def _body_from_args(args: argparse.Namespace):
 
 
 def _add_output_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mesh-format", choices=("ply", "obj", "stl", "glb"), default=None,
-                        help="also write the meshes as mesh_export.<format> and mesh_tpose_export.<format> "
-                             "(mesh.ply and mesh_tpose.ply are always written); config key output.mesh_format, "
-                             "default ply")  # fmt: skip
-    parser.add_argument("--mesh-frame", choices=("camera", "y-up"), default=None,
-                        help="frame of the posed export: camera (OpenCV, y down, as mesh.ply) or y-up (the body "
-                             "model's frame: Y up, facing +Z, as Blender/MeshLab expect); the T-pose export is "
-                             "always y-up; config key output.mesh_frame, default camera")  # fmt: skip
-    parser.add_argument("--units", choices=("m", "mm"), default=None,
-                        help="units of the exports: m or mm (prosthetics CAD); config key output.units, default m")
+    parser.add_argument(
+        "--mesh-format",
+        choices=("ply", "obj", "stl", "glb"),
+        default=None,
+        help="also write the meshes as mesh_export.<format> and mesh_tpose_export.<format> "
+        "(mesh.ply and mesh_tpose.ply are always written); config key output.mesh_format, "
+        "default ply",
+    )
+    parser.add_argument(
+        "--mesh-frame",
+        choices=("camera", "y-up"),
+        default=None,
+        help="frame of the posed export: camera (OpenCV, y down, as mesh.ply) or y-up (the body "
+        "model's frame: Y up, facing +Z, as Blender/MeshLab expect); the T-pose export is "
+        "always y-up; config key output.mesh_frame, default camera",
+    )
+    parser.add_argument(
+        "--units",
+        choices=("m", "mm"),
+        default=None,
+        help="units of the exports: m or mm (prosthetics CAD); config key output.units, default m",
+    )
 
 
 def _output_from_args(args: argparse.Namespace, config: OutputConfig) -> OutputConfig:
@@ -86,8 +118,9 @@ def _output_from_args(args: argparse.Namespace, config: OutputConfig) -> OutputC
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``resihmr-dr`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="resihmr-dr", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="resihmr-dr", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -126,20 +159,35 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--images", type=Path, default=None, help="image folder (default: the JSON's folder)")
     fit.add_argument("--out", type=Path, required=True, help="output folder")
     fit.add_argument("--overwrite", action="store_true", help="refit people whose output folder exists")
-    fit.add_argument("--seed", type=int, default=None,
-                     help="random seed (config key fit.seed, default 0): same inputs, config and seed give "
-                          "the same outputs on the same machine")  # fmt: skip
-    fit.add_argument("--accelerator", default="cpu",
-                     help="Lightning accelerator: cpu (default), gpu, cuda, mps or auto")  # fmt: skip
-    fit.add_argument("--devices", type=_devices_arg, default=1,
-                     help="Lightning devices per node: a count (default 1), a list like 0,1, or auto")  # fmt: skip
-    fit.add_argument("--strategy", default="auto",
-                     help="Lightning strategy: auto (default), ddp (one process per device: each fits "
-                          "different people), ddp_spawn, ...")  # fmt: skip
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (config key fit.seed, default 0): same inputs, config and seed give "
+        "the same outputs on the same machine",
+    )
+    fit.add_argument(
+        "--accelerator", default="cpu", help="Lightning accelerator: cpu (default), gpu, cuda, mps or auto"
+    )
+    fit.add_argument(
+        "--devices",
+        type=_devices_arg,
+        default=1,
+        help="Lightning devices per node: a count (default 1), a list like 0,1, or auto",
+    )
+    fit.add_argument(
+        "--strategy",
+        default="auto",
+        help="Lightning strategy: auto (default), ddp (one process per device: each fits "
+        "different people), ddp_spawn, ...",
+    )
     fit.add_argument("--num-nodes", type=_positive_int, default=1, help="number of machines for DDP (default 1)")
-    fit.add_argument("--logger-dir", type=Path, default=None,
-                     help="folder for the per-stage loss logs (CSV; TensorBoard too when installed); "
-                          "default: OUT/.logs")  # fmt: skip
+    fit.add_argument(
+        "--logger-dir",
+        type=Path,
+        default=None,
+        help="folder for the per-stage loss logs (CSV; TensorBoard too when installed); default: OUT/.logs",
+    )
     _add_body_args(fit)
     _add_output_args(fit)
     fit.set_defaults(func=_cmd_fit)
@@ -260,14 +308,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with exclusive_lock(out) if rank_zero else contextlib.nullcontext():
         if rank_zero:
             remove_stale_partials(out)
-        data = LDposeDataModule(dataset, body=body, out_dir=out, overwrite=args.overwrite,
-                                output=_output_from_args(args, config.output), fit_config=fit_config)  # fmt: skip
+        data = LDposeDataModule(
+            dataset,
+            body=body,
+            out_dir=out,
+            overwrite=args.overwrite,
+            output=_output_from_args(args, config.output),
+            fit_config=fit_config,
+        )
         summary = _predict(args, data=data, fit_config=fit_config)
     if summary is None:  # not global rank 0: rank 0 reports
         return 0
     summary.seconds = time.perf_counter() - start
-    print(f"{len(summary.written)} fitted, {len(summary.skipped)} skipped (already done), "
-          f"{len(summary.failures)} failed in {summary.seconds:.1f} s -> {args.out}")  # fmt: skip
+    print(
+        f"{len(summary.written)} fitted, {len(summary.skipped)} skipped (already done), "
+        f"{len(summary.failures)} failed in {summary.seconds:.1f} s -> {args.out}"
+    )
     for failure in summary.failures:
         print(f"FAILED annotation {failure['ann_id']} ({failure['stage']}): {failure['reason']}", file=sys.stderr)
     if summary.failures:
@@ -288,24 +344,33 @@ def _predict(args: argparse.Namespace, *, data, fit_config):
     if not data.plan.todo:  # nothing to fit: no processes to start
         return writer.merge(world_size=1)
     import lightning.pytorch as pl
-
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from resihmr_dr.config import ConfigError
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        for message in (r".*does not have many workers.*", r".*`srun` command is available.*",
-                        r".*isinstance\(treespec, LeafSpec\).*"):
+        for message in (
+            r".*does not have many workers.*",
+            r".*`srun` command is available.*",
+            r".*isinstance\(treespec, LeafSpec\).*",
+        ):
             warnings.filterwarnings("ignore", message=message)
         log_dir = args.logger_dir or data.out_dir / ".logs"
         try:
             trainer = pl.Trainer(
-                accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-                logger=make_loggers(log_dir), callbacks=[writer], enable_model_summary=False,
-                enable_checkpointing=False, inference_mode=False, use_distributed_sampler=False,
+                accelerator=args.accelerator,
+                devices=args.devices,
+                strategy=args.strategy,
+                num_nodes=args.num_nodes,
+                logger=make_loggers(log_dir),
+                callbacks=[writer],
+                enable_model_summary=False,
+                enable_checkpointing=False,
+                inference_mode=False,
+                use_distributed_sampler=False,
                 default_root_dir=str(log_dir),
-            )  # fmt: skip
+            )
         except (MisconfigurationException, ValueError, RuntimeError) as err:  # e.g. --accelerator gpu without one
             raise ConfigError(f"--accelerator/--devices/--strategy/--num-nodes: {err}") from None
         try:
@@ -330,8 +395,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(_status_line(person))
     t0 = time.perf_counter()
     body = _body_from_args(args)
-    print(f"body model: {body.name} ({body.num_verts} vertices, {body.faces.shape[0]} faces) "
-          f"in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+    print(
+        f"body model: {body.name} ({body.num_verts} vertices, {body.faces.shape[0]} faces) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     output = _output_from_args(args, config.output)
     summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=True, output=output)
     for failure in summary.failures:
@@ -341,27 +408,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         params = json.loads((folder / "params.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
         stump = json.loads((folder / "stump.json").read_text())
-        print(f"{name}: keypoint error {metrics['body']:.1f} px, mask IoU {metrics.get('mask_iou', float('nan')):.3f}, "
-              f"{metrics['seconds']:.1f} s")  # fmt: skip
+        print(
+            f"{name}: keypoint error {metrics['body']:.1f} px, mask IoU {metrics.get('mask_iou', float('nan')):.3f}, "
+            f"{metrics['seconds']:.1f} s"
+        )
         for limb, geometry in zip(params["residual_limbs"], stump["posed"]):
             reproj = limb["endpoint_reprojection_px"]
-            print(f"  {limb['limb']} {limb['type']}: lambda {limb['lambda']:.3f} "
-                  f"(RAFO {'accepted' if limb['rafo']['accepted'] else 'fallback'}; tip "
-                  f"{'unlabelled' if reproj is None else f'{reproj:.1f} px from its keypoint'}), "
-                  f"residual length {geometry['length_m'] * 100:.1f} cm ({geometry['length_fraction']:.2f} of the "
-                  f"segment), stump volume {geometry['volume_m3'] * 1e6:.0f} cm^3")  # fmt: skip
+            print(
+                f"  {limb['limb']} {limb['type']}: lambda {limb['lambda']:.3f} "
+                f"(RAFO {'accepted' if limb['rafo']['accepted'] else 'fallback'}; tip "
+                f"{'unlabelled' if reproj is None else f'{reproj:.1f} px from its keypoint'}), "
+                f"residual length {geometry['length_m'] * 100:.1f} cm ({geometry['length_fraction']:.2f} of the "
+                f"segment), stump volume {geometry['volume_m3'] * 1e6:.0f} cm^3"
+            )
         refinement = params.get("refinement") or {}
         if refinement:
             stops = ", ".join(f"{s['name']} {s['iterations']} it. ({s['stop_reason']})" for s in refinement["stages"])
             print(f"  silhouette refinement: {stops}; depth drift {refinement['depth_drift_m'] * 1000:.0f} mm")
         for limb in refinement.get("limbs", []):
             change = (limb.get("radius_profile") or {}).get("radius_change") or [0.0]
-            print(f"  {limb['limb']} cap: tip {limb['tip_height_m'] * 1000:.0f} mm beyond the cut, largest offset "
-                  f"{limb['max_abs_normal_offset_m'] * 1000:.1f} mm; residual segment's radius "
-                  f"{min(change) * 100:+.0f} to {max(change) * 100:+.0f} %")  # fmt: skip
+            print(
+                f"  {limb['limb']} cap: tip {limb['tip_height_m'] * 1000:.0f} mm beyond the cut, largest offset "
+                f"{limb['max_abs_normal_offset_m'] * 1000:.1f} mm; residual segment's radius "
+                f"{min(change) * 100:+.0f} to {max(change) * 100:+.0f} %"
+            )
         exports = "".join(f", {name}" for name in output.export_files)
-        print(f"  wrote {folder}/ (report.png, mesh.ply{exports}, params.json, params.npz, stump.json, metrics.json, "
-              "...)")  # fmt: skip
+        print(
+            f"  wrote {folder}/ (report.png, mesh.ply{exports}, params.json, params.npz, stump.json, metrics.json, ...)"
+        )
     return 0 if summary.ok else 1
 
 

@@ -62,9 +62,11 @@ class OutputConfig:
     units: str = "m"  # m or mm (prosthetics CAD)
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("mesh_format", self.mesh_format, MESH_FORMATS),
-                                     ("mesh_frame", self.mesh_frame, MESH_FRAMES),
-                                     ("units", self.units, tuple(MESH_UNITS))):  # fmt: skip
+        for name, value, allowed in (
+            ("mesh_format", self.mesh_format, MESH_FORMATS),
+            ("mesh_frame", self.mesh_frame, MESH_FRAMES),
+            ("units", self.units, tuple(MESH_UNITS)),
+        ):
             if value not in allowed:
                 raise ConfigError(f"output.{name} must be one of {', '.join(allowed)}, got {value!r}")
 
@@ -112,9 +114,10 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: st
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
     missing = sorted(
-        f.name for f in fields.values()
+        f.name
+        for f in fields.values()
         if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    )  # fmt: skip
+    )
     if missing and base is None:
         raise ConfigError(f"{where}: missing required key(s) {missing}")
     hints = typing.get_type_hints(cls, localns=_type_namespace())
@@ -179,7 +182,9 @@ def _convert(hint: Any, value: Any, *, source: str, key_path: str) -> Any:
         return float(value)
     if hint is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
         return float(value)  # YAML 1.1 reads "1e-6" (no dot) as a string
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"{source}: {key_path}: expected {hint.__name__}, got {value!r}")
     return value
 

@@ -92,12 +92,15 @@ def plan_fit(
 ) -> FitPlan:
     """The same decisions ``batch.fit_dataset`` makes before fitting each person (with
     ``fit_config``, folders fitted with other settings are fitted again)."""
-    plan = FitPlan(failures=[(-1, f) for f in load_error_failures(dataset)], people=tuple(dataset.people),
-                   category_id=person_category_id(dataset.categories), output=output)  # fmt: skip
+    plan = FitPlan(
+        failures=[(-1, f) for f in load_error_failures(dataset)],
+        people=tuple(dataset.people),
+        category_id=person_category_id(dataset.categories),
+        output=output,
+    )
     for position, person in enumerate(dataset.people):
         if not overwrite:
-            done, failure = finished_status(out_dir, person, output=output, fit_config=fit_config,
-                                            body_name=body_name)  # fmt: skip
+            done, failure = finished_status(out_dir, person, output=output, fit_config=fit_config, body_name=body_name)
             if done:
                 plan.skipped.append(person_folder_name(person))
                 if failure is not None:
@@ -127,8 +130,13 @@ class PersonDataset(Dataset):
         if not 0 <= index < len(self.todo):
             raise IndexError(f"person index {index} out of range [0, {len(self.todo)})")
         position, person = self.todo[index]
-        item = {"position": position, "folder": person_folder_name(person),
-                "person": person, "inputs": None, "failure": None}  # fmt: skip
+        item = {
+            "position": position,
+            "folder": person_folder_name(person),
+            "person": person,
+            "inputs": None,
+            "failure": None,
+        }
         try:
             item["inputs"] = load_person(self.dataset, person, body=self.body)
         except KeyboardInterrupt:
@@ -199,8 +207,16 @@ class LDposeDataModule(pl.LightningDataModule):
         self._plan: FitPlan | None = None
 
     @classmethod
-    def from_file(cls, annotations: str | Path, *, images_dir: str | Path | None = None, body: BodyModel,
-                  out_dir: str | Path, overwrite: bool = False, batch_size: int = 1) -> LDposeDataModule:  # fmt: skip
+    def from_file(
+        cls,
+        annotations: str | Path,
+        *,
+        images_dir: str | Path | None = None,
+        body: BodyModel,
+        out_dir: str | Path,
+        overwrite: bool = False,
+        batch_size: int = 1,
+    ) -> LDposeDataModule:
         """A data module over an annotation file; people that fail to load become failures, not errors."""
         dataset = load_annotations(annotations, images_dir=images_dir, on_error="collect")
         return cls(dataset, body=body, out_dir=out_dir, overwrite=overwrite, batch_size=batch_size)
@@ -209,8 +225,14 @@ class LDposeDataModule(pl.LightningDataModule):
     def plan(self) -> FitPlan:
         """Who is fitted and who is skipped (``plan_fit``), computed once."""
         if self._plan is None:
-            self._plan = plan_fit(self.dataset, out_dir=self.out_dir, overwrite=self.overwrite, output=self.output,
-                                  fit_config=self.fit_config, body_name=self.body.name)  # fmt: skip
+            self._plan = plan_fit(
+                self.dataset,
+                out_dir=self.out_dir,
+                overwrite=self.overwrite,
+                output=self.output,
+                fit_config=self.fit_config,
+                body_name=self.body.name,
+            )
         return self._plan
 
     def setup(self, stage: str) -> None:
@@ -224,9 +246,12 @@ class LDposeDataModule(pl.LightningDataModule):
         trainer = self.trainer  # None outside a Trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return DataLoader(
-            people, batch_size=self.batch_size, sampler=PeopleSampler(people, num_replicas=world, rank=rank),
-            collate_fn=collate_people, num_workers=self.num_workers,
-        )  # fmt: skip
+            people,
+            batch_size=self.batch_size,
+            sampler=PeopleSampler(people, num_replicas=world, rank=rank),
+            collate_fn=collate_people,
+            num_workers=self.num_workers,
+        )
 
 
 # --------------------------------------------------------------------------- model
@@ -329,8 +354,9 @@ class PersonWriter(BasePredictionWriter):
             position = result["position"]
             if result["fit"] is not None:
                 try:
-                    outcome = write_fitted(result["fit"], result["inputs"], out_dir=self.out_dir,
-                                           output=self.plan.output)  # fmt: skip
+                    outcome = write_fitted(
+                        result["fit"], result["inputs"], out_dir=self.out_dir, output=self.plan.output
+                    )
                 except KeyboardInterrupt:
                     raise
                 except Exception as err:  # noqa: BLE001
@@ -345,8 +371,9 @@ class PersonWriter(BasePredictionWriter):
                 self.failures.append((position, result["failure"]))
             self._save_part(trainer.global_rank)
             if trainer.world_size == 1:  # keep failures.json current, as batch.fit_dataset does
-                write_failures(self.out_dir, [f for _, f in sorted(self.plan.failures + self.failures,
-                                                                    key=lambda pf: pf[0])])  # fmt: skip
+                write_failures(
+                    self.out_dir, [f for _, f in sorted(self.plan.failures + self.failures, key=lambda pf: pf[0])]
+                )
 
     def _save_part(self, rank: int) -> None:
         part = {"written": self.written, "failures": self.failures, "rows": self.rows}
@@ -382,8 +409,9 @@ class PersonWriter(BasePredictionWriter):
             written=[f for _, f in sorted(written)], skipped=list(self.plan.skipped), failures=[f for _, f in failures]
         )
         write_failures(self.out_dir, summary.failures)
-        write_keypoint_results(self.out_dir, self.plan.people, category_id=self.plan.category_id,
-                               output=self.plan.output)  # fmt: skip
+        write_keypoint_results(
+            self.out_dir, self.plan.people, category_id=self.plan.category_id, output=self.plan.output
+        )
         return summary
 
 

@@ -41,8 +41,8 @@ KEYPOINT_RESULTS_FILE = "keypoints_results.json"
 FRAME_DESCRIPTIONS = {
     "camera": "camera: OpenCV (x right, y down, z forward)",
     "y-up": "model: Y up, the person faces +Z, their left is +X (mesh.ply with the global transform undone: "
-            "R(global_orient)^T (v - root_model - transl) + root_model)",
-}  # fmt: skip
+    "R(global_orient)^T (v - root_model - transl) + root_model)",
+}
 
 
 def person_folder_name(person: PersonAnnotation | PersonFit) -> str:
@@ -63,20 +63,28 @@ def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
     residual = []
     for limb, lam_intact in zip(fit.limbs, fit.lambda_intact):
         d = limb.rafo.to_dict()
-        residual.append({
-            "limb": limb.limb.name,
-            "side": limb.limb.side.value,
-            "type": limb.status.value,
-            "lambda": limb.lam,
-            "anchor_cam": limb.anchor_cam.tolist(),
-            "endpoint_cam": limb.tip_cam.tolist(),
-            "target_cam": limb.target_cam.tolist(),
-            "endpoint_reprojection_px": _reprojection_px(fit, limb),
-            "lambda_intact": lam_intact,
-            "rafo": {"lambda": d["lam"], "anchor_cam": d["anchor_cam"], "endpoint_cam": d["endpoint_cam"],
-                     "accepted": d["accepted"], "reprojection_error_px": d["reproj_error_px"],
-                     "fallback": d["fallback"], "reason": d["reason"]},
-        })  # fmt: skip
+        residual.append(
+            {
+                "limb": limb.limb.name,
+                "side": limb.limb.side.value,
+                "type": limb.status.value,
+                "lambda": limb.lam,
+                "anchor_cam": limb.anchor_cam.tolist(),
+                "endpoint_cam": limb.tip_cam.tolist(),
+                "target_cam": limb.target_cam.tolist(),
+                "endpoint_reprojection_px": _reprojection_px(fit, limb),
+                "lambda_intact": lam_intact,
+                "rafo": {
+                    "lambda": d["lam"],
+                    "anchor_cam": d["anchor_cam"],
+                    "endpoint_cam": d["endpoint_cam"],
+                    "accepted": d["accepted"],
+                    "reprojection_error_px": d["reproj_error_px"],
+                    "fallback": d["fallback"],
+                    "reason": d["reason"],
+                },
+            }
+        )
     return {
         "body_model": fit.body_name,
         "ann_id": fit.ann_id,
@@ -113,8 +121,13 @@ def provenance(config: PipelineConfig, *, body_name: str) -> dict:
     """What produced a folder: package version, body model, seed and the resolved fit settings."""
     from resihmr_dr import __version__
 
-    return {"package_version": __version__, "body_model": body_name, "seed": config.seed,
-            "fit_config_sha256": config_sha256(config), "fit_config": to_dict(config)}  # fmt: skip
+    return {
+        "package_version": __version__,
+        "body_model": body_name,
+        "seed": config.seed,
+        "fit_config_sha256": config_sha256(config),
+        "fit_config": to_dict(config),
+    }
 
 
 def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str) -> bool:
@@ -166,18 +179,31 @@ def params_npz_arrays(fit: PersonFit) -> dict[str, np.ndarray]:
     ``anny_transl`` (1, 3) and ``model_type`` ("anny"): ``resihmr_dr.body.anny_model.AnnyBody``'s
     parameters (``BodyParams``), see ``docs/outputs.md``.
     """
-    p = {name: getattr(fit.params, name).detach().cpu().numpy().astype(np.float32)
-         for name in ("global_orient", "body_pose", "shape", "transl")}  # fmt: skip
+    p = {
+        name: getattr(fit.params, name).detach().cpu().numpy().astype(np.float32)
+        for name in ("global_orient", "body_pose", "shape", "transl")
+    }
     if fit.body_name == "smplx":
-        return {"betas": p["shape"], "global_orient": p["global_orient"], "body_pose": p["body_pose"].reshape(1, -1),
-                "transl": p["transl"], "model_type": np.array("smplx"), "gender": np.array("neutral")}  # fmt: skip
+        return {
+            "betas": p["shape"],
+            "global_orient": p["global_orient"],
+            "body_pose": p["body_pose"].reshape(1, -1),
+            "transl": p["transl"],
+            "model_type": np.array("smplx"),
+            "gender": np.array("neutral"),
+        }
     if fit.body_name == "anny":
         from resihmr_dr.body.anny_model import POSE_BONES, SHAPE_NAMES
 
-        return {"anny_phenotypes": p["shape"], "anny_phenotype_names": np.array(SHAPE_NAMES),
-                "anny_pose": p["body_pose"], "anny_pose_bones": np.array(POSE_BONES),
-                "anny_global_orient": p["global_orient"], "anny_transl": p["transl"],
-                "model_type": np.array("anny")}  # fmt: skip
+        return {
+            "anny_phenotypes": p["shape"],
+            "anny_phenotype_names": np.array(SHAPE_NAMES),
+            "anny_pose": p["body_pose"],
+            "anny_pose_bones": np.array(POSE_BONES),
+            "anny_global_orient": p["global_orient"],
+            "anny_transl": p["transl"],
+            "model_type": np.array("anny"),
+        }
     raise ValueError(f"params.npz: no layout for the body model {fit.body_name!r} (smplx or anny)")
 
 
@@ -201,7 +227,10 @@ def person_category_id(categories: Sequence[Mapping]) -> int:
 
 
 def write_keypoint_results(
-    out_dir: str | Path, people: Iterable[PersonAnnotation], *, category_id: int = 1,
+    out_dir: str | Path,
+    people: Iterable[PersonAnnotation],
+    *,
+    category_id: int = 1,
     output: OutputConfig = OutputConfig(),
 ) -> Path:
     """Write ``out_dir/keypoints_results.json`` atomically: the COCO keypoint results (a list of
@@ -297,13 +326,18 @@ def write_person(
         colored_trimesh(fit.verts_tpose, fit.faces_tpose, fit.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
         write_mesh_exports(fit, tmp, output)
         np.save(tmp / "residual_mask.npy", fit.residual_mask)
-        _write_json(tmp / "stump.json", {
-            "posed": [s.to_dict() for s in fit.stump],
-            "tpose": [s.to_dict() for s in fit.stump_tpose],
-            "units": "metres, square metres, cubic metres",
-        })  # fmt: skip
+        _write_json(
+            tmp / "stump.json",
+            {
+                "posed": [s.to_dict() for s in fit.stump],
+                "tpose": [s.to_dict() for s in fit.stump_tpose],
+                "units": "metres, square metres, cubic metres",
+            },
+        )
         save_cross_sections(tmp / "cross_sections.png", posed=fit.stump, tpose=fit.stump_tpose)
         save_report(tmp / "report.png", fit=fit, image_rgb=image_rgb, mask=mask)
-        _write_json(tmp / "metrics.json", fit.metrics | {"seconds": fit.seconds,
-                                                         "stage_seconds": dataclasses.asdict(fit.stage_seconds)})  # fmt: skip
+        _write_json(
+            tmp / "metrics.json",
+            fit.metrics | {"seconds": fit.seconds, "stage_seconds": dataclasses.asdict(fit.stage_seconds)},
+        )
     return final

@@ -119,8 +119,12 @@ def colored_trimesh(verts: np.ndarray, faces: np.ndarray, residual_mask: np.ndar
     reordering), coloured by :func:`vertex_colours`."""
     import trimesh
 
-    return trimesh.Trimesh(vertices=np.asarray(verts, dtype=np.float64), faces=np.asarray(faces, dtype=np.int64),
-                           vertex_colors=vertex_colours(residual_mask), process=False)  # fmt: skip
+    return trimesh.Trimesh(
+        vertices=np.asarray(verts, dtype=np.float64),
+        faces=np.asarray(faces, dtype=np.int64),
+        vertex_colors=vertex_colours(residual_mask),
+        process=False,
+    )
 
 
 def pytorch3d_meshes(
@@ -212,25 +216,34 @@ class FittedPerson:
         """(V, 3) vertices of the posed (or T-pose) mesh in ``frame`` and ``units``
         (:func:`export_vertices`); the posed mesh in "y-up" needs ``root_model``."""
         if not tpose and frame == "y-up" and self.root_model is None:
-            raise ResultsError("no root_model (written by an older version): cannot convert to the model frame",
-                               path=self.folder / "params.json", field="root_model")  # fmt: skip
+            raise ResultsError(
+                "no root_model (written by an older version): cannot convert to the model frame",
+                path=self.folder / "params.json",
+                field="root_model",
+            )
         return export_vertices(
-            self.verts_tpose if tpose else self.verts_cam, tpose=tpose, frame=frame, units=units,
-            global_orient=self.params.global_orient[0].numpy(), transl=self.params.transl[0].numpy(),
+            self.verts_tpose if tpose else self.verts_cam,
+            tpose=tpose,
+            frame=frame,
+            units=units,
+            global_orient=self.params.global_orient[0].numpy(),
+            transl=self.params.transl[0].numpy(),
             root_model=np.zeros(3) if self.root_model is None else self.root_model,
-        )  # fmt: skip
+        )
 
     def to_trimesh(self, *, tpose: bool = False, frame: str | None = None, units: str = "m") -> trimesh.Trimesh:
         """The posed (camera frame) or T-pose (model frame) mesh as a coloured ``trimesh.Trimesh``;
         ``frame`` / ``units`` convert it as :func:`export_vertices` does."""
-        return colored_trimesh(self.mesh_vertices(tpose=tpose, frame=frame, units=units), self.faces,
-                               self.residual_mask)  # fmt: skip
+        return colored_trimesh(
+            self.mesh_vertices(tpose=tpose, frame=frame, units=units), self.faces, self.residual_mask
+        )
 
     def to_pytorch3d(self, *, tpose: bool = False, device: str | torch.device = "cpu"):
         """The posed (camera frame) or T-pose mesh as a ``pytorch3d.structures.Meshes`` (metres);
         ImportError without PyTorch3D."""
-        return pytorch3d_meshes(self.verts_tpose if tpose else self.verts_cam, self.faces, self.residual_mask,
-                                device=device)  # fmt: skip
+        return pytorch3d_meshes(
+            self.verts_tpose if tpose else self.verts_cam, self.faces, self.residual_mask, device=device
+        )
 
 
 # --------------------------------------------------------------------------- reading
@@ -248,22 +261,34 @@ def read_person(folder: str | Path) -> FittedPerson:
     verts, faces = _read_mesh(folder / "mesh.ply")
     verts_tpose, faces_tpose = _read_mesh(folder / "mesh_tpose.ply")
     if verts_tpose.shape != verts.shape or not np.array_equal(faces_tpose, faces):
-        raise ResultsError(f"expected mesh.ply's mesh re-posed ({len(verts)} vertices, {len(faces)} faces), got "
-                           f"{len(verts_tpose)} vertices, {len(faces_tpose)} faces, or different faces",
-                           path=folder / "mesh_tpose.ply")  # fmt: skip
+        raise ResultsError(
+            f"expected mesh.ply's mesh re-posed ({len(verts)} vertices, {len(faces)} faces), got "
+            f"{len(verts_tpose)} vertices, {len(faces_tpose)} faces, or different faces",
+            path=folder / "mesh_tpose.ply",
+        )
     residual_mask = _read_residual_mask(folder / "residual_mask.npy", num_verts=len(verts))
     stump, stump_tpose = _read_stump(folder / "stump.json")
     return FittedPerson(
-        folder=folder, ann_id=_field(data, "ann_id", int, params_path),
+        folder=folder,
+        ann_id=_field(data, "ann_id", int, params_path),
         image_id=_field(data, "image_id", int, params_path),
-        body_name=_field(data, "body_model", str, params_path), camera=_camera(data, params_path),
-        params=_params(data, "params", params_path), intact_params=_params(data, "intact_params", params_path),
-        root_model=_optional_array(data, "root_model", (3,), params_path), limbs=_limbs(data, params_path),
+        body_name=_field(data, "body_model", str, params_path),
+        camera=_camera(data, params_path),
+        params=_params(data, "params", params_path),
+        intact_params=_params(data, "intact_params", params_path),
+        root_model=_optional_array(data, "root_model", (3,), params_path),
+        limbs=_limbs(data, params_path),
         pred_keypoints_px=_optional_array(data, "pred_keypoints_px", (NUM_KEYPOINTS, 3), params_path),
-        stump=stump, stump_tpose=stump_tpose, metrics=metrics, verts_cam=verts, faces=faces,
-        residual_mask=residual_mask, verts_tpose=verts_tpose, seconds=_field(metrics, "seconds", float, metrics_path),
+        stump=stump,
+        stump_tpose=stump_tpose,
+        metrics=metrics,
+        verts_cam=verts,
+        faces=faces,
+        residual_mask=residual_mask,
+        verts_tpose=verts_tpose,
+        seconds=_field(metrics, "seconds", float, metrics_path),
         intact_seconds=_intact_seconds(data, params_path),
-    )  # fmt: skip
+    )
 
 
 def coco_keypoint_result(folder: str | Path, *, category_id: int = 1) -> dict:
@@ -276,8 +301,11 @@ def coco_keypoint_result(folder: str | Path, *, category_id: int = 1) -> dict:
     params_path, metrics_path = folder / "params.json", folder / "metrics.json"
     data, metrics = _read_object(params_path), _read_object(metrics_path)
     if data.get("pred_keypoints_px") is None:
-        raise ResultsError("missing (a folder written before the keypoints were recorded: refit it with --overwrite)",
-                           path=params_path, field="pred_keypoints_px")  # fmt: skip
+        raise ResultsError(
+            "missing (a folder written before the keypoints were recorded: refit it with --overwrite)",
+            path=params_path,
+            field="pred_keypoints_px",
+        )
     keypoints = _vector(data["pred_keypoints_px"], (NUM_KEYPOINTS, 3), params_path, "pred_keypoints_px")
     if not np.isfinite(keypoints).all():
         raise ResultsError("non-finite keypoints", path=params_path, field="pred_keypoints_px")
@@ -333,8 +361,11 @@ def _params(data: dict, key: str, path: Path) -> BodyParams:
         ndim = 3 if name == "body_pose" else 2
         ok = tensor.ndim == ndim and tensor.shape[-1] > 0 and (name == "shape" or tensor.shape[-1] == 3)
         if not ok or not bool(torch.isfinite(tensor).all()):
-            raise ResultsError(f"expected finite numbers of shape {_PARAM_SHAPES[name]}, got {list(tensor.shape[1:])}",
-                               path=path, field=f"{key}.{name}")  # fmt: skip
+            raise ResultsError(
+                f"expected finite numbers of shape {_PARAM_SHAPES[name]}, got {list(tensor.shape[1:])}",
+                path=path,
+                field=f"{key}.{name}",
+            )
     return params
 
 
@@ -371,14 +402,19 @@ def _limbs(data: dict, path: Path) -> tuple[FittedLimb, ...]:
         try:
             limb, status = LIMB_BY_NAME[r["limb"]], LimbStatus(r["type"])
             reproj = r.get("endpoint_reprojection_px")
-            limbs.append(FittedLimb(
-                limb=limb, status=status, lam=_nan_float(r["lambda"]), lambda_intact=_nan_float(r["lambda_intact"]),
-                anchor_cam=_vector(r["anchor_cam"], (3,), path, f"{where}.anchor_cam"),
-                target_cam=_vector(r["target_cam"], (3,), path, f"{where}.target_cam"),
-                endpoint_cam=_vector(r["endpoint_cam"], (3,), path, f"{where}.endpoint_cam"),
-                endpoint_reprojection_px=None if reproj is None else float(reproj),
-                rafo_accepted=bool(r["rafo"]["accepted"]),
-            ))  # fmt: skip
+            limbs.append(
+                FittedLimb(
+                    limb=limb,
+                    status=status,
+                    lam=_nan_float(r["lambda"]),
+                    lambda_intact=_nan_float(r["lambda_intact"]),
+                    anchor_cam=_vector(r["anchor_cam"], (3,), path, f"{where}.anchor_cam"),
+                    target_cam=_vector(r["target_cam"], (3,), path, f"{where}.target_cam"),
+                    endpoint_cam=_vector(r["endpoint_cam"], (3,), path, f"{where}.endpoint_cam"),
+                    endpoint_reprojection_px=None if reproj is None else float(reproj),
+                    rafo_accepted=bool(r["rafo"]["accepted"]),
+                )
+            )
         except ResultsError:
             raise
         except _MALFORMED as err:
@@ -390,8 +426,9 @@ def _intact_seconds(data: dict, path: Path) -> float:
     try:
         return float(data["intact_fit"]["seconds"]["total"])
     except _MALFORMED as err:
-        raise ResultsError(f"missing or malformed ({type(err).__name__}: {err})", path=path,
-                           field="intact_fit.seconds.total") from None  # fmt: skip
+        raise ResultsError(
+            f"missing or malformed ({type(err).__name__}: {err})", path=path, field="intact_fit.seconds.total"
+        ) from None
 
 
 def _nan_float(value: Any) -> float:
@@ -443,8 +480,9 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     verts = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=np.float64)
     faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))), dtype=np.int64)
     if verts.ndim != 2 or verts.shape[1] != 3 or not len(verts) or faces.ndim != 2 or faces.shape[1] != 3:
-        raise ResultsError(f"expected a triangle mesh, got vertices {list(verts.shape)}, faces {list(faces.shape)}",
-                           path=path)  # fmt: skip
+        raise ResultsError(
+            f"expected a triangle mesh, got vertices {list(verts.shape)}, faces {list(faces.shape)}", path=path
+        )
     return verts, faces
 
 
@@ -456,6 +494,9 @@ def _read_residual_mask(path: Path, *, num_verts: int) -> np.ndarray:
     except (OSError, ValueError, EOFError) as err:
         raise ResultsError(f"cannot read ({err})", path=path) from None
     if not isinstance(mask, np.ndarray) or mask.shape != (num_verts,) or mask.dtype != bool:
-        raise ResultsError(f"expected ({num_verts},) bool for mesh.ply's vertices, got "
-                           f"{getattr(mask, 'shape', None)} {getattr(mask, 'dtype', None)}", path=path)  # fmt: skip
+        raise ResultsError(
+            f"expected ({num_verts},) bool for mesh.ply's vertices, got "
+            f"{getattr(mask, 'shape', None)} {getattr(mask, 'dtype', None)}",
+            path=path,
+        )
     return mask

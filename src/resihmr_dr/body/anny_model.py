@@ -28,12 +28,26 @@ from resihmr_dr.data.ldpose import KEYPOINT_NAMES, NUM_COCO_KEYPOINTS
 # Posable bones (P = 19). Twist bones (upperarm02, lowerarm02, upperleg02, lowerleg02), hands,
 # toes and the face stay at rest.
 POSE_BONES: tuple[str, ...] = (
-    "spine05", "spine03", "spine01", "neck01", "head",
-    "clavicle.L", "upperarm01.L", "lowerarm01.L", "wrist.L",
-    "clavicle.R", "upperarm01.R", "lowerarm01.R", "wrist.R",
-    "upperleg01.L", "lowerleg01.L", "foot.L",
-    "upperleg01.R", "lowerleg01.R", "foot.R",
-)  # fmt: skip
+    "spine05",
+    "spine03",
+    "spine01",
+    "neck01",
+    "head",
+    "clavicle.L",
+    "upperarm01.L",
+    "lowerarm01.L",
+    "wrist.L",
+    "clavicle.R",
+    "upperarm01.R",
+    "lowerarm01.R",
+    "wrist.R",
+    "upperleg01.L",
+    "lowerleg01.L",
+    "foot.L",
+    "upperleg01.R",
+    "lowerleg01.R",
+    "foot.R",
+)
 
 # Named joint -> the bone whose head is that joint.
 JOINT_BONES: dict[str, str] = {
@@ -249,9 +263,12 @@ class AnnyBody(BodyModel):
 
         a = self._anny
         weights = phenotype_blendshape_weights(
-            shape.clamp(0.0, 1.0), a.phenotype_labels, a.anchors, a.stacked_phenotype_blend_shapes_mask,
+            shape.clamp(0.0, 1.0),
+            a.phenotype_labels,
+            a.anchors,
+            a.stacked_phenotype_blend_shapes_mask,
             extrapolate=a.extrapolate_phenotypes,
-        )  # fmt: skip
+        )
         if a.phenotype_blendshape_projection is not None:
             weights = weights @ a.phenotype_blendshape_projection
         return torch.nn.functional.pad(weights, (0, self._n_coefficients - weights.shape[1]))

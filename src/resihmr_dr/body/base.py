@@ -105,10 +105,7 @@ class BodyParams:
     def from_dict(values: dict, *, dtype: torch.dtype = torch.float32) -> "BodyParams":
         """The inverse of ``to_dict``: tensors of ``dtype`` from nested lists or arrays."""
         return BodyParams(
-            **{
-                f.name: torch.as_tensor(values[f.name], dtype=dtype)
-                for f in dataclasses.fields(BodyParams)
-            }
+            **{f.name: torch.as_tensor(values[f.name], dtype=dtype) for f in dataclasses.fields(BodyParams)}
         )
 
 

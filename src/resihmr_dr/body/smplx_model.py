@@ -31,7 +31,7 @@ SMPLX_DIR_ENV = "RESIHMR_SMPLX_DIR"
 GENDERS: tuple[str, ...] = ("neutral", "male", "female")
 SMPLX_DOWNLOAD_HINT = (
     "SMPL-X files are licence-restricted and not shipped with resihmr_dr: register at "
-    "https://smpl-x.is.tue.mpg.de, download \"SMPL-X v1.1 NPZ\", unpack it and pass the folder "
+    'https://smpl-x.is.tue.mpg.de, download "SMPL-X v1.1 NPZ", unpack it and pass the folder '
     f"with --smplx-dir, the config key body.smplx_dir, or the {SMPLX_DIR_ENV} environment variable."
 )
 
@@ -70,12 +70,18 @@ COCO_FROM_SMPLX: tuple[int, ...] = (
     56,  # right_eye
     59,  # left_ear
     58,  # right_ear
-    16, 17,  # shoulders
-    18, 19,  # elbows
-    20, 21,  # wrists
-    1, 2,  # hips
-    4, 5,  # knees
-    7, 8,  # ankles
+    16,
+    17,  # shoulders
+    18,
+    19,  # elbows
+    20,
+    21,  # wrists
+    1,
+    2,  # hips
+    4,
+    5,  # knees
+    7,
+    8,  # ankles
 )
 
 # Keys of the ``vertex_ids`` mapping smplx uses for its extra joints (face, feet, fingertips).
@@ -157,9 +163,7 @@ def resolve_smplx_path(path: str | Path | None, *, gender: str = "neutral") -> P
     )
 
 
-def _load_smplx_module(
-    model_file: Path, *, gender: str, num_betas: int, dtype: torch.dtype
-) -> smplx.SMPLX:
+def _load_smplx_module(model_file: Path, *, gender: str, num_betas: int, dtype: torch.dtype) -> smplx.SMPLX:
     """Build ``smplx.SMPLX`` from one file, without learnable members (all inputs passed per call)."""
     ext = model_file.suffix.lower().lstrip(".")
     if ext not in ("npz", "pkl"):
@@ -193,7 +197,7 @@ def _load_smplx_module(
         if "chumpy" in str(exc):
             raise BodyModelError(
                 f"{model_file} is a .pkl SMPL-X file that needs chumpy, which does not work with "
-                "current Python/numpy; use the .npz files instead (\"SMPL-X v1.1 NPZ\" from "
+                'current Python/numpy; use the .npz files instead ("SMPL-X v1.1 NPZ" from '
                 f"https://smpl-x.is.tue.mpg.de). {SMPLX_DOWNLOAD_HINT}"
             ) from exc
         raise BodyModelError(f"could not load SMPL-X model {model_file}: {exc}") from exc

@@ -48,8 +48,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resihmr_dr.data.errors import DataError
-from resihmr_dr.data.jsonio import read_json
 from resihmr_dr.data.init_fit import SUPPORTED_SUFFIXES, InitialFit, load_initial_fit
+from resihmr_dr.data.jsonio import read_json
 from resihmr_dr.data.ldpose import NUM_KEYPOINTS, Limb, LimbStatus, keypoint_names_problem
 from resihmr_dr.data.masks import (
     MAX_SIDE_PX,
@@ -102,14 +102,10 @@ class Intrinsics:
         if not all(_is_real(v) and math.isfinite(v) for v in values):
             raise DataError(f"intrinsics must be finite numbers, got {values}", field="camera")
         if self.fx <= 0 or self.fy <= 0:
-            raise DataError(
-                f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}", field="camera"
-            )
+            raise DataError(f"focal lengths must be positive, got fx={self.fx}, fy={self.fy}", field="camera")
 
     @classmethod
-    def default_for(
-        cls, width: int, height: int, focal_px: float = DEFAULT_FOCAL_PX
-    ) -> Intrinsics:
+    def default_for(cls, width: int, height: int, focal_px: float = DEFAULT_FOCAL_PX) -> Intrinsics:
         """SMPLify-X's default camera: focal ``focal_px``, principal point at the image centre."""
         return cls(fx=float(focal_px), fy=float(focal_px), cx=width / 2.0, cy=height / 2.0)
 
@@ -129,9 +125,7 @@ class Intrinsics:
             raise DataError("'K' has NaN or infinite entries", field="camera")
         scale = max(abs(mat[0, 0]), abs(mat[1, 1]), 1.0)
         if abs(mat[0, 1]) > 1e-6 * scale or mat[1, 0] != 0 or np.any(mat[2] != (0.0, 0.0, 1.0)):
-            raise DataError(
-                "'K' must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)", field="camera"
-            )
+            raise DataError("'K' must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)", field="camera")
         fx, fy, cx, cy = (float(v) for v in (mat[0, 0], mat[1, 1], mat[0, 2], mat[1, 2]))
         return cls(fx=fx, fy=fy, cx=cx, cy=cy)
 
@@ -282,9 +276,7 @@ class LDposeDataset:
         except DataError as err:
             raise err.with_context(path=self.path) from None
 
-    def intrinsics(
-        self, image: ImageRecord | int, *, focal_px: float = DEFAULT_FOCAL_PX
-    ) -> Intrinsics:
+    def intrinsics(self, image: ImageRecord | int, *, focal_px: float = DEFAULT_FOCAL_PX) -> Intrinsics:
         """The image's intrinsics, else the SMPLify-X default camera for its size."""
         return self._image(image).intrinsics_or_default(focal_px)
 
@@ -358,9 +350,7 @@ def _int_field(entry: Mapping[str, Any], key: str) -> int:
 def _positive_side(entry: Mapping[str, Any], key: str) -> int:
     value = _int_field(entry, key)
     if not 0 < value <= MAX_SIDE_PX:
-        raise DataError(
-            f"expected a positive size in pixels (<= {MAX_SIDE_PX}), got {value}", field=key
-        )
+        raise DataError(f"expected a positive size in pixels (<= {MAX_SIDE_PX}), got {value}", field=key)
     return value
 
 
@@ -372,9 +362,7 @@ def _parse_intrinsics(value: Any, *, key: str) -> Intrinsics:
                 return Intrinsics.from_matrix(value["K"])
             missing = [k for k in ("fx", "fy", "cx", "cy") if k not in value]
             if missing:
-                raise DataError(
-                    f"expected keys fx, fy, cx, cy (or 'K'); missing {', '.join(missing)}"
-                )
+                raise DataError(f"expected keys fx, fy, cx, cy (or 'K'); missing {', '.join(missing)}")
             for k in ("fx", "fy", "cx", "cy"):
                 if not _is_number(value[k]):
                     raise DataError(f"{k!r} must be a number, got {_type_name(value[k])}")
@@ -385,9 +373,7 @@ def _parse_intrinsics(value: Any, *, key: str) -> Intrinsics:
             return Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy)
         if isinstance(value, list):
             return Intrinsics.from_matrix(value)
-        raise DataError(
-            f"expected {{fx, fy, cx, cy}}, {{'K': 3x3}} or a 3x3 list, got {_type_name(value)}"
-        )
+        raise DataError(f"expected {{fx, fy, cx, cy}}, {{'K': 3x3}} or a 3x3 list, got {_type_name(value)}")
     except DataError as err:
         raise DataError(err.reason, field=key) from None  # under the key the file used
 
@@ -399,9 +385,7 @@ def parse_image(entry: Any) -> ImageRecord:
     image_id = _int_field(entry, "id")
     file_name = _require(entry, "file_name")
     if not isinstance(file_name, str) or not file_name:
-        raise DataError(
-            f"expected a non-empty string, got {_type_name(file_name)}", field="file_name"
-        )
+        raise DataError(f"expected a non-empty string, got {_type_name(file_name)}", field="file_name")
     width = _positive_side(entry, "width")
     height = _positive_side(entry, "height")
     camera_keys = [k for k in ("camera", "intrinsics", "K") if k in entry and entry[k] is not None]
@@ -410,9 +394,7 @@ def parse_image(entry: Any) -> ImageRecord:
     intrinsics = None
     if camera_keys:
         intrinsics = _parse_intrinsics(entry[camera_keys[0]], key=camera_keys[0])
-    return ImageRecord(
-        id=image_id, file_name=file_name, width=width, height=height, intrinsics=intrinsics
-    )
+    return ImageRecord(id=image_id, file_name=file_name, width=width, height=height, intrinsics=intrinsics)
 
 
 def parse_keypoints(value: Any, *, width: int, height: int) -> np.ndarray:
@@ -423,9 +405,7 @@ def parse_keypoints(value: Any, *, width: int, height: int) -> np.ndarray:
     """
     expected = NUM_KEYPOINTS * 3
     if not isinstance(value, list):
-        raise DataError(
-            f"expected a list of {expected} numbers, got {_type_name(value)}", field="keypoints"
-        )
+        raise DataError(f"expected a list of {expected} numbers, got {_type_name(value)}", field="keypoints")
     if len(value) != expected:
         raise DataError(
             f"expected {expected} numbers ({NUM_KEYPOINTS} keypoints x 3), got {len(value)}",
@@ -449,9 +429,7 @@ def parse_keypoints(value: Any, *, width: int, height: int) -> np.ndarray:
     bad_vis = ~np.isin(vis, VISIBILITY_VALUES)
     if bad_vis.any():
         k = int(np.flatnonzero(bad_vis)[0])
-        raise DataError(
-            f"keypoint {k} has visibility {vis[k]:g}; expected 0, 1 or 2", field="keypoints"
-        )
+        raise DataError(f"keypoint {k} has visibility {vis[k]:g}; expected 0, 1 or 2", field="keypoints")
     lo_x, hi_x = -OUTSIDE_MARGIN * width, (1.0 + OUTSIDE_MARGIN) * width
     lo_y, hi_y = -OUTSIDE_MARGIN * height, (1.0 + OUTSIDE_MARGIN) * height
     x_px, y_px = kp[:, 0], kp[:, 1]
@@ -497,9 +475,7 @@ def _resolve(name: Any, *, key: str, search_dirs: tuple[Path, ...]) -> Path:
     raise DataError(f"file {name!r} not found (tried {tried})", field=key)
 
 
-def _parse_mask(
-    entry: Mapping[str, Any], *, record: ImageRecord, search_dirs: tuple[Path, ...]
-) -> MaskSource | None:
+def _parse_mask(entry: Mapping[str, Any], *, record: ImageRecord, search_dirs: tuple[Path, ...]) -> MaskSource | None:
     """The mask source: a PNG ('mask_path'/'mask') else 'segmentation'; size-checked."""
     png_keys = [k for k in ("mask_path", "mask") if entry.get(k) is not None]
     if len(png_keys) > 1:
@@ -514,8 +490,7 @@ def _parse_mask(
             raise DataError(err.reason, field=key) from None
         if (height, width) != (record.height, record.width):
             raise DataError(
-                f"mask {path.name} is {width}x{height} (WxH) but image {record.id} is "
-                f"{record.width}x{record.height}",
+                f"mask {path.name} is {width}x{height} (WxH) but image {record.id} is {record.width}x{record.height}",
                 field=key,
             )
         return PngMask(path=path)
@@ -524,8 +499,7 @@ def _parse_mask(
     mask = parse_segmentation(entry["segmentation"])
     if isinstance(mask, RleMask) and (mask.height, mask.width) != (record.height, record.width):
         raise DataError(
-            f"RLE size is {mask.width}x{mask.height} (WxH) but image {record.id} is "
-            f"{record.width}x{record.height}",
+            f"RLE size is {mask.width}x{mask.height} (WxH) but image {record.id} is {record.width}x{record.height}",
             field="segmentation",
         )
     return mask
@@ -537,8 +511,7 @@ def _parse_init_fit(value: Any, *, search_dirs: tuple[Path, ...]) -> Path | None
     path = _resolve(value, key="init_fit", search_dirs=search_dirs)
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise DataError(
-            f"unsupported initial-fit format {path.suffix!r}; expected one of "
-            f"{', '.join(SUPPORTED_SUFFIXES)}",
+            f"unsupported initial-fit format {path.suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}",
             field="init_fit",
         )
     return path
@@ -556,9 +529,7 @@ def parse_annotation(
     if image_id not in images:
         raise DataError(f"refers to unknown image id {image_id}", field="image_id")
     record = images[image_id]
-    keypoints = parse_keypoints(
-        _require(entry, "keypoints"), width=record.width, height=record.height
-    )
+    keypoints = parse_keypoints(_require(entry, "keypoints"), width=record.width, height=record.height)
     if "num_keypoints" in entry:
         n = entry["num_keypoints"]
         if not _is_int(n) or not 0 <= n <= NUM_KEYPOINTS:
@@ -599,9 +570,7 @@ def _parse_categories(entries: list[Any], *, path: Path) -> tuple[Mapping[str, A
     keypoints are read by position, so another order would put them on the wrong joints."""
     for i, cat in enumerate(entries):
         if not isinstance(cat, Mapping):
-            raise DataError(
-                f"expected an object, got {_type_name(cat)}", path=path, item=f"categories[{i}]"
-            )
+            raise DataError(f"expected an object, got {_type_name(cat)}", path=path, item=f"categories[{i}]")
         item = f"categories[{i}]" + (f" (id {cat['id']!r:.20})" if "id" in cat else "")
         names = cat.get("keypoints")
         if names is None:
@@ -651,9 +620,7 @@ def load_annotations(
 
     doc = read_json(path)
     if not isinstance(doc, Mapping):
-        raise DataError(
-            f"expected a JSON object at the top level, got {_type_name(doc)}", path=path
-        )
+        raise DataError(f"expected a JSON object at the top level, got {_type_name(doc)}", path=path)
     image_entries = _top_list(doc, "images", path=path, required=True)
     ann_entries = _top_list(doc, "annotations", path=path, required=True)
     raw_categories = _top_list(doc, "categories", path=path, required=False)
@@ -669,9 +636,7 @@ def load_annotations(
     # Images.
     images: dict[int, ImageRecord] = {}
     rejected_images: set[int] = set()
-    raw_image_ids = [
-        e["id"] for e in image_entries if isinstance(e, Mapping) and _is_int(e.get("id"))
-    ]
+    raw_image_ids = [e["id"] for e in image_entries if isinstance(e, Mapping) and _is_int(e.get("id"))]
     dup_images = _duplicates(raw_image_ids)
     for i, entry in enumerate(image_entries):
         entry_id = entry.get("id") if isinstance(entry, Mapping) else None

@@ -116,9 +116,20 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     | {
         ("builtins", name)
         for name in (
-            "dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool",
-            "str", "bytes", "bytearray", "slice",
-        )  # fmt: skip
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "int",
+            "float",
+            "complex",
+            "bool",
+            "str",
+            "bytes",
+            "bytearray",
+            "slice",
+        )
     }
     | {("__builtin__", name) for name in ("dict", "list", "tuple", "set", "int", "float", "bool")}
 )
@@ -190,9 +201,7 @@ def _numeric(value: Any) -> np.ndarray | None:
 def _as_float(value: Any, *, key: str, path: Path) -> np.ndarray:
     arr = _numeric(value)
     if arr is None:
-        raise DataError(
-            f"expected an array of numbers, got {type(value).__name__}", path=path, field=key
-        )
+        raise DataError(f"expected an array of numbers, got {type(value).__name__}", path=path, field=key)
     if not np.all(np.isfinite(arr)):
         raise DataError("contains NaN or infinite values", path=path, field=key)
     return _drop_batch(arr)
@@ -287,9 +296,7 @@ def _fit_from_mapping(data: Any, *, path: Path) -> InitialFit:
 
     betas = _as_float(data["betas"], key="betas", path=path)
     if betas.ndim != 1 or betas.size == 0:
-        raise DataError(
-            f"expected shape (S,) with S >= 1, got {betas.shape}", path=path, field="betas"
-        )
+        raise DataError(f"expected shape (S,) with S >= 1, got {betas.shape}", path=path, field="betas")
     body_pose = _body_pose(data["body_pose"], path=path)
     global_orient = _global_orient(data["global_orient"], path=path)
     _check_camera_rotation(data, path=path)
@@ -430,8 +437,9 @@ def from_4dhumans(
     for key in ("global_orient", "body_pose", "betas"):
         if key not in pred_smpl_params:
             raise DataError(f"missing key {key!r} in pred_smpl_params", field=key)
-    orient = _pick(_to_numpy(pred_smpl_params["global_orient"], key="global_orient"), (1, 3, 3),
-                   index=index, key="global_orient")  # fmt: skip
+    orient = _pick(
+        _to_numpy(pred_smpl_params["global_orient"], key="global_orient"), (1, 3, 3), index=index, key="global_orient"
+    )
     pose = _pick(_to_numpy(pred_smpl_params["body_pose"], key="body_pose"), (23, 3, 3), index=index, key="body_pose")
     betas = _to_numpy(pred_smpl_params["betas"], key="betas")
     if betas.ndim == 2:

@@ -24,9 +24,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(
-            f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path
-        ) from None
+        raise DataError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", path=path) from None
     except RecursionError:
         raise DataError("malformed JSON: nested too deeply", path=path) from None
     except ValueError as err:  # e.g. an integer beyond Python's digit limit

@@ -52,16 +52,55 @@ KEYPOINT_INDEX = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 
 # OKS sigmas: COCO's 17, then the residual endpoints 17-24 (LDpose).
 OKS_SIGMAS: tuple[float, ...] = (
-    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
-    0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
-    0.072, 0.072, 0.062, 0.062, 0.087, 0.087, 0.089, 0.089,
-)  # fmt: skip
+    0.026,
+    0.025,
+    0.025,
+    0.035,
+    0.035,
+    0.079,
+    0.079,
+    0.072,
+    0.072,
+    0.062,
+    0.062,
+    0.107,
+    0.107,
+    0.087,
+    0.087,
+    0.089,
+    0.089,
+    0.072,
+    0.072,
+    0.062,
+    0.062,
+    0.087,
+    0.087,
+    0.089,
+    0.089,
+)
 
 # COCO skeleton (0-based) for drawing.
 COCO_SKELETON: tuple[tuple[int, int], ...] = (
-    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6),
-    (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-)  # fmt: skip
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+)
 
 
 class Side(str, enum.Enum):
@@ -140,15 +179,47 @@ class Limb:
 
 _K = KEYPOINT_INDEX
 LIMBS: tuple[Limb, ...] = (
-    Limb("left_arm", Side.LEFT, LimbKind.ARM, _K["left_shoulder"], _K["left_elbow"],
-         _K["left_wrist"], _K["above_left_elbow_end"], _K["below_left_elbow_end"]),
-    Limb("right_arm", Side.RIGHT, LimbKind.ARM, _K["right_shoulder"], _K["right_elbow"],
-         _K["right_wrist"], _K["above_right_elbow_end"], _K["below_right_elbow_end"]),
-    Limb("left_leg", Side.LEFT, LimbKind.LEG, _K["left_hip"], _K["left_knee"],
-         _K["left_ankle"], _K["above_left_knee_end"], _K["below_left_knee_end"]),
-    Limb("right_leg", Side.RIGHT, LimbKind.LEG, _K["right_hip"], _K["right_knee"],
-         _K["right_ankle"], _K["above_right_knee_end"], _K["below_right_knee_end"]),
-)  # fmt: skip
+    Limb(
+        "left_arm",
+        Side.LEFT,
+        LimbKind.ARM,
+        _K["left_shoulder"],
+        _K["left_elbow"],
+        _K["left_wrist"],
+        _K["above_left_elbow_end"],
+        _K["below_left_elbow_end"],
+    ),
+    Limb(
+        "right_arm",
+        Side.RIGHT,
+        LimbKind.ARM,
+        _K["right_shoulder"],
+        _K["right_elbow"],
+        _K["right_wrist"],
+        _K["above_right_elbow_end"],
+        _K["below_right_elbow_end"],
+    ),
+    Limb(
+        "left_leg",
+        Side.LEFT,
+        LimbKind.LEG,
+        _K["left_hip"],
+        _K["left_knee"],
+        _K["left_ankle"],
+        _K["above_left_knee_end"],
+        _K["below_left_knee_end"],
+    ),
+    Limb(
+        "right_leg",
+        Side.RIGHT,
+        LimbKind.LEG,
+        _K["right_hip"],
+        _K["right_knee"],
+        _K["right_ankle"],
+        _K["above_right_knee_end"],
+        _K["below_right_knee_end"],
+    ),
+)
 LIMB_BY_NAME = {limb.name: limb for limb in LIMBS}
 
 
@@ -169,7 +240,7 @@ LDPOSE_SKELETON: tuple[tuple[int, int], ...] = COCO_SKELETON + RESIDUAL_SKELETON
 # LDpose name starts with ``l_`` or ``r_``). Matching also ignores case, surrounding spaces and
 # ``-``/space for ``_`` (see :func:`normalize_keypoint_name`), so ``Left Eye`` is ``left_eye``.
 KEYPOINT_ALIASES: Mapping[str, str] = {
-    f"{side[0]}_{name[len(side) + 1:]}": name
+    f"{side[0]}_{name[len(side) + 1 :]}": name
     for name in KEYPOINT_NAMES[:NUM_COCO_KEYPOINTS]
     for side in ("left", "right")
     if name.startswith(side + "_")

@@ -46,9 +46,7 @@ MAX_SIDE_PX = 1_000_000
 
 def _check_size(decoded_hw: tuple[int, int], *, height: int, width: int, what: str) -> None:
     if decoded_hw != (height, width):
-        raise DataError(
-            f"{what} is {decoded_hw[1]}x{decoded_hw[0]} (WxH) but the image is {width}x{height}"
-        )
+        raise DataError(f"{what} is {decoded_hw[1]}x{decoded_hw[0]} (WxH) but the image is {width}x{height}")
 
 
 @dataclass(frozen=True)
@@ -144,11 +142,7 @@ def parse_rle(obj: Any) -> RleMask:
         if key not in obj:
             raise DataError(f"RLE is missing key {key!r}", field="segmentation")
     size = obj["size"]
-    if (
-        not isinstance(size, list)
-        or len(size) != 2
-        or not all(_is_int(s) and 0 < s <= MAX_SIDE_PX for s in size)
-    ):
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(s) and 0 < s <= MAX_SIDE_PX for s in size):
         raise DataError(
             f"RLE 'size' must be [height, width] with positive integers, got {size!r}",
             field="segmentation",
@@ -163,9 +157,7 @@ def parse_rle(obj: Any) -> RleMask:
         stored: str | tuple[int, ...] = counts
     elif isinstance(counts, list):
         if not all(_is_int(c) and c >= 0 for c in counts):
-            raise DataError(
-                "uncompressed RLE 'counts' must be non-negative integers", field="segmentation"
-            )
+            raise DataError("uncompressed RLE 'counts' must be non-negative integers", field="segmentation")
         runs = counts
         stored = tuple(counts)
     else:

@@ -43,9 +43,7 @@ def limb_status(is_labelled: np.ndarray, limb: Limb) -> LimbStatus:
     names = KEYPOINT_NAMES
 
     def fail(a: int, b: int, why: str) -> DataError:
-        return DataError(
-            f"{limb.name}: {names[a]} and {names[b]} are both labelled ({why})", field="keypoints"
-        )
+        return DataError(f"{limb.name}: {names[a]} and {names[b]} are both labelled ({why})", field="keypoints")
 
     if above and below:
         raise fail(limb.above_end, limb.below_end, "two residual endpoints on one limb")

@@ -66,11 +66,17 @@ def intact_baseline(
         anchor, target = limb_axis_joints(posed.joints_cam, limb, status)
         endpoints[limb.endpoint_index(status)] = 0.5 * (anchor + target)
     return Prediction(
-        method="intact", ann_id=ann_id, verts_cam=posed.verts_cam, faces=body.faces.cpu().numpy().astype(np.int64),
-        limb_masks=masks, joints_cam=posed.joints_cam,
+        method="intact",
+        ann_id=ann_id,
+        verts_cam=posed.verts_cam,
+        faces=body.faces.cpu().numpy().astype(np.int64),
+        limb_masks=masks,
+        joints_cam=posed.joints_cam,
         keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
-        body_verts_cam=posed.verts_cam, body_name=body.name, seconds=seconds,
-    )  # fmt: skip
+        body_verts_cam=posed.verts_cam,
+        body_name=body.name,
+        seconds=seconds,
+    )
 
 
 def joint_lambda(lam: float, *, lam_min: float) -> float:
@@ -93,18 +99,30 @@ def joint_collapse_baseline(
     segment); ``seconds``: the intact fit's, to which this baseline's own time is added.
     Raises CutError where the cut fails."""
     start = time.perf_counter()
-    specs = [cut_spec(joints=posed.joints_cam, limb=limb, status=status, lam=joint_lambda(lam, lam_min=lam_min))
-             for limb, status, lam in residual_limbs]  # fmt: skip
-    residual = cut_and_cap_to_tips(verts=posed.verts_cam, faces=body.faces.cpu().numpy(),
-                                   vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=cap)  # fmt: skip
+    specs = [
+        cut_spec(joints=posed.joints_cam, limb=limb, status=status, lam=joint_lambda(lam, lam_min=lam_min))
+        for limb, status, lam in residual_limbs
+    ]
+    residual = cut_and_cap_to_tips(
+        verts=posed.verts_cam,
+        faces=body.faces.cpu().numpy(),
+        vertex_segment=body.vertex_segment.cpu().numpy(),
+        tips=specs,
+        config=cap,
+    )
     endpoints = {spec.limb.endpoint_index(spec.status): spec.endpoint for spec in specs}
     return Prediction(
-        method="joint", ann_id=ann_id, verts_cam=np.asarray(residual.verts, dtype=np.float64),
+        method="joint",
+        ann_id=ann_id,
+        verts_cam=np.asarray(residual.verts, dtype=np.float64),
         faces=np.asarray(residual.faces, dtype=np.int64),
-        limb_masks={spec.limb.name: m for spec, m in zip(specs, residual.limb_masks, strict=True)}, joints_cam=posed.joints_cam,
+        limb_masks={spec.limb.name: m for spec, m in zip(specs, residual.limb_masks, strict=True)},
+        joints_cam=posed.joints_cam,
         keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
-        body_verts_cam=posed.verts_cam, body_name=body.name, seconds=seconds + time.perf_counter() - start,
-    )  # fmt: skip
+        body_verts_cam=posed.verts_cam,
+        body_name=body.name,
+        seconds=seconds + time.perf_counter() - start,
+    )
 
 
 def refit(

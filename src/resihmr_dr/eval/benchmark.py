@@ -140,8 +140,17 @@ def evaluate(
             continue
         gt = truth[person.ann_id]
         camera = PinholeCamera.for_image(dataset.image_of(person))
-        builders = _person_methods(person, fitted=fitted, mask=mask, camera=camera, body=body, config=config.fit,
-                                   methods=methods, sweep=sweep, sweep_configs=sweep_configs)  # fmt: skip
+        builders = _person_methods(
+            person,
+            fitted=fitted,
+            mask=mask,
+            camera=camera,
+            body=body,
+            config=config.fit,
+            methods=methods,
+            sweep=sweep,
+            sweep_configs=sweep_configs,
+        )
         for method, build in builders:
             try:
                 pred = build()
@@ -149,14 +158,25 @@ def evaluate(
             except Exception as err:  # noqa: BLE001 (one method's failure must not stop the others)
                 failures.append({"method": method, "ann_id": person.ann_id, "reason": f"{type(err).__name__}: {err}"})
                 continue
-            ids = {"method": method, "ann_id": person.ann_id, "image_id": person.image_id, "noise_px": gt.noise_px,
-                   "quality_ok": fitted.quality_ok}  # fmt: skip
+            ids = {
+                "method": method,
+                "ann_id": person.ann_id,
+                "image_id": person.image_id,
+                "noise_px": gt.noise_px,
+                "quality_ok": fitted.quality_ok,
+            }
             rows.extend({**ids, **row, "seconds": pred.seconds} for row in scored)
         if partial_csv is not None:
             write_csv(partial_csv, rows)
     bar.close()
-    return EvalResult(rows=rows, failures=failures, methods=list(labels), people=len(people),
-                      seconds=time.perf_counter() - start, labels=labels)  # fmt: skip
+    return EvalResult(
+        rows=rows,
+        failures=failures,
+        methods=list(labels),
+        people=len(people),
+        seconds=time.perf_counter() - start,
+        labels=labels,
+    )
 
 
 def _sweep_method(sweep, value: float) -> str:
@@ -170,12 +190,22 @@ def _read_folder(folder: Path, *, body) -> FittedFolder:
         raise PredictionError("no fitted folder (not fitted, or its fit failed: see failures.json)", path=folder)
     fitted = read_fitted_folder(folder)
     if fitted.body_name != body.name:
-        raise PredictionError(f"fitted with the {fitted.body_name} body model, evaluating with {body.name}", path=folder)
+        raise PredictionError(
+            f"fitted with the {fitted.body_name} body model, evaluating with {body.name}", path=folder
+        )
     return fitted
 
 
 def _person_methods(
-    person, *, fitted: FittedFolder, mask: np.ndarray, camera: PinholeCamera, body, config, methods, sweep,
+    person,
+    *,
+    fitted: FittedFolder,
+    mask: np.ndarray,
+    camera: PinholeCamera,
+    body,
+    config,
+    methods,
+    sweep,
     sweep_configs,
 ) -> list[tuple[str, Callable[[], Prediction]]]:
     """[(method, () -> Prediction)] for one person: the requested methods, then the sweep's."""
@@ -186,13 +216,23 @@ def _person_methods(
     common = dict(body=body, posed=posed, camera=camera, ann_id=person.ann_id, seconds=fitted.intact_seconds)
 
     def refitted(method: str, fit_config, refine: bool) -> Callable[[], Prediction]:
-        return lambda: refit(body=body, person=person, camera=camera, mask=mask, params=params, config=fit_config,
-                             method=method, intact_seconds=fitted.intact_seconds, refine=refine)  # fmt: skip
+        return lambda: refit(
+            body=body,
+            person=person,
+            camera=camera,
+            mask=mask,
+            params=params,
+            config=fit_config,
+            method=method,
+            intact_seconds=fitted.intact_seconds,
+            refine=refine,
+        )
 
     build = {
         "intact": lambda: intact_baseline(residual_limbs=limbs, **common),
-        "joint": lambda: joint_collapse_baseline(residual_limbs=lams, lam_min=config.rafo.lam_min, cap=config.cap,
-                                                 **common),  # fmt: skip
+        "joint": lambda: joint_collapse_baseline(
+            residual_limbs=lams, lam_min=config.rafo.lam_min, cap=config.cap, **common
+        ),
         "resihmr": refitted("resihmr", config, refine=False),
         "ours": lambda: prediction_from_folder(fitted, body=body, method="ours"),
     }
@@ -248,8 +288,15 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
 # The method tables: the paper's 2D protocol (and the seconds), the 3D metrics, then the stump's
 # shape apart from its pose (and the tip's reprojection).
 TABLE_2D = ("kp_body_px", "kp_res_limb_px", "kp_intact_px", "mask_iou", "stump_iou")
-TABLE_3D = ("endpoint_err_mm", "length_err_mm", "length_err_pct", "volume_err_pct", "stump_dist_mean_mm",
-            "stump_dist_p95_mm", "pa_v2v_mm")  # fmt: skip
+TABLE_3D = (
+    "endpoint_err_mm",
+    "length_err_mm",
+    "length_err_pct",
+    "volume_err_pct",
+    "stump_dist_mean_mm",
+    "stump_dist_p95_mm",
+    "pa_v2v_mm",
+)
 TABLE_SHAPE = ("shape_local_mean_mm", "shape_icp_mean_mm", "perimeter_err_pct", "volume_sf_err_pct", "tip_reproj_px")
 
 
@@ -282,9 +329,12 @@ def _group_tables(result: EvalResult, by: str) -> list[str]:
     lines = []
     labels = dict((k, lab) for k, lab, _ in ALL_METRICS)
     for key in GROUP_METRICS:
-        lines += [f"**{labels[key]}** by {GROUPS[by]}", "",
-                  "| " + " | ".join([GROUPS[by], "limbs", *methods]) + " |",
-                  "|" + "|".join([":---", "---:"] + ["---:"] * len(methods)) + "|"]  # fmt: skip
+        lines += [
+            f"**{labels[key]}** by {GROUPS[by]}",
+            "",
+            "| " + " | ".join([GROUPS[by], "limbs", *methods]) + " |",
+            "|" + "|".join([":---", "---:"] + ["---:"] * len(methods)) + "|",
+        ]
         for group in groups:
             cells = {s["method"]: s for s in summary if s["group"] == group}
             n = max((c["limbs"] for c in cells.values()), default=0)
@@ -292,12 +342,16 @@ def _group_tables(result: EvalResult, by: str) -> list[str]:
             finite = [v for v in values if math.isfinite(v)]
             best = min(finite) if finite else None
             texts = [f"**{_fmt(key, v)}**" if v == best else _fmt(key, v) for v in values]
-            lines.append("| " + " | ".join([f"{group:g}" if isinstance(group, float) else str(group), str(n), *texts]) + " |")
+            lines.append(
+                "| " + " | ".join([f"{group:g}" if isinstance(group, float) else str(group), str(n), *texts]) + " |"
+            )
         lines.append("")
     return lines
 
 
-def write_markdown(path: str | Path, result: EvalResult, *, title: str = "Benchmark", command: str | None = None) -> Path:
+def write_markdown(
+    path: str | Path, result: EvalResult, *, title: str = "Benchmark", command: str | None = None
+) -> Path:
     """``eval.md``: the method tables (2D, 3D, pose-free shape; best value of each column in
     bold) and the main 3D metrics by residual type, stump shape and noise level, and the
     failures."""
@@ -354,11 +408,17 @@ def write_group_plot(path: str | Path, result: EvalResult, *, by: str) -> Path:
     for ax, key in zip(axes.flat, GROUP_METRICS, strict=True):
         for i, method in enumerate(methods):
             cells = {s["group"]: s[key] for s in summary if s["method"] == method}
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, [cells.get(g, math.nan) for g in groups], width,
-                   label=result.labels.get(method, method), color=f"C{i}")  # fmt: skip
+            ax.bar(
+                x + (i - (len(methods) - 1) / 2) * width,
+                [cells.get(g, math.nan) for g in groups],
+                width,
+                label=result.labels.get(method, method),
+                color=f"C{i}",
+            )
         ax.set_yscale("log")  # the hallucinated limb's errors are 10x the others'
-        ax.set_xticks(x, [f"{g:g}" if isinstance(g, float) else str(g).replace("_", "\n", 1) for g in groups],
-                      fontsize=8)  # fmt: skip
+        ax.set_xticks(
+            x, [f"{g:g}" if isinstance(g, float) else str(g).replace("_", "\n", 1) for g in groups], fontsize=8
+        )
         ax.set_title(f"{labels[key]} (lower is better)", fontsize=10)
         ax.set_xlabel(GROUPS[by], fontsize=9)
         ax.grid(axis="y", alpha=0.3)
@@ -376,7 +436,10 @@ def write_outputs(out_dir: str | Path, result: EvalResult, *, command: str | Non
     """eval.csv, eval.md and eval_by_{type,shape,noise}.png in ``out_dir`` (created)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": write_csv(out / "eval.csv", result.rows), "md": write_markdown(out / "eval.md", result, command=command)}
+    paths = {
+        "csv": write_csv(out / "eval.csv", result.rows),
+        "md": write_markdown(out / "eval.md", result, command=command),
+    }
     if result.rows:
         for by, name in (("type", "type"), ("shape", "shape"), ("noise_px", "noise")):
             paths[f"png_{name}"] = write_group_plot(out / f"eval_by_{name}.png", result, by=by)

@@ -32,17 +32,26 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         ),
     )
     parser.add_argument("--pred", required=True, type=Path, help="the --out folder of `resihmr-dr fit`")
-    parser.add_argument("--gt", required=True, type=Path,
-                        help="the folder written by `resihmr-dr synth` (annotations.json, gt/)")  # fmt: skip
+    parser.add_argument(
+        "--gt", required=True, type=Path, help="the folder written by `resihmr-dr synth` (annotations.json, gt/)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: PRED_eval next to --pred)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="the config YAML the fit used (default: the built-in defaults); the refitted "
-                             "baselines and the sweep use it")  # fmt: skip
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated methods to score (default: {','.join(METHODS)})")  # fmt: skip
-    parser.add_argument("--sweep", type=Path, default=None,
-                        help="also refit ours once per value of a sweep YAML, e.g. "
-                             "configs/ablations/mask_weight.yaml")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the config YAML the fit used (default: the built-in defaults); the refitted "
+        "baselines and the sweep use it",
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated methods to score (default: {','.join(METHODS)})"
+    )
+    parser.add_argument(
+        "--sweep",
+        type=Path,
+        default=None,
+        help="also refit ours once per value of a sweep YAML, e.g. configs/ablations/mask_weight.yaml",
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N people")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval_command)
@@ -64,8 +73,16 @@ def run_eval_command(args: argparse.Namespace) -> int:
         if args.sweep is not None:
             sweep = load_sweep(args.sweep)
             expand_sweep(sweep, config)  # unknown keys and bad values fail before any fitting
-        result = evaluate(pred_dir=args.pred, gt_dir=args.gt, config=config, methods=methods, sweep=sweep,
-                          limit=args.limit, progress=not args.no_progress, partial_csv=out / "eval.csv")  # fmt: skip
+        result = evaluate(
+            pred_dir=args.pred,
+            gt_dir=args.gt,
+            config=config,
+            methods=methods,
+            sweep=sweep,
+            limit=args.limit,
+            progress=not args.no_progress,
+            partial_csv=out / "eval.csv",
+        )
     except (ConfigError, DataError, FileNotFoundError, ValueError) as err:  # DataError: GroundTruthError too
         print(f"resihmr-dr eval: error: {err}", file=sys.stderr)
         return 2

@@ -84,8 +84,9 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
     data_dir = Path(data_dir)
     index_path = data_dir / "gt" / "index.json"
     if not index_path.is_file():
-        raise GroundTruthError("not found: the ground truth must be a folder written by `resihmr-dr synth`",
-                               path=index_path)  # fmt: skip
+        raise GroundTruthError(
+            "not found: the ground truth must be a folder written by `resihmr-dr synth`", path=index_path
+        )
     index = read_json_object(index_path)
     # Folders from before per-sample levels were recorded had one level for all.
     generator_noise = index.get("generator", {}).get("noise_px", 0.0)
@@ -96,7 +97,9 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
             folder = data_dir / "gt" / entry["gt_dir"]
             ann_id = int(entry["ann_id"])
         except (KeyError, TypeError, ValueError) as err:
-            raise GroundTruthError(f"no valid 'gt_dir' / 'ann_id' ({err})", path=index_path, item=f"samples[{i}]") from None
+            raise GroundTruthError(
+                f"no valid 'gt_dir' / 'ann_id' ({err})", path=index_path, item=f"samples[{i}]"
+            ) from None
         gt_path = folder / "gt.json"
         gt = read_json_object(gt_path)
         try:
@@ -112,16 +115,26 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
         verts = np.asarray(mesh.vertices, dtype=np.float64)
         noise = gt.get("noise_px", default_noise)
         out[ann_id] = GroundTruth(
-            ann_id=ann_id, image_id=int(gt.get("image_id", entry.get("image_id", ann_id))), verts=verts,
-            faces=np.asarray(mesh.faces, dtype=np.int64), vertex_segment=np.asarray(labels["vertex_segment"]),
-            source_vertex=np.asarray(labels["source_vertex"]), keypoints_px=keypoints, limbs=limbs,
-            body_model=str(gt.get("body_model", "anny")), noise_px=float(noise) if noise is not None else math.nan,
-            info={k: v for k, v in gt.items() if k not in ("residual_limbs", "joints_cam", "keypoints_px",
-                                                          "keypoints_clean_px")},
-        )  # fmt: skip
+            ann_id=ann_id,
+            image_id=int(gt.get("image_id", entry.get("image_id", ann_id))),
+            verts=verts,
+            faces=np.asarray(mesh.faces, dtype=np.int64),
+            vertex_segment=np.asarray(labels["vertex_segment"]),
+            source_vertex=np.asarray(labels["source_vertex"]),
+            keypoints_px=keypoints,
+            limbs=limbs,
+            body_model=str(gt.get("body_model", "anny")),
+            noise_px=float(noise) if noise is not None else math.nan,
+            info={
+                k: v
+                for k, v in gt.items()
+                if k not in ("residual_limbs", "joints_cam", "keypoints_px", "keypoints_clean_px")
+            },
+        )
         if len(out[ann_id].vertex_segment) != len(verts):
-            raise GroundTruthError(f"{len(out[ann_id].vertex_segment)} labels for {len(verts)} vertices",
-                                   path=folder / gt["labels"])  # fmt: skip
+            raise GroundTruthError(
+                f"{len(out[ann_id].vertex_segment)} labels for {len(verts)} vertices", path=folder / gt["labels"]
+            )
     if not out:
         raise GroundTruthError("no samples", path=index_path)
     return out

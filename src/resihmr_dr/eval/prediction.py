@@ -127,11 +127,17 @@ def prediction_from_fit(fit, *, body: BodyModel, method: str, seconds: float | N
     limbs = [(LIMB_BY_NAME[r.limb_name], r.status) for r in fit.rafo]
     axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status in limbs}
     return Prediction(
-        method=method, ann_id=fit.ann_id, verts_cam=fit.verts_cam, faces=fit.faces,
-        limb_masks=split_residual_mask(fit.verts_cam, fit.residual_mask, axes), joints_cam=posed.joints_cam,
-        keypoints_px=np.asarray(fit.pred_keypoints_px, dtype=np.float64), body_verts_cam=posed.verts_cam,
-        body_name=fit.body_name, seconds=fit.seconds if seconds is None else seconds,
-    )  # fmt: skip
+        method=method,
+        ann_id=fit.ann_id,
+        verts_cam=fit.verts_cam,
+        faces=fit.faces,
+        limb_masks=split_residual_mask(fit.verts_cam, fit.residual_mask, axes),
+        joints_cam=posed.joints_cam,
+        keypoints_px=np.asarray(fit.pred_keypoints_px, dtype=np.float64),
+        body_verts_cam=posed.verts_cam,
+        body_name=fit.body_name,
+        seconds=fit.seconds if seconds is None else seconds,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,8 @@ class FittedFolder:
 
     params: the fitted Θ (B = 1); intact_params: the intact-body fit it started from (the
     baselines' input); camera; residual limbs as (limb, status, lambda_intact (RAFO's λ on the
-    intact fit's segment), endpoint_cam (3,) the mesh's tip); verts_cam (V, 3), faces (F, 3), residual_mask (V,) of ``mesh.ply``;
+    intact fit's segment), endpoint_cam (3,) the mesh's tip); verts_cam (V, 3), faces (F, 3),
+    residual_mask (V,) of ``mesh.ply``;
     seconds: the whole pipeline; intact_seconds: the intact fit alone; quality_ok: the fit's
     convergence checks passed (``metrics.json``).
     """
@@ -169,12 +176,20 @@ class FittedFolder:
     def from_person(person: FittedPerson) -> FittedFolder:
         """The evaluator's view of a folder read by :func:`resihmr_dr.results.read_person`."""
         return FittedFolder(
-            folder=person.folder, ann_id=person.ann_id, body_name=person.body_name, params=person.params,
-            intact_params=person.intact_params, camera=person.camera,
+            folder=person.folder,
+            ann_id=person.ann_id,
+            body_name=person.body_name,
+            params=person.params,
+            intact_params=person.intact_params,
+            camera=person.camera,
             residual_limbs=tuple((r.limb, r.status, r.lambda_intact, r.endpoint_cam) for r in person.limbs),
-            verts_cam=person.verts_cam, faces=person.faces, residual_mask=person.residual_mask,
-            seconds=person.seconds, intact_seconds=person.intact_seconds, quality_ok=person.quality_ok,
-        )  # fmt: skip
+            verts_cam=person.verts_cam,
+            faces=person.faces,
+            residual_mask=person.residual_mask,
+            seconds=person.seconds,
+            intact_seconds=person.intact_seconds,
+            quality_ok=person.quality_ok,
+        )
 
 
 def read_fitted_folder(folder: str | Path) -> FittedFolder:
@@ -196,11 +211,17 @@ def prediction_from_folder(
     axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs}
     endpoints = {limb.endpoint_index(status): endpoint for limb, status, _, endpoint in fitted.residual_limbs}
     return Prediction(
-        method=method, ann_id=fitted.ann_id, verts_cam=fitted.verts_cam, faces=fitted.faces,
-        limb_masks=split_residual_mask(fitted.verts_cam, fitted.residual_mask, axes), joints_cam=posed.joints_cam,
+        method=method,
+        ann_id=fitted.ann_id,
+        verts_cam=fitted.verts_cam,
+        faces=fitted.faces,
+        limb_masks=split_residual_mask(fitted.verts_cam, fitted.residual_mask, axes),
+        joints_cam=posed.joints_cam,
         keypoints_px=predicted_keypoints_px(camera=fitted.camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
-        body_verts_cam=posed.verts_cam, body_name=body.name, seconds=fitted.seconds,
-    )  # fmt: skip
+        body_verts_cam=posed.verts_cam,
+        body_name=body.name,
+        seconds=fitted.seconds,
+    )
 
 
 def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

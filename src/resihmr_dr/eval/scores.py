@@ -160,10 +160,12 @@ def symmetric_surface_distance(
     """Distances of every vertex used by surface A to surface B, then of B's to A, concatenated."""
     used_a = np.unique(faces_a) if len(faces_a) else np.zeros(0, dtype=np.int64)
     used_b = np.unique(faces_b) if len(faces_b) else np.zeros(0, dtype=np.int64)
-    return np.concatenate([
-        surface_distances(verts_a[used_a], verts_b, faces_b),
-        surface_distances(verts_b[used_b], verts_a, faces_a),
-    ])  # fmt: skip
+    return np.concatenate(
+        [
+            surface_distances(verts_a[used_a], verts_b, faces_b),
+            surface_distances(verts_b[used_b], verts_a, faces_a),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- pose-free shape
@@ -326,9 +328,14 @@ def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def icp_rigid(
-    source: np.ndarray, surface: SurfaceQuery, *, iterations: int = 30, tolerance: float = 1e-7,
-    stall: float = 1e-3, matches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    source: np.ndarray,
+    surface: SurfaceQuery,
+    *,
+    iterations: int = 30,
+    tolerance: float = 1e-7,
+    stall: float = 1e-3,
+    matches: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rigid (R (3, 3), t (3,)) moving the points ``source`` (N >= 3, 3) onto ``surface``, from
     the identity, and the (N,) distances of the moved points to the surface.
 
@@ -389,9 +396,14 @@ def rotation_vector_matrix(rotvec: np.ndarray) -> np.ndarray:
 
 
 def perimeter_profile(
-    verts: np.ndarray, faces: np.ndarray, mask: np.ndarray, anchor: np.ndarray, target: np.ndarray, tip: np.ndarray,
+    verts: np.ndarray,
+    faces: np.ndarray,
+    mask: np.ndarray,
+    anchor: np.ndarray,
+    target: np.ndarray,
+    tip: np.ndarray,
     stations: int = PROFILE_STATIONS,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """(stations,) cross-section perimeters (m) of a residual limb at ``(i + 1/2) / stations`` of
     its residual length from the anchor along its axis, measured as
     :func:`resihmr_dr.stump.geometry.stump_geometry` does (the residual faces' section; where the
@@ -403,15 +415,18 @@ def perimeter_profile(
     target, tip: (3,) J_a, J_t (the axis) and the limb's end.
     """
     try:
-        geometry = stump_geometry(verts=verts, faces=faces, residual_mask=mask, anchor=anchor, target=target, tip=tip,
-                                  num_stations=stations)  # fmt: skip
+        geometry = stump_geometry(
+            verts=verts, faces=faces, residual_mask=mask, anchor=anchor, target=target, tip=tip, num_stations=stations
+        )
     except CutError:
         return np.full(stations, math.nan)
     perimeters = np.asarray(geometry.perimeter_m, dtype=np.float64)
     return np.where(perimeters > 0, perimeters, math.nan)
 
 
-def score_prediction(pred: Prediction, gt: GroundTruth, *, mask: np.ndarray, camera: PinholeCamera) -> list[dict[str, Any]]:
+def score_prediction(
+    pred: Prediction, gt: GroundTruth, *, mask: np.ndarray, camera: PinholeCamera
+) -> list[dict[str, Any]]:
     """One row per residual limb of the truth: the person's 2D and body scores (the same on
     every row of the person) and that limb's scores (module docstring); NaN where the
     prediction has no such limb. mask: (H, W) bool person mask; camera: the image's camera."""
@@ -423,17 +438,25 @@ def score_prediction(pred: Prediction, gt: GroundTruth, *, mask: np.ndarray, cam
     rendered = rasterize(verts_cam=torch.as_tensor(pred.verts_cam), faces=torch.as_tensor(pred.faces), camera=camera)
     pred_mask = rendered.mask.numpy()
     person = {
-        "kp_body_px": kp["body"], "kp_res_limb_px": kp["res_limb"], "kp_intact_px": kp["intact"],
-        "mask_iou": mask_iou(pred_mask, mask), "pa_v2v_mm": _pa_v2v_mm(pred, gt),
-    }  # fmt: skip
+        "kp_body_px": kp["body"],
+        "kp_res_limb_px": kp["res_limb"],
+        "kp_intact_px": kp["intact"],
+        "mask_iou": mask_iou(pred_mask, mask),
+        "pa_v2v_mm": _pa_v2v_mm(pred, gt),
+    }
     rows = []
     for limb_gt in gt.limbs:
         region_gt = gt.limb_region(limb_gt)
         (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[region_gt], camera=camera, margin=0.35)
         x0, y0, x1, y1 = roi
-        row = {"limb": limb_gt["limb"], "type": limb_gt["type"], "status": limb_gt["status"],
-               "shape": limb_gt["shape"]["name"], **person,
-               "stump_iou": mask_iou(pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1])}  # fmt: skip
+        row = {
+            "limb": limb_gt["limb"],
+            "type": limb_gt["type"],
+            "status": limb_gt["status"],
+            "shape": limb_gt["shape"]["name"],
+            **person,
+            "stump_iou": mask_iou(pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1]),
+        }
         row.update(_limb_scores(pred, gt, limb_gt, region_gt, camera))
         rows.append(row)
     return rows
@@ -467,8 +490,9 @@ def _limb_scores(
         "stump_dist_p95_mm": float(np.percentile(dist, 95)) * 1000,
     }
     # The stump's shape apart from its pose (module docstring).
-    anchor_gt, target_gt, tip_gt = (np.asarray(limb_gt[k], dtype=np.float64) for k in ("anchor_cam", "target_cam",
-                                                                                       "endpoint_cam"))  # fmt: skip
+    anchor_gt, target_gt, tip_gt = (
+        np.asarray(limb_gt[k], dtype=np.float64) for k in ("anchor_cam", "target_cam", "endpoint_cam")
+    )
     scores.update(_pose_free_distances(pred.verts_cam, faces, anchor, tip, gt.verts, faces_gt, anchor_gt, tip_gt))
     p_pred = perimeter_profile(pred.verts_cam, pred.faces, region, anchor, target, tip)
     p_true = perimeter_profile(gt.verts, gt.faces, region_gt, anchor_gt, target_gt, tip_gt)
@@ -484,9 +508,15 @@ def _limb_scores(
 
 
 def _pose_free_distances(
-    verts: np.ndarray, faces: np.ndarray, anchor: np.ndarray, tip: np.ndarray, verts_gt: np.ndarray,
-    faces_gt: np.ndarray, anchor_gt: np.ndarray, tip_gt: np.ndarray,
-) -> dict[str, float]:  # fmt: skip
+    verts: np.ndarray,
+    faces: np.ndarray,
+    anchor: np.ndarray,
+    tip: np.ndarray,
+    verts_gt: np.ndarray,
+    faces_gt: np.ndarray,
+    anchor_gt: np.ndarray,
+    tip_gt: np.ndarray,
+) -> dict[str, float]:
     """``shape_local_mean_mm`` and ``shape_icp_mean_mm`` (module docstring) of the predicted limb
     surface (verts (V, 3), its faces (F, 3); anchor, tip (3,)) against the true one."""
     samples = sample_surface_points(verts, faces, SHAPE_SAMPLES, SHAPE_SEED)

@@ -80,9 +80,7 @@ class StumpShape:
 
     def __post_init__(self) -> None:
         if self.name not in STUMP_SHAPES:
-            raise ValueError(
-                f"unknown stump shape {self.name!r}; expected one of {STUMP_SHAPES}"
-            )
+            raise ValueError(f"unknown stump shape {self.name!r}; expected one of {STUMP_SHAPES}")
         if not self.height_ratio > 0:
             raise ValueError(f"height_ratio must be positive, got {self.height_ratio}")
         if not 0 < self.taper <= 1:
@@ -92,9 +90,7 @@ class StumpShape:
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (tuples as lists)."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-        }
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def with_height_ratio(self, height_ratio: float) -> StumpShape:
         """The same shape with a different cap length (e.g. shortened to fit the segment)."""
@@ -106,9 +102,7 @@ class StumpShape:
 def sample_stump_shape(name: str, rng: np.random.Generator) -> StumpShape:
     """Random parameters for the named shape, with soft-tissue variation."""
     if name not in STUMP_SHAPES:
-        raise ValueError(
-            f"unknown stump shape {name!r}; expected one of {STUMP_SHAPES}"
-        )
+        raise ValueError(f"unknown stump shape {name!r}; expected one of {STUMP_SHAPES}")
     common = {
         "tissue_amp": (float(rng.uniform(0.0, 0.06)), float(rng.uniform(0.0, 0.05))),
         "tissue_phase_rad": (
@@ -155,9 +149,7 @@ def sample_stump_shape(name: str, rng: np.random.Generator) -> StumpShape:
     )
 
 
-def meridian(
-    shape: StumpShape, u: np.ndarray, *, radius_m: float
-) -> tuple[np.ndarray, np.ndarray]:
+def meridian(shape: StumpShape, u: np.ndarray, *, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
     """(z_m, s) of the shape's meridian at parameters ``u`` (K,) in [0, 1].
 
     z_m: (K,) axial distance from the cut plane (metres), increasing, ``z(1)`` = the cap length;
@@ -170,9 +162,7 @@ def meridian(
         # over the last ~20 % with a tip curvature radius of about 0.8 taper r0.
         zeta = np.sin(u * np.pi / 2)  # axial fraction, rings dense towards the end
         k = 1.6 * shape.height_ratio / shape.taper
-        s = (1.0 - (1.0 - shape.taper) * zeta**1.2) * np.sqrt(
-            np.clip(1.0 - zeta**k, 0.0, 1.0)
-        )
+        s = (1.0 - (1.0 - shape.taper) * zeta**1.2) * np.sqrt(np.clip(1.0 - zeta**k, 0.0, 1.0))
         return h * zeta, s
     theta = u * np.pi / 2
     if shape.name == "bulbous":
@@ -197,9 +187,7 @@ class StumpSurface:
 
 
 def _perp_basis(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    helper = (
-        np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    )
+    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     e1 = np.cross(axis, helper)
     e1 /= np.linalg.norm(e1)
     return e1, np.cross(axis, e1)
@@ -241,22 +229,12 @@ def build_stump(
     u = np.sin(np.linspace(0.0, 1.0, num_rings + 2)[1:-1] * np.pi / 2)  # (K,) in (0, 1)
     z, s = meridian(shape, u, radius_m=radius)
     length = float(meridian(shape, np.array([1.0]), radius_m=radius)[0][0])
-    ramp = np.sin(
-        u * np.pi / 2
-    )  # 0 at the cut, 1 at the end: keeps the seam continuous
+    ramp = np.sin(u * np.pi / 2)  # 0 at the cut, 1 at the end: keeps the seam continuous
     a1, a2 = shape.tissue_amp
     p1, p2 = shape.tissue_phase_rad
-    tissue = (
-        ramp[:, None]
-        * (a1 * np.cos(angle - p1) + a2 * np.cos(2 * (angle - p2)))[None, :]
-    )  # (K, L)
+    tissue = ramp[:, None] * (a1 * np.cos(angle - p1) + a2 * np.cos(2 * (angle - p2)))[None, :]  # (K, L)
     tilt_dir = np.cos(shape.oblique_dir_rad) * e1 + np.sin(shape.oblique_dir_rad) * e2
-    shear = (
-        np.tan(np.radians(shape.oblique_deg))
-        * ramp[:, None]
-        * (offset @ tilt_dir)[None, :]
-        * s[:, None]
-    )
+    shear = np.tan(np.radians(shape.oblique_deg)) * ramp[:, None] * (offset @ tilt_dir)[None, :] * s[:, None]
     sag_dir = np.cos(shape.sag_dir_rad) * e1 + np.sin(shape.sag_dir_rad) * e2
     sag = shape.sag_ratio * radius * u**2  # (K,)
 
@@ -270,9 +248,7 @@ def build_stump(
     verts = np.concatenate([rings.reshape(-1, 3), apex[None]], axis=0)
 
     num_loop = len(loop_index)
-    ring_ids = [loop_index] + [
-        first_new + k * num_loop + np.arange(num_loop) for k in range(num_rings)
-    ]
+    ring_ids = [loop_index] + [first_new + k * num_loop + np.arange(num_loop) for k in range(num_rings)]
     apex_id = first_new + num_rings * num_loop
     faces = []
     for a, b in itertools.pairwise(ring_ids):
@@ -281,9 +257,7 @@ def build_stump(
         faces.append(np.stack([a_next, a, b], axis=1))
         faces.append(np.stack([a_next, b, b_next], axis=1))
     last = ring_ids[-1]
-    faces.append(
-        np.stack([np.roll(last, -1), last, np.full(num_loop, apex_id)], axis=1)
-    )
+    faces.append(np.stack([np.roll(last, -1), last, np.full(num_loop, apex_id)], axis=1))
     return StumpSurface(
         verts=verts,
         faces=np.concatenate(faces).astype(np.int64),
@@ -292,9 +266,7 @@ def build_stump(
     )
 
 
-def atrophy_scale(
-    signed_dist_m: np.ndarray, *, amount: float, length_m: float
-) -> np.ndarray:
+def atrophy_scale(signed_dist_m: np.ndarray, *, amount: float, length_m: float) -> np.ndarray:
     """Radius scale of residual-segment vertices at signed axial distance ``signed_dist_m`` (N,)
     from the cut plane (negative = proximal): 1 beyond ``length_m`` above the cut, falling
     smoothly (quadratically) to ``1 - amount`` at the cut."""

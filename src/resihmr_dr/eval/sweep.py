@@ -54,10 +54,19 @@ __all__ = [
 
 # (column, label, higher is better): the benchmark's metrics that a sweep reports.
 METRICS: tuple[tuple[str, str, bool], ...] = tuple(
-    metric for metric in PERSON_METRICS + LIMB_METRICS
-    if metric[0] in ("mask_iou", "stump_iou", "stump_dist_mean_mm", "stump_dist_p95_mm", "endpoint_err_mm",
-                     "length_err_mm", "volume_err_pct")
-)  # fmt: skip
+    metric
+    for metric in PERSON_METRICS + LIMB_METRICS
+    if metric[0]
+    in (
+        "mask_iou",
+        "stump_iou",
+        "stump_dist_mean_mm",
+        "stump_dist_p95_mm",
+        "endpoint_err_mm",
+        "length_err_mm",
+        "volume_err_pct",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -205,10 +214,14 @@ def run_sweep(
                 continue
             if reuse and init is None:
                 init = fit.intact.params
-            row = {"value": value, "ann_id": person.ann_id, "image_id": person.image_id,
-                   "residual_types": " ".join(limb["type"] for limb in truth[person.ann_id].limbs),
-                   "stump_shapes": " ".join(limb["shape"]["name"] for limb in truth[person.ann_id].limbs),
-                   "seconds": fit.seconds}  # fmt: skip
+            row = {
+                "value": value,
+                "ann_id": person.ann_id,
+                "image_id": person.image_id,
+                "residual_types": " ".join(limb["type"] for limb in truth[person.ann_id].limbs),
+                "stump_shapes": " ".join(limb["shape"]["name"] for limb in truth[person.ann_id].limbs),
+                "seconds": fit.seconds,
+            }
             row.update(person_metrics(fit=fit, gt=truth[person.ann_id], mask=mask, body=body))
             rows.append(row)
         if partial_csv is not None:
@@ -271,8 +284,11 @@ def write_markdown(path: str | Path, result: SweepResult) -> Path:
         cells.append(f"{s['seconds']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     if result.failures:
-        lines += ["", f"{len(result.failures)} fit(s) failed: "
-                  + "; ".join(f"value {v:g}, ann {a}: {r}" for v, a, r in result.failures)]  # fmt: skip
+        lines += [
+            "",
+            f"{len(result.failures)} fit(s) failed: "
+            + "; ".join(f"value {v:g}, ann {a}: {r}" for v, a, r in result.failures),
+        ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -310,4 +326,3 @@ def write_outputs(out_dir: str | Path, result: SweepResult) -> dict[str, Path]:
         "md": write_markdown(out / "sweep.md", result),
         "png": write_plot(out / "sweep.png", result),
     }
-

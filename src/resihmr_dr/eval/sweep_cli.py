@@ -46,10 +46,18 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         expand_sweep(spec, base)  # unknown keys and bad values fail before anything is written
         out = Path(args.out)
         if not (Path(args.data) / "gt" / "index.json").is_file():
-            raise FileNotFoundError(f"{args.data}: no gt/index.json; --data must be a folder written by `resihmr-dr synth`")
+            raise FileNotFoundError(
+                f"{args.data}: no gt/index.json; --data must be a folder written by `resihmr-dr synth`"
+            )
         out.mkdir(parents=True, exist_ok=True)
-        result = run_sweep(data_dir=args.data, spec=spec, base=base, limit=args.limit, progress=not args.no_progress,
-                           partial_csv=out / "sweep.csv")  # fmt: skip
+        result = run_sweep(
+            data_dir=args.data,
+            spec=spec,
+            base=base,
+            limit=args.limit,
+            progress=not args.no_progress,
+            partial_csv=out / "sweep.csv",
+        )
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"resihmr-dr sweep: error: {err}", file=sys.stderr)
         return 2

@@ -89,21 +89,15 @@ RESIDUAL_TYPES: tuple[str, ...] = tuple(
 POSES: tuple[str, ...] = ("standing", "walking", "sitting", "arm_raised")
 VIEWS: tuple[str, ...] = ("front", "three_quarter", "side")
 LAMBDA_RANGE = (0.25, 0.85)  # true endpoint along the segment
-MIN_LAMBDA_CUT = (
-    0.14  # the cut plane stays this far along the segment (clean single-loop cut)
-)
-VISIBLE_DEPTH_TOL_M = (
-    0.12  # a keypoint is occluded (v = 1) when the surface is this much nearer
-)
+MIN_LAMBDA_CUT = 0.14  # the cut plane stays this far along the segment (clean single-loop cut)
+VISIBLE_DEPTH_TOL_M = 0.12  # a keypoint is occluded (v = 1) when the surface is this much nearer
 
 
 def _type_parts(name: str) -> tuple[str, LimbStatus]:
     """'left_transtibial' -> ('left_leg', TRANSTIBIAL)."""
     side, _, status_name = name.partition("_")
     status = STATUS_BY_NAME[status_name]
-    kind = (
-        "arm" if status in (LimbStatus.TRANSHUMERAL, LimbStatus.TRANSRADIAL) else "leg"
-    )
+    kind = "arm" if status in (LimbStatus.TRANSHUMERAL, LimbStatus.TRANSRADIAL) else "leg"
     return f"{side}_{kind}", status
 
 
@@ -114,9 +108,7 @@ def parse_types(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     """
     if spec is None:
         return RESIDUAL_TYPES
-    items = [
-        s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec)
-    ]
+    items = [s.strip().lower() for s in (spec.split(",") if isinstance(spec, str) else spec)]
     items = [s for s in items if s]
     if not items or items == ["all"]:
         return RESIDUAL_TYPES
@@ -142,13 +134,7 @@ def sample_phenotype(rng: np.random.Generator) -> np.ndarray:
     Ages: 15 % children/teenagers, 65 % adults, 20 % older adults.
     """
     group = rng.uniform()
-    age = (
-        rng.uniform(0.2, 0.38)
-        if group < 0.15
-        else rng.uniform(0.42, 0.72)
-        if group < 0.8
-        else rng.uniform(0.78, 1.0)
-    )
+    age = rng.uniform(0.2, 0.38) if group < 0.15 else rng.uniform(0.42, 0.72) if group < 0.8 else rng.uniform(0.78, 1.0)
     return np.array(
         [
             rng.uniform(0.0, 1.0),
@@ -161,9 +147,7 @@ def sample_phenotype(rng: np.random.Generator) -> np.ndarray:
     )
 
 
-def sample_pose(
-    pose_name: str, rng: np.random.Generator, *, pose_joint_names: Sequence[str]
-) -> np.ndarray:
+def sample_pose(pose_name: str, rng: np.random.Generator, *, pose_joint_names: Sequence[str]) -> np.ndarray:
     """(P, 3) Anny body pose (axis-angles in Anny's Z-up axes, local-ref) for a named pose.
 
     Conventions found by rendering: legs: a negative X rotation flexes the hip (thigh forward), a
@@ -194,9 +178,7 @@ def sample_pose(
         flex, ext = [-stride, 0.0, 0.0], [stride * 0.6, 0.0, 0.0]
         leg_l, leg_r = (flex, ext) if front_left else (ext, flex)
         knee_front, knee_back = [u(0.05, 0.2), 0.0, 0.0], [u(0.3, 0.6), 0.0, 0.0]
-        knee_l, knee_r = (
-            (knee_front, knee_back) if front_left else (knee_back, knee_front)
-        )
+        knee_l, knee_r = (knee_front, knee_back) if front_left else (knee_back, knee_front)
         swing = u(0.25, 0.5)  # arms swing opposite to the legs
         arm_l = [u(0.4, 0.8), 0.0, swing if front_left else -swing]
         arm_r = [u(0.4, 0.8), 0.0, swing if front_left else -swing]
@@ -227,27 +209,17 @@ def view_orient(*, yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """(3,) global_orient (axis-angle, model -> camera frame) for a body turned ``yaw_deg`` about
     its vertical axis (positive turns its left side away from the camera) seen from ``pitch_deg``
     above (positive: the camera looks down)."""
-    facing = roma.rotvec_to_rotmat(
-        torch.tensor([math.pi, 0.0, 0.0], dtype=torch.float64)
-    )
-    turn = roma.rotvec_to_rotmat(
-        torch.tensor([0.0, math.radians(yaw_deg), 0.0], dtype=torch.float64)
-    )
-    tilt = roma.rotvec_to_rotmat(
-        torch.tensor([-math.radians(pitch_deg), 0.0, 0.0], dtype=torch.float64)
-    )
+    facing = roma.rotvec_to_rotmat(torch.tensor([math.pi, 0.0, 0.0], dtype=torch.float64))
+    turn = roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(yaw_deg), 0.0], dtype=torch.float64))
+    tilt = roma.rotvec_to_rotmat(torch.tensor([-math.radians(pitch_deg), 0.0, 0.0], dtype=torch.float64))
     return roma.rotmat_to_rotvec(tilt @ facing @ turn).numpy()
 
 
-def _sample_yaw(
-    view: str, rng: np.random.Generator, *, residual_sides: set[str]
-) -> float:
+def _sample_yaw(view: str, rng: np.random.Generator, *, residual_sides: set[str]) -> float:
     """Yaw (degrees) for a view, turning the residual side towards the camera in side views."""
     if view == "front":
         return float(rng.uniform(-15, 15))
-    magnitude = float(
-        rng.uniform(30, 55) if view == "three_quarter" else rng.uniform(70, 88)
-    )
+    magnitude = float(rng.uniform(30, 55) if view == "three_quarter" else rng.uniform(70, 88))
     if residual_sides == {"left"}:
         return -magnitude  # left side towards the camera
     if residual_sides == {"right"}:
@@ -276,9 +248,7 @@ class ResidualSpec:
         return _type_parts(self.type_name)[1]
 
 
-def _sample_residual_types(
-    index: int, rng: np.random.Generator, types: tuple[str, ...]
-) -> list[str]:
+def _sample_residual_types(index: int, rng: np.random.Generator, types: tuple[str, ...]) -> list[str]:
     """The primary type cycles through ``types`` (balanced); 30 % get a second residual limb
     (bilateral or arm + leg) of an allowed type on another limb."""
     primary = types[index % len(types)]
@@ -357,9 +327,15 @@ def make_stumped_mesh(
         for _ in range(3):
             lam_cut = spec.lam - cap_len / seg_len
             cut = cut_limb(
-                verts=verts, faces=faces, vertex_segment=labels, limb=limb, status=spec.status,
-                anchor=anchor, target=target, endpoint=anchor + lam_cut * seg_len * axis,
-            )  # fmt: skip
+                verts=verts,
+                faces=faces,
+                vertex_segment=labels,
+                limb=limb,
+                status=spec.status,
+                anchor=anchor,
+                target=target,
+                endpoint=anchor + lam_cut * seg_len * axis,
+            )
             loop = cut.boundary_loop
             loop_pos = cut.verts[loop]
             centre = loop_pos.mean(axis=0)
@@ -386,17 +362,17 @@ def make_stumped_mesh(
             )
             new_verts[res] = centre + np.outer(signed, axis) + radial * scale[:, None]
         stump = build_stump(
-            loop_verts=new_verts[loop], loop_index=loop, first_new=len(new_verts), axis=axis,
-            shape=shape, num_rings=num_rings,
-        )  # fmt: skip
+            loop_verts=new_verts[loop],
+            loop_index=loop,
+            first_new=len(new_verts),
+            axis=axis,
+            shape=shape,
+            num_rings=num_rings,
+        )
         verts = np.concatenate([new_verts, stump.verts])
         faces = np.concatenate([cut.faces, stump.faces])
-        labels = np.concatenate(
-            [cut.vertex_segment, np.full(len(stump.verts), residual_id)]
-        )
-        prev_source = np.where(
-            cut.vertex_map >= 0, source[np.maximum(cut.vertex_map, 0)], -1
-        )
+        labels = np.concatenate([cut.vertex_segment, np.full(len(stump.verts), residual_id)])
+        prev_source = np.where(cut.vertex_map >= 0, source[np.maximum(cut.vertex_map, 0)], -1)
         source = np.concatenate([prev_source, np.full(len(stump.verts), -1)])
         tip = verts[stump.apex]
         limbs.append(
@@ -419,9 +395,7 @@ def make_stumped_mesh(
         )
     # Tip indices are stable: later cuts only touch other limbs, but vertices get renumbered.
     for entry in limbs:
-        entry["tip_index"] = int(
-            np.argmin(np.linalg.norm(verts - entry["endpoint_cam"], axis=1))
-        )
+        entry["tip_index"] = int(np.argmin(np.linalg.norm(verts - entry["endpoint_cam"], axis=1)))
     if boundary_loops(faces):
         raise CutError("the stumped mesh is not closed")
     return StumpedMesh(
@@ -433,21 +407,23 @@ def make_stumped_mesh(
     )
 
 
-def stump_measurements(
-    mesh: StumpedMesh, limb: dict, *, num_stations: int = 10
-) -> dict:
+def stump_measurements(mesh: StumpedMesh, limb: dict, *, num_stations: int = 10) -> dict:
     """Ground-truth measurements of one stump on the true mesh (stump/geometry.py functions):
     residual length (m, fraction), volume distal of J_a (m^3), cross-sections at ``num_stations``
     stations, and the section at the cut plane."""
-    residual_name, _ = residual_segments(
-        LIMB_BY_NAME[limb["limb"]], STATUS_BY_NAME[limb["status"]]
-    )
+    residual_name, _ = residual_segments(LIMB_BY_NAME[limb["limb"]], STATUS_BY_NAME[limb["status"]])
     mask = mesh.vertex_segment == SEGMENT_INDEX[residual_name]
     geo = stump_geometry(
-        verts=mesh.verts, faces=mesh.faces, residual_mask=mask, anchor=limb["anchor_cam"],
-        target=limb["target_cam"], tip=limb["endpoint_cam"], num_stations=num_stations,
-        limb_name=limb["limb"], status=limb["status"],
-    )  # fmt: skip
+        verts=mesh.verts,
+        faces=mesh.faces,
+        residual_mask=mask,
+        anchor=limb["anchor_cam"],
+        target=limb["target_cam"],
+        tip=limb["endpoint_cam"],
+        num_stations=num_stations,
+        limb_name=limb["limb"],
+        status=limb["status"],
+    )
     region = mesh.faces[mask[mesh.faces].all(axis=1)]
     cut_sec = cross_section(
         mesh.verts,
@@ -480,9 +456,7 @@ def _frame_camera(
         width=image_size,
         height=image_size,
     )
-    extent = float(
-        np.max(verts_model_rel[:, :2].max(0) - verts_model_rel[:, :2].min(0))
-    )
+    extent = float(np.max(verts_model_rel[:, :2].max(0) - verts_model_rel[:, :2].min(0)))
     depth = focal_px * extent / (fill * image_size)
     transl = np.array([0.0, 0.0, depth])
     for _ in range(3):
@@ -519,11 +493,7 @@ def keypoints_25(
     for entry in limbs:
         limb = LIMB_BY_NAME[entry["limb"]]
         status = STATUS_BY_NAME[entry["status"]]
-        absent = (
-            (limb.middle, limb.distal)
-            if status is limb.above_status
-            else (limb.distal,)
-        )
+        absent = (limb.middle, limb.distal) if status is limb.above_status else (limb.distal,)
         labelled[list(absent)] = False
         idx = limb.endpoint_index(status)
         points[idx] = entry["endpoint_cam"]
@@ -553,20 +523,13 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
     coarse = rng.uniform(-1, 1, size=(9, 9, 3))
     img = (
         np.asarray(
-            Image.fromarray(((coarse + 1) * 127.5).astype(np.uint8)).resize(
-                (size, size), Image.BICUBIC
-            ),
+            Image.fromarray(((coarse + 1) * 127.5).astype(np.uint8)).resize((size, size), Image.BICUBIC),
             dtype=np.float64,
         )
         / 127.5
         - 1.0
     )
-    stripes = (
-        0.05
-        * np.sin(np.arange(size)[:, None] * rng.uniform(0.05, 0.3) + rng.uniform(0, 6))[
-            ..., None
-        ]
-    )
+    stripes = 0.05 * np.sin(np.arange(size)[:, None] * rng.uniform(0.05, 0.3) + rng.uniform(0, 6))[..., None]
     return np.clip(base + 0.15 * img + stripes, 0.0, 1.0), kind
 
 
@@ -596,8 +559,10 @@ def _face_colours(
     neck_h = float((joint["neck"] - joint["pelvis"]) @ up)
     waist_h = 0.35 * neck_h
     is_other = seg == SEGMENT_INDEX["other"]
-    segs = {name: np.isin(seg, [SEGMENT_INDEX[f"{side}_{name}"] for side in ("left", "right")]) for name in
-            ("upper_arm", "forearm", "hand", "thigh", "shank", "foot")}  # fmt: skip
+    segs = {
+        name: np.isin(seg, [SEGMENT_INDEX[f"{side}_{name}"] for side in ("left", "right")])
+        for name in ("upper_arm", "forearm", "hand", "thigh", "shank", "foot")
+    }
     if rng.uniform() < 0.7:  # shirt
         shirt = rng.uniform(0.1, 0.9, size=3)
         sleeve = rng.uniform(0.05, 0.6)  # metres from the shoulder
@@ -616,9 +581,7 @@ def _face_colours(
         wear = is_other & (height <= waist_h - 0.05)
         for side in ("left", "right"):
             near = np.linalg.norm(centre - joint[f"{side}_hip"], axis=1) < length
-            leg = np.isin(
-                seg, [SEGMENT_INDEX[f"{side}_thigh"], SEGMENT_INDEX[f"{side}_shank"]]
-            )
+            leg = np.isin(seg, [SEGMENT_INDEX[f"{side}_thigh"], SEGMENT_INDEX[f"{side}_shank"]])
             wear |= leg & near
         colours[wear & ~segs["hand"] & ~segs["forearm"] & ~segs["upper_arm"]] = trousers
     return colours
@@ -664,9 +627,7 @@ def generate_sample(
         raise ValueError(f"the generator needs the Anny body, got {body.name!r}")
     types = parse_types(types)
     if noise_px < 0 or image_noise < 0 or not 0 <= drop_prob <= 1:
-        raise ValueError(
-            "noise_px and image_noise must be >= 0 and drop_prob in [0, 1]"
-        )
+        raise ValueError("noise_px and image_noise must be >= 0 and drop_prob in [0, 1]")
     if image_size < 64:
         raise ValueError(f"image_size must be >= 64 px, got {image_size}")
     rng = np.random.default_rng([int(seed), int(index)])
@@ -674,29 +635,27 @@ def generate_sample(
     for _ in range(max_tries):
         try:
             return _try_sample(
-                body, rng=rng, index=index, types=types, noise_px=noise_px, drop_prob=drop_prob,
-                image_size=image_size, image_noise=image_noise,
-            )  # fmt: skip
+                body,
+                rng=rng,
+                index=index,
+                types=types,
+                noise_px=noise_px,
+                drop_prob=drop_prob,
+                image_size=image_size,
+                image_noise=image_noise,
+            )
         except CutError as err:  # an unlucky cut: draw again (still deterministic)
             last_error = err
-    raise RuntimeError(
-        f"sample {index}: no valid person after {max_tries} tries ({last_error})"
-    )
+    raise RuntimeError(f"sample {index}: no valid person after {max_tries} tries ({last_error})")
 
 
-def _try_sample(
-    body, *, rng, index, types, noise_px, drop_prob, image_size, image_noise
-) -> SynthSample:
+def _try_sample(body, *, rng, index, types, noise_px, drop_prob, image_size, image_noise) -> SynthSample:
     type_names = _sample_residual_types(index, rng, types)
     # The primary limb's shape cycles too (shifted per round of types, so types and shapes mix).
     primary_shape = STUMP_SHAPES[(index + index // len(types)) % len(STUMP_SHAPES)]
-    shape_names = [primary_shape] + [
-        STUMP_SHAPES[int(rng.integers(len(STUMP_SHAPES)))] for _ in type_names[1:]
-    ]
+    shape_names = [primary_shape] + [STUMP_SHAPES[int(rng.integers(len(STUMP_SHAPES)))] for _ in type_names[1:]]
     residuals = [
-        ResidualSpec(
-            t, float(rng.uniform(*LAMBDA_RANGE)), sample_stump_shape(name, rng)
-        )
+        ResidualSpec(t, float(rng.uniform(*LAMBDA_RANGE)), sample_stump_shape(name, rng))
         for t, name in zip(type_names, shape_names, strict=True)
     ]
     pose_name = POSES[int(rng.integers(len(POSES)))]
@@ -722,9 +681,7 @@ def _try_sample(
     focal = float(image_size * rng.uniform(1.0, 2.8))
     fill = float(rng.uniform(0.62, 0.85))
     shift = rng.uniform(-0.05, 0.05, size=2) * image_size
-    camera, transl = _frame_camera(
-        verts0, image_size=image_size, focal_px=focal, fill=fill, shift_px=shift
-    )
+    camera, transl = _frame_camera(verts0, image_size=image_size, focal_px=focal, fill=fill, shift_px=shift)
     params = params.replace(transl=torch.tensor(transl[None], dtype=dtype))
     # The translation is added last in the camera frame (base.apply_global_transform).
     shift_cam = params.transl[0].double().numpy()
@@ -733,9 +690,12 @@ def _try_sample(
     coco_cam = out0.coco_kp[0].double().numpy() + shift_cam
 
     mesh = make_stumped_mesh(
-        verts_cam=verts_cam, faces=body.faces.cpu().numpy(), vertex_segment=body.vertex_segment.cpu().numpy(),
-        joints_cam=joints_cam, residuals=residuals,
-    )  # fmt: skip
+        verts_cam=verts_cam,
+        faces=body.faces.cpu().numpy(),
+        vertex_segment=body.vertex_segment.cpu().numpy(),
+        joints_cam=joints_cam,
+        residuals=residuals,
+    )
     for entry in mesh.limbs:
         entry["measurements"] = stump_measurements(mesh, entry)
 
@@ -763,9 +723,7 @@ def _try_sample(
     mask = frags.mask.numpy()
     depth = frags.depth.double().numpy()
 
-    kp_clean = keypoints_25(
-        coco_cam=coco_cam, limbs=mesh.limbs, camera=camera, depth_map=depth
-    )
+    kp_clean = keypoints_25(coco_cam=coco_cam, limbs=mesh.limbs, camera=camera, depth_map=depth)
     kp = kp_clean.copy()
     labelled = kp[:, 2] > 0
     if noise_px > 0:
@@ -785,19 +743,23 @@ def _try_sample(
         "noise_px": noise_px,
     }
     return SynthSample(
-        image=image, mask=mask, keypoints_px=kp, keypoints_clean_px=kp_clean, camera=camera, params=params,
-        mesh=mesh, joints_cam=joints_cam, info=info,
-    )  # fmt: skip
+        image=image,
+        mask=mask,
+        keypoints_px=kp,
+        keypoints_clean_px=kp_clean,
+        camera=camera,
+        params=params,
+        mesh=mesh,
+        joints_cam=joints_cam,
+        info=info,
+    )
 
 
 def _droppable(limbs: Sequence[dict]) -> list[int]:
     """Keypoints that may be dropped: the face, and the elbows/wrists/knees/ankles of intact limbs
     (never the torso, a residual limb's joints or endpoint)."""
     residual = {entry["limb"] for entry in limbs}
-    out = [
-        KEYPOINT_INDEX[n]
-        for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
-    ]
+    out = [KEYPOINT_INDEX[n] for n in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")]
     for name, limb in LIMB_BY_NAME.items():
         if name not in residual:
             out += [limb.middle, limb.distal]
@@ -904,33 +866,49 @@ def generate_dataset(
         iterator = tqdm(iterator, desc="synth", unit="person")
     for i in iterator:
         sample = generate_sample(
-            body, index=i, seed=seed, types=allowed, noise_px=levels[(i // len(allowed)) % len(levels)],
+            body,
+            index=i,
+            seed=seed,
+            types=allowed,
+            noise_px=levels[(i // len(allowed)) % len(levels)],
             drop_prob=drop_prob,
-            image_size=image_size, image_noise=image_noise,
-        )  # fmt: skip
+            image_size=image_size,
+            image_noise=image_noise,
+        )
         image_id = ann_id = i + 1
         stem = f"{image_id:06d}"
         Image.fromarray(sample.image).save(out / "images" / f"{stem}.png")
-        Image.fromarray(np.where(sample.mask, 255, 0).astype(np.uint8)).save(
-            out / "masks" / f"{stem}.png"
-        )
+        Image.fromarray(np.where(sample.mask, 255, 0).astype(np.uint8)).save(out / "masks" / f"{stem}.png")
         ys, xs = np.nonzero(sample.mask)
         cam = sample.camera
         images.append(
-            {"id": image_id, "file_name": f"images/{stem}.png", "width": cam.width, "height": cam.height,
-             "camera": {"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy}}
-        )  # fmt: skip
+            {
+                "id": image_id,
+                "file_name": f"images/{stem}.png",
+                "width": cam.width,
+                "height": cam.height,
+                "camera": {"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy},
+            }
+        )
         kp = sample.keypoints_px
         annotations.append(
             {
-                "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": 1,
+                "iscrowd": 0,
                 "keypoints": [round(float(v), 3) for v in kp.flatten()],
                 "num_keypoints": int((kp[:, 2] > 0).sum()),
-                "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
+                "bbox": [
+                    float(xs.min()),
+                    float(ys.min()),
+                    float(xs.max() - xs.min() + 1),
+                    float(ys.max() - ys.min() + 1),
+                ],
                 "area": float(sample.mask.sum()),
                 "mask_path": f"masks/{stem}.png",
             }
-        )  # fmt: skip
+        )
         gt_dir = out / "gt" / f"{stem}_{ann_id}"
         gt_dir.mkdir(parents=True, exist_ok=True)
         write_ply(gt_dir / "mesh.ply", sample.mesh.verts, sample.mesh.faces)
@@ -941,29 +919,36 @@ def generate_dataset(
                 source_vertex=sample.mesh.source_vertex,
             )
         gt = sample_ground_truth(sample, body=body)
-        gt.update(
-            {"image_id": image_id, "ann_id": ann_id, "file_name": f"images/{stem}.png"}
-        )
+        gt.update({"image_id": image_id, "ann_id": ann_id, "file_name": f"images/{stem}.png"})
         (gt_dir / "gt.json").write_text(json.dumps(gt, indent=1))
         index.append(
-            {"image_id": image_id, "ann_id": ann_id, "file_name": f"images/{stem}.png", "gt_dir": f"{stem}_{ann_id}",
-             "residual_types": sample.info["residual_types"],
-             "stump_shapes": [e["shape"]["name"] for e in sample.mesh.limbs]}
-        )  # fmt: skip
+            {
+                "image_id": image_id,
+                "ann_id": ann_id,
+                "file_name": f"images/{stem}.png",
+                "gt_dir": f"{stem}_{ann_id}",
+                "residual_types": sample.info["residual_types"],
+                "stump_shapes": [e["shape"]["name"] for e in sample.mesh.limbs],
+            }
+        )
     doc = {
         "info": {
             "description": "resihmr_dr synthetic amputee benchmark (Anny renders with true stumps)",
-            "generator": {"count": count, "seed": seed, "types": list(allowed),
-                          "noise_px": levels[0] if len(levels) == 1 else list(levels),
-                          "drop_prob": drop_prob, "image_size": image_size, "image_noise": image_noise},
+            "generator": {
+                "count": count,
+                "seed": seed,
+                "types": list(allowed),
+                "noise_px": levels[0] if len(levels) == 1 else list(levels),
+                "drop_prob": drop_prob,
+                "image_size": image_size,
+                "image_noise": image_noise,
+            },
         },
         "images": images,
         "annotations": annotations,
         "categories": [{"id": 1, "name": "person"}],
-    }  # fmt: skip
+    }
     path = out / "annotations.json"
     path.write_text(json.dumps(doc, indent=1))
-    (out / "gt" / "index.json").write_text(
-        json.dumps({"samples": index, **doc["info"]}, indent=1)
-    )
+    (out / "gt" / "index.json").write_text(json.dumps({"samples": index, **doc["info"]}, indent=1))
     return path

@@ -31,9 +31,7 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         ),
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument(
-        "--count", type=int, default=40, help="number of people (default 40)"
-    )
+    parser.add_argument("--count", type=int, default=40, help="number of people (default 40)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--types",
@@ -49,9 +47,11 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "each round of residual types gets the next level",
     )
     parser.add_argument(
-        "--drop-prob", type=float, default=0.0,
+        "--drop-prob",
+        type=float,
+        default=0.0,
         help="chance of dropping each face / intact-limb keypoint (v=0; default 0)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -98,9 +98,15 @@ def run_synth(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"synth: {err}") from None
     path = generate_dataset(
-        args.out, count=args.count, seed=args.seed, types=types, noise_px=args.noise_px,
-        drop_prob=args.drop_prob, image_size=args.image_size, image_noise=args.image_noise,
+        args.out,
+        count=args.count,
+        seed=args.seed,
+        types=types,
+        noise_px=args.noise_px,
+        drop_prob=args.drop_prob,
+        image_size=args.image_size,
+        image_noise=args.image_noise,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     print(f"wrote {args.count} people to {path}")
     return 0

@@ -73,14 +73,17 @@ __all__ = [
 ]
 
 TORSO_KEYPOINTS: tuple[int, ...] = tuple(
-    KEYPOINT_INDEX[n]
-    for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+    KEYPOINT_INDEX[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 )
 # Torso edges whose 2D/3D length ratio gives the depth: same-side shoulder-hip first, then crossed.
-_TORSO_EDGES_SAME_SIDE = ((KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["left_hip"]),
-                          (KEYPOINT_INDEX["right_shoulder"], KEYPOINT_INDEX["right_hip"]))  # fmt: skip
-_TORSO_EDGES_CROSSED = ((KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_hip"]),
-                        (KEYPOINT_INDEX["right_shoulder"], KEYPOINT_INDEX["left_hip"]))  # fmt: skip
+_TORSO_EDGES_SAME_SIDE = (
+    (KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["left_hip"]),
+    (KEYPOINT_INDEX["right_shoulder"], KEYPOINT_INDEX["right_hip"]),
+)
+_TORSO_EDGES_CROSSED = (
+    (KEYPOINT_INDEX["left_shoulder"], KEYPOINT_INDEX["right_hip"]),
+    (KEYPOINT_INDEX["right_shoulder"], KEYPOINT_INDEX["left_hip"]),
+)
 _MIN_TORSO_EDGE_PX = 2.0
 
 
@@ -108,13 +111,9 @@ class StageWeights:
         for name in ("pose_prior", "shape_prior", "angle_limit", "data"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(
-                    f"StageWeights.{name} must be finite and >= 0, got {value}"
-                )
+                raise ValueError(f"StageWeights.{name} must be finite and >= 0, got {value}")
         if self.max_iters < 0:
-            raise ValueError(
-                f"StageWeights.max_iters must be >= 0, got {self.max_iters}"
-            )
+            raise ValueError(f"StageWeights.max_iters must be >= 0, got {self.max_iters}")
 
 
 # SMPLify-X's body-pose prior [404, 404, 57.4, 4.78, 4.78] and shape [100, 50, 10, 5, 5] weights.
@@ -163,27 +162,19 @@ class IntactFitConfig:
 
     def __post_init__(self) -> None:
         if not self.stages:
-            raise ValueError(
-                "IntactFitConfig.stages must hold at least one StageWeights"
-            )
+            raise ValueError("IntactFitConfig.stages must hold at least one StageWeights")
         if not all(isinstance(s, StageWeights) for s in self.stages):
             raise ValueError("IntactFitConfig.stages must be StageWeights entries")
         for name in ("rho_px", "data_weight_ref_px", "phenotype_sigma", "lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(
-                    f"IntactFitConfig.{name} must be > 0, got {getattr(self, name)}"
-                )
-        if not self.camera_yaw_starts_deg or not all(
-            math.isfinite(a) for a in self.camera_yaw_starts_deg
-        ):
+                raise ValueError(f"IntactFitConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not self.camera_yaw_starts_deg or not all(math.isfinite(a) for a in self.camera_yaw_starts_deg):
             raise ValueError(
                 f"IntactFitConfig.camera_yaw_starts_deg must be finite angles, got {self.camera_yaw_starts_deg}"
             )
         for name in ("camera_max_iters", "refine_iters", "history_size"):
             if getattr(self, name) < 0:
-                raise ValueError(
-                    f"IntactFitConfig.{name} must be >= 0, got {getattr(self, name)}"
-                )
+                raise ValueError(f"IntactFitConfig.{name} must be >= 0, got {getattr(self, name)}")
 
     def monitor(self, max_iters: int) -> MonitorConfig:
         """The convergence settings of a stage of ``max_iters`` iterations (this config's ftol,
@@ -246,21 +237,13 @@ def intact_targets(
     endpoint (and those distal to them) get weight 0 even when annotated.
     Raises FitInputError on a wrong shape, negative visibility or non-finite used coordinates.
     """
-    kp = (
-        keypoints_px.detach().cpu().numpy()
-        if isinstance(keypoints_px, torch.Tensor)
-        else np.asarray(keypoints_px)
-    )
+    kp = keypoints_px.detach().cpu().numpy() if isinstance(keypoints_px, torch.Tensor) else np.asarray(keypoints_px)
     if kp.shape != (NUM_KEYPOINTS, 3):
-        raise FitInputError(
-            f"keypoints_px must be ({NUM_KEYPOINTS}, 3) [x, y, v], got shape {kp.shape}"
-        )
+        raise FitInputError(f"keypoints_px must be ({NUM_KEYPOINTS}, 3) [x, y, v], got shape {kp.shape}")
     kp = kp.astype(np.float64)
     vis = kp[:, 2]
     if not np.all(np.isfinite(vis)) or np.any(vis < 0):
-        raise FitInputError(
-            f"keypoint visibilities must be finite and >= 0, got {vis.tolist()}"
-        )
+        raise FitInputError(f"keypoint visibilities must be finite and >= 0, got {vis.tolist()}")
     weights = np.clip(vis[:NUM_COCO_KEYPOINTS], 0.0, 1.0)
     for limb in LIMBS:
         if vis[limb.above_end] > 0:
@@ -271,9 +254,7 @@ def intact_targets(
     used = weights > 0
     bad = used & ~np.all(np.isfinite(xy), axis=1)
     if np.any(bad):
-        raise FitInputError(
-            f"visible keypoints {np.nonzero(bad)[0].tolist()} have non-finite coordinates"
-        )
+        raise FitInputError(f"visible keypoints {np.nonzero(bad)[0].tolist()} have non-finite coordinates")
     target = np.where(used[:, None], xy, 0.0)
     return target, weights
 
@@ -311,9 +292,7 @@ _HINGE_DEFS: tuple[tuple[str, str, str, tuple[float, float, float]], ...] = (
     ("left_knee", "left_hip", "left_ankle", (0.0, 0.0, -1.0)),
     ("right_knee", "right_hip", "right_ankle", (0.0, 0.0, -1.0)),
 )
-_HINGE_CACHE: weakref.WeakKeyDictionary[BodyModel, JointHinges] = (
-    weakref.WeakKeyDictionary()
-)
+_HINGE_CACHE: weakref.WeakKeyDictionary[BodyModel, JointHinges] = weakref.WeakKeyDictionary()
 
 
 @torch.enable_grad()
@@ -340,9 +319,7 @@ def find_joint_hinges(body: BodyModel) -> JointHinges:
     probe = torch.tensor([0.31, -0.57, 0.76], **kw)
     pose_index, axes, rests = [], [], []
     for hinge, proximal, distal, direction in _HINGE_DEFS:
-        j_hinge, j_prox, j_dist = (
-            joints[JOINT_INDEX[n]] for n in (hinge, proximal, distal)
-        )
+        j_hinge, j_prox, j_dist = (joints[JOINT_INDEX[n]] for n in (hinge, proximal, distal))
         (g_dist,) = torch.autograd.grad(j_dist @ probe, pose, retain_graph=True)
         (g_hinge,) = torch.autograd.grad(j_hinge @ probe, pose, retain_graph=True)
         moves_dist = g_dist[0].abs().sum(-1) > 1e-6
@@ -350,33 +327,20 @@ def find_joint_hinges(body: BodyModel) -> JointHinges:
         candidates = torch.nonzero(moves_dist & ~moves_hinge).flatten().tolist()
         if len(candidates) != 1:
             names = [body.pose_joint_names[i] for i in candidates]
-            raise RuntimeError(
-                f"{body.name}: cannot identify the posable joint of {hinge} (candidates {names})"
-            )
+            raise RuntimeError(f"{body.name}: cannot identify the posable joint of {hinge} (candidates {names})")
         idx = candidates[0]
         jac = torch.stack(
-            [
-                torch.autograd.grad(j_dist[k], pose, retain_graph=True)[0][0, idx]
-                for k in range(3)
-            ]
+            [torch.autograd.grad(j_dist[k], pose, retain_graph=True)[0][0, idx] for k in range(3)]
         )  # (3 distal coords, 3 axis-angle params)
         u = (j_hinge - j_prox).detach()
         f = (j_dist - j_hinge).detach()
         d = torch.tensor(direction, **kw)
-        normal = torch.linalg.cross(
-            u, d - (d @ u) / (u @ u) * u
-        )  # normal to u and the flexing direction
+        normal = torch.linalg.cross(u, d - (d @ u) / (u @ u) * u)  # normal to u and the flexing direction
         axis_model = normal / normal.norm()
-        velocity = torch.linalg.cross(
-            axis_model, f
-        )  # distal joint's motion per radian of flexion
-        omega = (
-            torch.linalg.pinv(jac.detach()) @ velocity
-        )  # minimum norm: the part normal to f
+        velocity = torch.linalg.cross(axis_model, f)  # distal joint's motion per radian of flexion
+        omega = torch.linalg.pinv(jac.detach()) @ velocity  # minimum norm: the part normal to f
         axis_param = omega / omega.norm()
-        f_plane = (
-            f - (f @ axis_model) * axis_model
-        )  # lower segment within the flexion plane
+        f_plane = f - (f @ axis_model) * axis_model  # lower segment within the flexion plane
         rest = torch.atan2(torch.linalg.cross(u, f_plane) @ axis_model, u @ f_plane)
         pose_index.append(idx)
         axes.append(axis_param)
@@ -440,13 +404,9 @@ def _rot_y(angle: float, **kw) -> torch.Tensor:
 def _check_camera(camera: PinholeCamera) -> None:
     values = (camera.fx, camera.fy, camera.cx, camera.cy)
     if not all(math.isfinite(v) for v in values) or camera.fx <= 0 or camera.fy <= 0:
-        raise FitInputError(
-            f"camera intrinsics must be finite with positive focal lengths, got {camera}"
-        )
+        raise FitInputError(f"camera intrinsics must be finite with positive focal lengths, got {camera}")
     if camera.width <= 0 or camera.height <= 0:
-        raise FitInputError(
-            f"camera image size must be positive, got {camera.width}x{camera.height}"
-        )
+        raise FitInputError(f"camera image size must be positive, got {camera.width}x{camera.height}")
 
 
 def _estimate_depth(
@@ -456,24 +416,14 @@ def _estimate_depth(
     for edges in (_TORSO_EDGES_SAME_SIDE, _TORSO_EDGES_CROSSED):
         pairs = [(a, b) for a, b in edges if weights[a] > 0 and weights[b] > 0]
         if pairs:
-            len2d = float(
-                np.mean([np.linalg.norm(target[a] - target[b]) for a, b in pairs])
-            )
-            len3d = float(
-                np.mean(
-                    [np.linalg.norm(coco_model[a] - coco_model[b]) for a, b in pairs]
-                )
-            )
+            len2d = float(np.mean([np.linalg.norm(target[a] - target[b]) for a, b in pairs]))
+            len3d = float(np.mean([np.linalg.norm(coco_model[a] - coco_model[b]) for a, b in pairs]))
             if len2d < _MIN_TORSO_EDGE_PX:
                 raise FitInputError(
                     f"degenerate torso: shoulder-hip distances are {len2d:.2f} px (< {_MIN_TORSO_EDGE_PX} px); "
                     "cannot estimate the depth"
                 )
-            notes = (
-                []
-                if edges is _TORSO_EDGES_SAME_SIDE
-                else ["depth from crossed shoulder-hip edges only"]
-            )
+            notes = [] if edges is _TORSO_EDGES_SAME_SIDE else ["depth from crossed shoulder-hip edges only"]
             return focal * len3d / len2d, notes
     raise FitInputError(
         "the fit needs at least one visible shoulder and one visible hip (keypoints 5/6 and 11/12) "
@@ -523,18 +473,12 @@ class _Problem:
         return _project(_to_camera(coco, root, state.rot(), state.transl), self.camera)
 
     def stage_loss(self, state: _State, w: StageWeights) -> torch.Tensor:
-        data = keypoint_data_term(
-            self.keypoints_px(state), self.target, self.weights, rho=self.config.rho_px
-        )
+        data = keypoint_data_term(self.keypoints_px(state), self.target, self.weights, rho=self.config.rho_px)
         shape = self.space.from_latent(state.shape_latent)
         loss = (w.data**2) * self.data_scale * data
         loss = loss + (w.pose_prior**2) * l2_prior(state.body_pose)
-        loss = loss + (w.shape_prior**2) * l2_prior(
-            shape, mean=self.space.mean, scale=self.space.scale
-        )
-        loss = loss + (w.angle_limit**2) * hyperextension_penalty(
-            self.hinges.flexion(state.body_pose)
-        )
+        loss = loss + (w.shape_prior**2) * l2_prior(shape, mean=self.space.mean, scale=self.space.scale)
+        loss = loss + (w.angle_limit**2) * hyperextension_penalty(self.hinges.flexion(state.body_pose))
         return loss.sum()
 
 
@@ -555,10 +499,7 @@ def _camera_stage(problem: _Problem, state: _State, rest: _RestBody) -> StageOut
             problem.camera,
         )
         data = keypoint_data_term(kp, target, weights, rho=None)
-        return (
-            problem.data_scale * data
-            + cfg.depth_prior_weight**2 * depth_prior(state.transl, depth_m=depth0)
-        ).sum()
+        return (problem.data_scale * data + cfg.depth_prior_weight**2 * depth_prior(state.transl, depth_m=depth0)).sum()
 
     return minimize_lbfgs(
         name="camera",
@@ -577,34 +518,24 @@ def _rest_fit_loss(problem: _Problem, state: _State, rest: _RestBody) -> float:
             _to_camera(rest.coco_model, rest.root_model, state.rot(), state.transl),
             problem.camera,
         )
-        loss = keypoint_data_term(
-            kp, problem.target, problem.weights, rho=problem.config.rho_px
-        )
+        loss = keypoint_data_term(kp, problem.target, problem.weights, rho=problem.config.rho_px)
     value = float(loss.sum())
     return value if math.isfinite(value) else math.inf
 
 
-def _fit_camera(
-    problem: _Problem, group: list[_State], rest: _RestBody
-) -> tuple[_State, StageOutcome]:
+def _fit_camera(problem: _Problem, group: list[_State], rest: _RestBody) -> tuple[_State, StageOutcome]:
     """Stage (a) from every yaw start of one orientation; keep the best rest-body fit."""
     best: tuple[float, _State, StageOutcome] | None = None
     for state in group:
         outcome = _camera_stage(problem, state, rest)
-        score = (
-            math.inf
-            if outcome.reason is StopReason.NON_FINITE
-            else _rest_fit_loss(problem, state, rest)
-        )
+        score = math.inf if outcome.reason is StopReason.NON_FINITE else _rest_fit_loss(problem, state, rest)
         if best is None or score < best[0]:
             best = (score, state, outcome)
     _, state, outcome = best  # type: ignore[misc]  # the group is never empty
     return state, outcome
 
 
-def _pose_stage(
-    problem: _Problem, state: _State, weights: StageWeights, name: str
-) -> StageOutcome:
+def _pose_stage(problem: _Problem, state: _State, weights: StageWeights, name: str) -> StageOutcome:
     cfg = problem.config
     return minimize_lbfgs(
         name=name,
@@ -625,9 +556,7 @@ class _RestBody:
     depth: float
 
 
-def _initial_states(
-    problem: _Problem, notes: list[str]
-) -> tuple[list[list[_State]], _RestBody]:
+def _initial_states(problem: _Problem, notes: list[str]) -> tuple[list[list[_State]], _RestBody]:
     """Start states for stage (a): per orientation candidate (facing / turned away), one state per
     yaw start; translation from the torso-edge depth and the torso centroid."""
     body, camera = problem.body, problem.camera
@@ -655,11 +584,7 @@ def _initial_states(
         )
     else:
         sho_dist = 0.0
-        dx = (
-            target[l_hip, 0] - target[r_hip, 0]
-            if weights[l_hip] > 0 and weights[r_hip] > 0
-            else 0.0
-        )
+        dx = target[l_hip, 0] - target[r_hip, 0] if weights[l_hip] > 0 and weights[r_hip] > 0 else 0.0
     # Facing the camera, the person's left (+X) is on the image's right: left x > right x.
     rotations = [facing, turned] if dx >= 0 else [turned, facing]
     if sho_dist >= problem.config.flip_threshold_px:
@@ -667,12 +592,8 @@ def _initial_states(
     used = [i for i in TORSO_KEYPOINTS if weights[i] > 0]
     if len(used) >= 3:
         spread = target[used] - target[used].mean(0)
-        if np.linalg.svd(spread, compute_uv=False)[-1] < 1e-3 * max(
-            np.abs(spread).max(), 1.0
-        ):
-            notes.append(
-                "the visible torso keypoints are collinear: the orientation is ambiguous"
-            )
+        if np.linalg.svd(spread, compute_uv=False)[-1] < 1e-3 * max(np.abs(spread).max(), 1.0):
+            notes.append("the visible torso keypoints are collinear: the orientation is ambiguous")
     centre_px = target[used].mean(0)
     centre_model = torch.as_tensor(coco_model[used].mean(0), **kw)[None, None]
     ray = torch.tensor(
@@ -689,9 +610,7 @@ def _initial_states(
         group = []
         for yaw in problem.config.camera_yaw_starts_deg:
             rot0 = _rot_y(math.radians(yaw), **kw) @ base
-            at_zero = _to_camera(
-                centre_model, root_model, rot0[None], torch.zeros(1, 3, **kw)
-            )[0, 0]
+            at_zero = _to_camera(centre_model, root_model, rot0[None], torch.zeros(1, 3, **kw))[0, 0]
             transl = (ray * depth - at_zero)[None]
             group.append(
                 _State(
@@ -703,9 +622,7 @@ def _initial_states(
                 )
             )
         groups.append(group)
-    return groups, _RestBody(
-        coco_model=rest_coco, root_model=root_model, depth=depth
-    )
+    return groups, _RestBody(coco_model=rest_coco, root_model=root_model, depth=depth)
 
 
 def _state_from_init(problem: _Problem, init: BodyParams) -> _State:
@@ -720,23 +637,17 @@ def _state_from_init(problem: _Problem, init: BodyParams) -> _State:
     for name, shape in expected.items():
         value = getattr(init, name)
         if tuple(value.shape) != shape:
-            raise FitInputError(
-                f"init.{name} must have shape {shape} for body {body.name!r}, got {tuple(value.shape)}"
-            )
+            raise FitInputError(f"init.{name} must have shape {shape} for body {body.name!r}, got {tuple(value.shape)}")
         if not bool(torch.isfinite(value).all()):
             raise FitInputError(f"init.{name} has non-finite values")
     if problem.space.bounded and bool(((init.shape < 0) | (init.shape > 1)).any()):
-        raise FitInputError(
-            f"init.shape holds {body.name} phenotypes, which must lie in [0, 1]"
-        )
+        raise FitInputError(f"init.shape holds {body.name} phenotypes, which must lie in [0, 1]")
     return _State(
         rot0=roma.rotvec_to_rotmat(init.global_orient.to(**kw)).detach().clone(),
         delta=torch.zeros(1, 3, **kw).requires_grad_(True),
         transl=init.transl.to(**kw).detach().clone().requires_grad_(True),
         body_pose=init.body_pose.to(**kw).detach().clone().requires_grad_(True),
-        shape_latent=problem.space.to_latent(
-            init.shape.to(**kw).detach()
-        ).requires_grad_(True),
+        shape_latent=problem.space.to_latent(init.shape.to(**kw).detach()).requires_grad_(True),
     )
 
 
@@ -804,9 +715,7 @@ def fit_intact(
         state = _state_from_init(problem, init)
         stages: list[StageOutcome] = []
         if config.refine_iters > 0:
-            refine = StageWeights(
-                **{**config.stages[-1].__dict__, "max_iters": config.refine_iters}
-            )
+            refine = StageWeights(**{**config.stages[-1].__dict__, "max_iters": config.refine_iters})
             stages.append(_pose_stage(problem, state, refine, "refine"))
     else:
         if not used:
@@ -829,9 +738,7 @@ def fit_intact(
         _, state, stages, k = best  # type: ignore[misc]  # candidates is never empty
         flipped = k > 0
         if len(candidates) > 1:
-            notes.append(
-                f"shoulders closer than {config.flip_threshold_px:g} px: fitted both orientations"
-            )
+            notes.append(f"shoulders closer than {config.flip_threshold_px:g} px: fitted both orientations")
     converged, reason = _summarise(stages)
     if init is not None and not stages:  # kept exactly as imported
         kw = {"device": body.device, "dtype": body.dtype}

@@ -73,9 +73,7 @@ def flexion_angles(
     return rest_flexion + (rotvec * flex_axis).sum(-1)
 
 
-def hyperextension_penalty(
-    flexion: torch.Tensor, *, margin: float = 0.0
-) -> torch.Tensor:
+def hyperextension_penalty(flexion: torch.Tensor, *, margin: float = 0.0) -> torch.Tensor:
     """Hinge penalty on hyper-extension: ``sum relu(-(flexion + margin))^2`` over hinges.
 
     flexion: (B, H) radians (see ``flexion_angles``). Zero for any flexed joint; quadratic in
@@ -84,8 +82,6 @@ def hyperextension_penalty(
     return torch.relu(-(flexion + margin)).square().sum(-1)
 
 
-def depth_prior(
-    transl_cam: torch.Tensor, *, depth_m: torch.Tensor | float
-) -> torch.Tensor:
+def depth_prior(transl_cam: torch.Tensor, *, depth_m: torch.Tensor | float) -> torch.Tensor:
     """``(t_z - depth)^2`` keeping the camera-frame depth near its initial estimate. transl_cam: (B, 3)."""
     return (transl_cam[:, 2] - depth_m).square()

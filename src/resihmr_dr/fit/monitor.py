@@ -47,9 +47,7 @@ class MonitorConfig:
         if self.max_iters < 0:
             raise ValueError(f"max_iters must be >= 0, got {self.max_iters}")
         if self.ftol < 0 or self.gtol < 0:
-            raise ValueError(
-                f"ftol and gtol must be >= 0, got {self.ftol}, {self.gtol}"
-            )
+            raise ValueError(f"ftol and gtol must be >= 0, got {self.ftol}, {self.gtol}")
 
 
 def relative_change(previous: float, current: float) -> float:
@@ -83,9 +81,7 @@ class ConvergenceMonitor:
         if len(self.losses) > max(1, self.config.min_iters):
             change = relative_change(self.losses[-2], loss)
             if change <= self.config.ftol:
-                self.message = (
-                    f"relative loss change {change:.3g} <= ftol {self.config.ftol:g}"
-                )
+                self.message = f"relative loss change {change:.3g} <= ftol {self.config.ftol:g}"
                 return StopReason.FTOL
         if self.iterations >= self.config.max_iters:
             self.message = f"reached max_iters {self.config.max_iters}"
@@ -153,10 +149,7 @@ class _CachedObjective:
             if not math.isfinite(loss):
                 raise _NonFinite(f"non-finite loss {loss}")
             loss_t.backward()
-        grads = [
-            torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
-            for p in self.params
-        ]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params]
         for p, g in zip(self.params, grads):
             if not bool(torch.isfinite(g).all()):
                 raise _NonFinite("non-finite gradient")
@@ -167,11 +160,7 @@ class _CachedObjective:
 
     def grad_max(self) -> float:
         return max(
-            (
-                float(p.grad.abs().max())
-                for p in self.params
-                if p.grad is not None and p.numel()
-            ),
+            (float(p.grad.abs().max()) for p in self.params if p.grad is not None and p.numel()),
             default=0.0,
         )
 

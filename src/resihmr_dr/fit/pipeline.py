@@ -151,10 +151,14 @@ class PersonFit:
         from resihmr_dr.results import colored_trimesh, export_vertices
 
         verts = export_vertices(
-            self.verts_tpose if tpose else self.verts_cam, tpose=tpose, frame=frame, units=units,
+            self.verts_tpose if tpose else self.verts_cam,
+            tpose=tpose,
+            frame=frame,
+            units=units,
             global_orient=self.params.global_orient[0].detach().cpu().double().numpy(),
-            transl=self.params.transl[0].detach().cpu().double().numpy(), root_model=self.root_model,
-        )  # fmt: skip
+            transl=self.params.transl[0].detach().cpu().double().numpy(),
+            root_model=self.root_model,
+        )
         return colored_trimesh(verts, self.faces, self.residual_mask)
 
     def to_pytorch3d(self, *, tpose: bool = False, device: str | torch.device = "cpu"):
@@ -162,15 +166,17 @@ class PersonFit:
         (metres, vertex colours); ImportError saying how to install PyTorch3D without it."""
         from resihmr_dr.results import pytorch3d_meshes
 
-        return pytorch3d_meshes(self.verts_tpose if tpose else self.verts_cam, self.faces, self.residual_mask,
-                                device=device)  # fmt: skip
+        return pytorch3d_meshes(
+            self.verts_tpose if tpose else self.verts_cam, self.faces, self.residual_mask, device=device
+        )
 
     def __repr__(self) -> str:
         limbs = ", ".join(f"{s.limb.name} {s.status.value} λ={s.lam:.2f}" for s in self.limbs) or "no residual limb"
         iou = self.metrics.get("mask_iou")
         return (
             f"PersonFit(ann_id={self.ann_id}, image_id={self.image_id}, body={self.body_name!r}, {limbs}, "
-            f"keypoint error {self.metrics['body']:.1f} px" + (f", mask IoU {iou:.3f}" if iou is not None else "")
+            f"keypoint error {self.metrics['body']:.1f} px"
+            + (f", mask IoU {iou:.3f}" if iou is not None else "")
             + f", {len(self.verts_cam)} vertices, {self.seconds:.1f} s)"
         )
 
@@ -219,8 +225,9 @@ def fit_person(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return _fit_person(body=body, person=person, camera=camera, mask=mask, init=init, config=config,
-                           clock=_StageClock(on_stage))  # fmt: skip
+        return _fit_person(
+            body=body, person=person, camera=camera, mask=mask, init=init, config=config, clock=_StageClock(on_stage)
+        )
 
 
 def _fit_person(
@@ -248,9 +255,11 @@ def _fit_person(
     clock.start("rafo")
     rafo: tuple[RafoResult, ...] = ()
     limb_inputs = inputs_from_joints(
-        joints_cam=joints_cam.double(), joint_names=JOINT_NAMES, keypoints_px=torch.as_tensor(keypoints),
+        joints_cam=joints_cam.double(),
+        joint_names=JOINT_NAMES,
+        keypoints_px=torch.as_tensor(keypoints),
         status=dict(person.limb_status),
-    )  # fmt: skip
+    )
     if limb_inputs:
         rafo = tuple(solve_rafo(limb_inputs, camera=camera, body_height_m=stature, config=config.rafo))
     clock.done("rafo")
@@ -272,14 +281,23 @@ def _fit_person(
         lams = []
         for result, item in zip(rafo, limb_inputs):
             anchor, target = _anchor_target(joints_np, item)
-            lams.append(_lambda_on_segment(
-                endpoint=result.endpoint_cam.detach().cpu().numpy(), anchor=anchor, target=target,
-                lam_min=config.rafo.lam_min, lam_max=config.rafo.lam_max,
-            ))  # fmt: skip
+            lams.append(
+                _lambda_on_segment(
+                    endpoint=result.endpoint_cam.detach().cpu().numpy(),
+                    anchor=anchor,
+                    target=target,
+                    lam_min=config.rafo.lam_min,
+                    lam_max=config.rafo.lam_max,
+                )
+            )
         specs = [cut_spec(joints=joints_np, limb=i.limb, status=i.status, lam=lam) for i, lam in zip(limb_inputs, lams)]
         lambda_intact = tuple(lams)
         residual: ResidualBody = cut_and_cap_to_tips(
-            verts=verts_cam, faces=faces, vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=config.cap
+            verts=verts_cam,
+            faces=faces,
+            vertex_segment=body.vertex_segment.cpu().numpy(),
+            tips=specs,
+            config=config.cap,
         )
         normal_offsets = tip_heights = None
         radial: list[RadialProfile] = []
@@ -290,8 +308,18 @@ def _fit_person(
                 ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))
                 for item in limb_inputs
             ]
-            refined = refine(body=body, params=params, residual=residual, targets=targets, keypoints_px=keypoints,
-                             camera=camera, mask=mask, stature_m=stature, cap=config.cap, config=config.refine)  # fmt: skip
+            refined = refine(
+                body=body,
+                params=params,
+                residual=residual,
+                targets=targets,
+                keypoints_px=keypoints,
+                camera=camera,
+                mask=mask,
+                stature_m=stature,
+                cap=config.cap,
+                config=config.refine,
+            )
             residual = dataclasses.replace(refined.residual, verts=refined.verts_cam)
             normal_offsets = [o.double() for o in refined.normal_offsets]
             tip_heights = list(refined.tip_heights)
@@ -308,13 +336,31 @@ def _fit_person(
         for item, result, tip_index in zip(limb_inputs, rafo, residual.tip_indices):
             anchor, target = _anchor_target(final_joints, item)
             tip = verts_cam[tip_index]
-            limbs.append(LimbState(limb=item.limb, status=item.status, anchor_cam=anchor, target_cam=target, tip_cam=tip,
-                                   lam=residual_length(anchor, target, tip)[1], rafo=result))  # fmt: skip
+            limbs.append(
+                LimbState(
+                    limb=item.limb,
+                    status=item.status,
+                    anchor_cam=anchor,
+                    target_cam=target,
+                    tip_cam=tip,
+                    lam=residual_length(anchor, target, tip)[1],
+                    rafo=result,
+                )
+            )
         stump = tuple(
-            stump_geometry(verts=verts_cam, faces=faces, residual_mask=limb_mask, anchor=s.anchor_cam, target=s.target_cam,
-                           tip=s.tip_cam, num_stations=config.num_stations, limb_name=s.limb.name, status=s.status.value)
+            stump_geometry(
+                verts=verts_cam,
+                faces=faces,
+                residual_mask=limb_mask,
+                anchor=s.anchor_cam,
+                target=s.target_cam,
+                tip=s.tip_cam,
+                num_stations=config.num_stations,
+                limb_name=s.limb.name,
+                status=s.status.value,
+            )
             for s, limb_mask in zip(limbs, residual.limb_masks)
-        )  # fmt: skip
+        )
 
     # The T-pose: the posed cut replayed on the T-pose body (same vertices and faces, so m_r
     # holds for both), each cap rebuilt along its T-pose limb axis with the refined cap shape.
@@ -325,17 +371,27 @@ def _fit_person(
         with torch.no_grad():
             verts_tpose = apply_radial_profiles(verts_tpose, tpose.joints[0].double(), radial, joint_index=JOINT_INDEX)
             verts_tpose = residual.replay(
-                verts_tpose, normal_offsets=normal_offsets, tip_heights=tip_heights,
+                verts_tpose,
+                normal_offsets=normal_offsets,
+                tip_heights=tip_heights,
                 axes=[torch.as_tensor(target - anchor) for anchor, target in segments],
-            )  # fmt: skip
+            )
         verts_tpose_np = verts_tpose.cpu().numpy()
         stump_tpose = tuple(
             stump_geometry(
-                verts=verts_tpose_np, faces=faces, residual_mask=limb_mask, anchor=anchor, target=target,
-                tip=verts_tpose_np[tip], num_stations=config.num_stations, limb_name=item.limb.name,
+                verts=verts_tpose_np,
+                faces=faces,
+                residual_mask=limb_mask,
+                anchor=anchor,
+                target=target,
+                tip=verts_tpose_np[tip],
+                num_stations=config.num_stations,
+                limb_name=item.limb.name,
                 status=item.status.value,
-            )  # fmt: skip
-            for item, (anchor, target), limb_mask, tip in zip(limb_inputs, segments, residual.limb_masks, residual.tip_indices)
+            )
+            for item, (anchor, target), limb_mask, tip in zip(
+                limb_inputs, segments, residual.limb_masks, residual.tip_indices
+            )
         )
     verts_tpose = verts_tpose.cpu().numpy()
     faces_tpose, residual_mask_tpose = faces, residual_mask
@@ -344,9 +400,10 @@ def _fit_person(
 
     # Endpoints of intact limbs have no prediction (0); they are unlabelled in the annotation too.
     pred_kp = predicted_keypoints_px(
-        camera=camera, coco_cam=posed.coco_kp[0].double().cpu().numpy(),
+        camera=camera,
+        coco_cam=posed.coco_kp[0].double().cpu().numpy(),
         endpoints_cam={s.limb.endpoint_index(s.status): s.tip_cam for s in limbs},
-    )  # fmt: skip
+    )
     metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
     if mask is not None:
         rendered = rasterize(verts_cam=torch.as_tensor(verts_cam), faces=torch.as_tensor(faces), camera=camera).mask
@@ -354,9 +411,13 @@ def _fit_person(
     metrics["intact_fit_converged"] = bool(intact.converged)
     metrics["rafo_accepted"] = [bool(r.accepted) for r in rafo]
     if refined is not None:
-        metrics["refinement"] = {"iterations": refined.iterations, "recuts": refined.recuts,
-                                 "stop_reasons": [s.outcome.reason.value for s in refined.stages],
-                                 "depth_drift_m": refined.depth_drift_m, "seconds": refined.seconds}  # fmt: skip
+        metrics["refinement"] = {
+            "iterations": refined.iterations,
+            "recuts": refined.recuts,
+            "stop_reasons": [s.outcome.reason.value for s in refined.stages],
+            "depth_drift_m": refined.depth_drift_m,
+            "seconds": refined.seconds,
+        }
     metrics["quality"] = check_quality(
         keypoints_px=keypoints,
         pred_keypoints_px=pred_kp,

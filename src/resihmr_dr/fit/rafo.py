@@ -119,8 +119,17 @@ class RafoConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"RafoConfig.{name} must be a finite positive number, got {value!r}")
 
-        for name in ("reproj_sigma_m", "anchor_sigma_m", "length_sigma_m", "tolerance_grad",
-                     "tolerance_change", "accept_px", "max_anchor_shift_m", "min_segment_length_m", "bound_tolerance"):
+        for name in (
+            "reproj_sigma_m",
+            "anchor_sigma_m",
+            "length_sigma_m",
+            "tolerance_grad",
+            "tolerance_change",
+            "accept_px",
+            "max_anchor_shift_m",
+            "min_segment_length_m",
+            "bound_tolerance",
+        ):
             positive(name)
         for name in ("robust_scale_m", "anthro_sigma_frac", "anchor_reproj_sigma_m"):
             if getattr(self, name) is not None:
@@ -166,7 +175,8 @@ class RafoResult:
     lam: the anchor factor; anchor_cam (3,): the optimised anchor J_a (the initial one for a
     fallback); endpoint_cam (3,) = anchor + lam (target - anchor); target_cam (3,): J_t
     (unchanged); reproj_error_px: |pi(endpoint) - k_r| in pixels; accepted: the optimum has
-    reproj_error_px < accept_px and moved the anchor at most max_anchor_shift_m; clamped: k_r lies beyond a lam bound (lam set to the bound);
+    reproj_error_px < accept_px and moved the anchor at most max_anchor_shift_m; clamped: k_r
+    lies beyond a lam bound (lam set to the bound);
     fallback: the closed-form fallback (or, for a degenerate segment, the initial guess) was
     returned instead of the optimum; reason: a human-readable note; iterations: L-BFGS
     iterations; solve_time_s: wall time of this limb.
@@ -396,11 +406,17 @@ def solve_rafo(
     return [_solve_one(item, camera=camera, body_height_m=float(body_height_m), config=config) for item in limbs]
 
 
-def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m: float, config: RafoConfig) -> RafoResult:
+def _solve_one(
+    item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m: float, config: RafoConfig
+) -> RafoResult:
     start = time.perf_counter()
     name = item.limb.name
     status = LimbStatus(item.status)
-    out_dtype = item.anchor_cam.dtype if isinstance(item.anchor_cam, torch.Tensor) and item.anchor_cam.is_floating_point() else _DTYPE
+    out_dtype = (
+        item.anchor_cam.dtype
+        if isinstance(item.anchor_cam, torch.Tensor) and item.anchor_cam.is_floating_point()
+        else _DTYPE
+    )
     out_device = item.anchor_cam.device if isinstance(item.anchor_cam, torch.Tensor) else torch.device("cpu")
     anchor0 = _as_vector(item.anchor_cam, 3, "anchor_cam", name)
     target = _as_vector(item.target_cam, 3, "target_cam", name)
@@ -411,25 +427,46 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
         if point[2] <= min_depth:
             raise ValueError(f"{name}: {what} has depth z = {point[2].item():.4g} m, not in front of the camera")
 
-    def result(lam: float, anchor: torch.Tensor, *, accepted: bool, clamped: bool, fallback: bool,
-               reason: str, iterations: int) -> RafoResult:
+    def result(
+        lam: float, anchor: torch.Tensor, *, accepted: bool, clamped: bool, fallback: bool, reason: str, iterations: int
+    ) -> RafoResult:
         endpoint = endpoint_on_segment(anchor[None], target[None], torch.tensor([lam], dtype=_DTYPE))[0]
         err = float((camera.project(endpoint) - k).norm())
-        cast = lambda t: t.to(device=out_device, dtype=out_dtype)
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=out_device, dtype=out_dtype)
+
         return RafoResult(
-            limb_name=name, status=status, lam=float(lam), anchor_cam=cast(anchor), endpoint_cam=cast(endpoint),
-            target_cam=cast(target), reproj_error_px=err, accepted=accepted, clamped=clamped, fallback=fallback,
-            reason=reason, iterations=iterations, solve_time_s=time.perf_counter() - start,
+            limb_name=name,
+            status=status,
+            lam=float(lam),
+            anchor_cam=cast(anchor),
+            endpoint_cam=cast(endpoint),
+            target_cam=cast(target),
+            reproj_error_px=err,
+            accepted=accepted,
+            clamped=clamped,
+            fallback=fallback,
+            reason=reason,
+            iterations=iterations,
+            solve_time_s=time.perf_counter() - start,
         )
 
     length0 = float((target - anchor0).norm())
     if length0 < config.min_segment_length_m:
         endpoint_name = KEYPOINT_NAMES[item.limb.endpoint_index(status)]
         return result(
-            config.lam_init, anchor0, accepted=False, clamped=False, fallback=True, iterations=0,
-            reason=(f"degenerate segment: |J_t - J_a| = {length0 * 100:.2f} cm < "
-                    f"{config.min_segment_length_m * 100:.2f} cm; {endpoint_name} not fitted, lam left at "
-                    f"{config.lam_init}"),
+            config.lam_init,
+            anchor0,
+            accepted=False,
+            clamped=False,
+            fallback=True,
+            iterations=0,
+            reason=(
+                f"degenerate segment: |J_t - J_a| = {length0 * 100:.2f} cm < "
+                f"{config.min_segment_length_m * 100:.2f} cm; {endpoint_name} not fitted, lam left at "
+                f"{config.lam_init}"
+            ),
         )
 
     # Pixels per metre at the depth of the initial segment's midpoint.
@@ -446,8 +483,12 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
     logit = logit_from_lambda(lam_init, lam_min=config.lam_min, lam_max=config.lam_max).requires_grad_(True)
     offset = torch.zeros(1, 3, dtype=_DTYPE, requires_grad=True)
     optimiser = torch.optim.LBFGS(
-        [logit, offset], lr=1.0, max_iter=config.max_iter, history_size=config.history_size,
-        tolerance_grad=config.tolerance_grad, tolerance_change=config.tolerance_change,
+        [logit, offset],
+        lr=1.0,
+        max_iter=config.max_iter,
+        history_size=config.history_size,
+        tolerance_grad=config.tolerance_grad,
+        tolerance_change=config.tolerance_change,
         line_search_fn="strong_wolfe",
     )
     anchor_init = anchor0[None]
@@ -456,8 +497,14 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
         terms = rafo_energy_terms(
             lam=lambda_from_logit(logit, lam_min=config.lam_min, lam_max=config.lam_max),
             anchor_cam=anchor_init + config.anchor_sigma_m * offset,
-            anchor_init_cam=anchor_init, target_cam=target[None], endpoint_px=k[None], camera=camera,
-            px_per_m=px_per_m, expected_length_m=expected, config=config, anchor_px=k_anchor,
+            anchor_init_cam=anchor_init,
+            target_cam=target[None],
+            endpoint_px=k[None],
+            camera=camera,
+            px_per_m=px_per_m,
+            expected_length_m=expected,
+            config=config,
+            anchor_px=k_anchor,
         )
         return sum(terms.values()).sum()
 
@@ -478,35 +525,55 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
         notes = []
         if finite:
             _, lam_raw, valid = closed_form_lambda(
-                anchor_cam=anchor[None], target_cam=target[None], endpoint_px=k[None], camera=camera,
-                lam_min=config.lam_min, lam_max=config.lam_max,
+                anchor_cam=anchor[None],
+                target_cam=target[None],
+                endpoint_px=k[None],
+                camera=camera,
+                lam_min=config.lam_min,
+                lam_max=config.lam_max,
             )
             raw = float(lam_raw[0])
             tol = config.bound_tolerance
             if bool(valid[0]) and raw > config.lam_max + tol and lam > config.lam_max - tol:
                 lam, clamped = config.lam_max, True
-                notes.append(f"keypoint beyond the lam_max = {config.lam_max} bound (unclamped lam ~ {raw:.3f}); clamped")
+                notes.append(
+                    f"keypoint beyond the lam_max = {config.lam_max} bound (unclamped lam ~ {raw:.3f}); clamped"
+                )
             elif bool(valid[0]) and raw < config.lam_min - tol and lam < config.lam_min + tol:
                 lam, clamped = config.lam_min, True
-                notes.append(f"keypoint before the lam_min = {config.lam_min} bound (unclamped lam ~ {raw:.3f}); clamped")
-            optimum = result(lam, anchor, accepted=False, clamped=clamped, fallback=False, reason="", iterations=iterations)
+                notes.append(
+                    f"keypoint before the lam_min = {config.lam_min} bound (unclamped lam ~ {raw:.3f}); clamped"
+                )
+            optimum = result(
+                lam, anchor, accepted=False, clamped=clamped, fallback=False, reason="", iterations=iterations
+            )
             shift = float((anchor - anchor0).norm())
             if optimum.reproj_error_px < config.accept_px and shift <= config.max_anchor_shift_m:
                 stop = "iteration limit reached" if iterations >= config.max_iter else "converged"
                 reason = "; ".join([stop] + notes)
-                return dataclasses.replace(optimum, accepted=True, reason=reason, solve_time_s=time.perf_counter() - start)
+                return dataclasses.replace(
+                    optimum, accepted=True, reason=reason, solve_time_s=time.perf_counter() - start
+                )
             if optimum.reproj_error_px >= config.accept_px:
-                why = (f"optimised endpoint reprojects {optimum.reproj_error_px:.1f} px from the keypoint "
-                       f"(>= {config.accept_px} px)")
+                why = (
+                    f"optimised endpoint reprojects {optimum.reproj_error_px:.1f} px from the keypoint "
+                    f"(>= {config.accept_px} px)"
+                )
             else:
-                why = (f"the optimum moved the anchor {shift * 100:.1f} cm (> {config.max_anchor_shift_m * 100:.1f} cm) "
-                       f"to reach the keypoint")
+                why = (
+                    f"the optimum moved the anchor {shift * 100:.1f} cm (> {config.max_anchor_shift_m * 100:.1f} cm) "
+                    f"to reach the keypoint"
+                )
         else:
             why = "the optimisation diverged (non-finite parameters)"
 
         lam_fb, lam_raw_fb, valid_fb = closed_form_lambda(
-            anchor_cam=anchor_init, target_cam=target[None], endpoint_px=k[None], camera=camera,
-            lam_min=config.lam_min, lam_max=config.lam_max,
+            anchor_cam=anchor_init,
+            target_cam=target[None],
+            endpoint_px=k[None],
+            camera=camera,
+            lam_min=config.lam_min,
+            lam_max=config.lam_max,
         )
         raw_fb = float(lam_raw_fb[0])
         clamped_fb = bool(valid_fb[0]) and not (config.lam_min <= raw_fb <= config.lam_max)
@@ -517,8 +584,15 @@ def _solve_one(item: ResidualLimbInput, *, camera: PinholeCamera, body_height_m:
                 how += f" (keypoint {side} bound, clamped from {raw_fb:.3f})"
         else:
             how = f"the segment projects to a point; lam left at {float(lam_fb[0]):.3f}"
-        return result(float(lam_fb[0]), anchor0, accepted=False, clamped=clamped_fb, fallback=True,
-                      reason=f"{why}; {how}", iterations=iterations)
+        return result(
+            float(lam_fb[0]),
+            anchor0,
+            accepted=False,
+            clamped=clamped_fb,
+            fallback=True,
+            reason=f"{why}; {how}",
+            iterations=iterations,
+        )
 
 
 # ----------------------------------------------------------------------------- convenience

@@ -19,8 +19,9 @@ tip's fraction along J_a -> J_t, reported). When a tip moves distally more than 
 beyond the cap's design height (the dome is being stretched over the limb), or down onto its
 height floor (the limb ends proximal of the cut), the limbs are cut again with the cut ring the
 cap's length proximal of the tip, and the stump stage runs again from the current shape (the new
-cap's offsets are set so that it lies on the current limb surface); at most ``max_recuts`` times. The cap's topology never changes
-within a stage, so the mesh is watertight and winding-consistent at every iteration.
+cap's offsets are set so that it lies on the current limb surface); at most ``max_recuts``
+times. The cap's topology never changes within a stage, so the mesh is watertight and
+winding-consistent at every iteration.
 
 Terms (dimensionless; each ``weight * (error / sigma)^2`` or a soft IoU mismatch; a weight of 0
 switches a term off):
@@ -112,10 +113,19 @@ class StageRecord:
     def to_dict(self) -> dict:
         """JSON-friendly summary."""
         o = self.outcome
-        return {"name": o.name, "iterations": o.iterations, "evaluations": o.evaluations,
-                "stop_reason": o.reason.value, "message": o.message, "converged": o.reason.converged,
-                "seconds": o.seconds, "loss_first": o.losses[0] if o.losses else None,
-                "loss_last": o.final_loss, "terms_first": self.terms_first, "terms_last": self.terms_last}  # fmt: skip
+        return {
+            "name": o.name,
+            "iterations": o.iterations,
+            "evaluations": o.evaluations,
+            "stop_reason": o.reason.value,
+            "message": o.message,
+            "converged": o.reason.converged,
+            "seconds": o.seconds,
+            "loss_first": o.losses[0] if o.losses else None,
+            "loss_last": o.final_loss,
+            "terms_first": self.terms_first,
+            "terms_last": self.terms_last,
+        }
 
 
 @dataclass(frozen=True)
@@ -197,8 +207,15 @@ def refine(
     dtype, device = body.dtype, body.device
     kw = dict(dtype=dtype, device=device)
     w = config.weights
-    view = ViewTerms(camera=camera, mask=np.asarray(mask), keypoints_px=keypoints_px,
-                      endpoints_px=[t.endpoint_px for t in targets], config=config, dtype=dtype, device=device)  # fmt: skip
+    view = ViewTerms(
+        camera=camera,
+        mask=np.asarray(mask),
+        keypoints_px=keypoints_px,
+        endpoints_px=[t.endpoint_px for t in targets],
+        config=config,
+        dtype=dtype,
+        device=device,
+    )
 
     init = params.detach()
     with torch.no_grad():
@@ -217,18 +234,34 @@ def refine(
         length = float(np.linalg.norm(seg))
         cut_fraction = max(((tip - a) @ seg / length - step.tip_height) / length, 0.05)
         ids = np.flatnonzero(segment_labels == SEGMENT_INDEX[residual_segments(target.limb, target.status)[0]])
-        radial = RadialProfile(vertex_ids=ids, joints=names, cut_fraction=cut_fraction,
-                               coefficients=torch.zeros(config.radial_knots, **kw))
-        limbs.append(_Limb(target=target, joints=names,
-                           raw_offsets=torch.zeros(step.num_rings, len(step.cut.boundary_loop), **kw),
-                           tip_height=torch.tensor(step.tip_height, **kw), design_height=step.tip_height,
-                           radius=step.loop_radius, expected_length_m=expected, radial=radial))  # fmt: skip
+        radial = RadialProfile(
+            vertex_ids=ids, joints=names, cut_fraction=cut_fraction, coefficients=torch.zeros(config.radial_knots, **kw)
+        )
+        limbs.append(
+            _Limb(
+                target=target,
+                joints=names,
+                raw_offsets=torch.zeros(step.num_rings, len(step.cut.boundary_loop), **kw),
+                tip_height=torch.tensor(step.tip_height, **kw),
+                design_height=step.tip_height,
+                radius=step.loop_radius,
+                expected_length_m=expected,
+                radial=radial,
+            )
+        )
     anchor0 = [j0[JOINT_INDEX[a]] - j0[pelvis] for a, _ in (lb.joints for lb in limbs)]
     length0 = [float((j0[JOINT_INDEX[b]] - j0[JOINT_INDEX[a]]).norm()) for a, b in (lb.joints for lb in limbs)]
 
     # Optimised in scaled units (L-BFGS is then well conditioned): value = start + scale * u.
-    scales = {"orient": 0.05, "transl": 0.05, "pose": 0.05, "shape": 0.05, "tip": 0.005, "offset": 0.003,
-              "radial": 0.02}
+    scales = {
+        "orient": 0.05,
+        "transl": 0.05,
+        "pose": 0.05,
+        "shape": 0.05,
+        "tip": 0.005,
+        "offset": 0.003,
+        "radial": 0.02,
+    }
     u_orient = torch.zeros(1, 3, **kw)
     u_transl = torch.zeros(1, 3, **kw)
     u_pose = torch.zeros_like(init.body_pose)
@@ -249,19 +282,27 @@ def refine(
 
     def body_verts(out: BodyOutput, state: _Stage) -> torch.Tensor:
         """(V, 3) the posed body with the residual segments' radius profiles applied."""
-        return apply_radial_profiles(out.verts[0], out.joints[0], [lb.radial for lb in limbs], joint_index=JOINT_INDEX,
-                                     coefficients=radial_coefficients(state))  # fmt: skip
+        return apply_radial_profiles(
+            out.verts[0],
+            out.joints[0],
+            [lb.radial for lb in limbs],
+            joint_index=JOINT_INDEX,
+            coefficients=radial_coefficients(state),
+        )
 
     def mesh(state: _Stage, fixed_body: BodyOutput | None):
         """The posed body, the capped mesh (V'', 3) and each cap's axis, offsets and tip height."""
         out = body(current_params()) if fixed_body is None else fixed_body
         joints = out.joints[0]
         axes, offsets, heights = [], [], []
-        for lb, u_tip, u_off, inward, shape in zip(limbs, state.u_tips, state.u_offsets, state.inward, state.ring_shape):
+        for lb, u_tip, u_off, inward, shape in zip(
+            limbs, state.u_tips, state.u_offsets, state.inward, state.ring_shape
+        ):
             a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
             axes.append((b - a) / (b - a).norm())
-            height = soft_floor(lb.tip_height + scales["tip"] * u_tip, config.min_tip_fraction * lb.radius,
-                                softness=0.1 * lb.radius)  # fmt: skip
+            height = soft_floor(
+                lb.tip_height + scales["tip"] * u_tip, config.min_tip_fraction * lb.radius, softness=0.1 * lb.radius
+            )
             heights.append(height)
             raw = lb.raw_offsets + scales["offset"] * u_off
             outward = outward_bounds(height, *shape, max_m=config.max_offset_fraction * lb.radius)
@@ -270,7 +311,9 @@ def refine(
         verts = state.residual.replay(moved, normal_offsets=offsets, tip_heights=heights, axes=axes)
         return out, verts, axes, offsets, heights, moved
 
-    def evaluate(state: _Stage, fixed_body: BodyOutput | None) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    def evaluate(
+        state: _Stage, fixed_body: BodyOutput | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         out, verts, axes, offsets, heights, verts_body = mesh(state, fixed_body)
         tips = [verts[i] for i in state.residual.tip_indices]
         # With the body fixed only the caps move, and the stump windows see them: the whole-body
@@ -279,11 +322,32 @@ def refine(
         terms = view.terms(verts=verts, faces=state.faces, body=out, tips=tips, weights=weights)
         # Body priors (RAFO's alpha and mu, the anthropometric prior, the depth anchor).
         if state.body_free:
-            terms.update(body_terms(out=out, limbs=limbs, anchor0=anchor0, length0=length0, rel_depth0=rel_depth0,
-                                     u_pose=u_pose, u_shape=u_shape, scales=scales, config=config))  # fmt: skip
+            terms.update(
+                body_terms(
+                    out=out,
+                    limbs=limbs,
+                    anchor0=anchor0,
+                    length0=length0,
+                    rel_depth0=rel_depth0,
+                    u_pose=u_pose,
+                    u_shape=u_shape,
+                    scales=scales,
+                    config=config,
+                )
+            )
         if state.cap_free:
-            terms.update(cap_terms(verts=verts, offsets=offsets, state=state, axes=axes, heights=heights,
-                                    config=config, verts_body=verts_body, radial=radial_coefficients(state)))  # fmt: skip
+            terms.update(
+                cap_terms(
+                    verts=verts,
+                    offsets=offsets,
+                    state=state,
+                    axes=axes,
+                    heights=heights,
+                    config=config,
+                    verts_body=verts_body,
+                    radial=radial_coefficients(state),
+                )
+            )
         return sum(terms.values()), terms, verts
 
     def run_stage(name: str, state: _Stage) -> None:
@@ -296,27 +360,38 @@ def refine(
             free += [u_orient, u_transl, u_pose, u_shape]
         for t in free:
             t.requires_grad_(True)
+
         def objective() -> torch.Tensor:
             total, terms, verts = evaluate(state, fixed)
             if callback is not None:
                 callback(name, verts.detach(), state.residual.faces)
-            history.append({"stage": float(len(stages)), "total": float(total.detach())}
-                           | {k: float(v.detach()) for k, v in terms.items()})  # fmt: skip
+            history.append(
+                {"stage": float(len(stages)), "total": float(total.detach())}
+                | {k: float(v.detach()) for k, v in terms.items()}
+            )
             return total
 
         with torch.no_grad():
             verts = mesh(state, fixed)[1]
             view.set_windows(verts_cam=verts.cpu().double().numpy(), limb_masks=state.residual.limb_masks)
             first = evaluate(state, fixed)[1]
-        outcome = minimize_lbfgs(name=name, params=free, objective=objective,
-                                 monitor=MonitorConfig(max_iters=config.iterations, ftol=config.ftol, gtol=config.gtol,
-                                                       min_iters=3))  # fmt: skip
+        outcome = minimize_lbfgs(
+            name=name,
+            params=free,
+            objective=objective,
+            monitor=MonitorConfig(max_iters=config.iterations, ftol=config.ftol, gtol=config.gtol, min_iters=3),
+        )
         for t in free:
             t.requires_grad_(False)
         with torch.no_grad():
             last = evaluate(state, fixed)[1]
-        stages.append(StageRecord(outcome=outcome, terms_first={k: float(v) for k, v in first.items()},
-                                  terms_last={k: float(v) for k, v in last.items()}))  # fmt: skip
+        stages.append(
+            StageRecord(
+                outcome=outcome,
+                terms_first={k: float(v) for k, v in first.items()},
+                terms_last={k: float(v) for k, v in last.items()},
+            )
+        )
         # Fold the stage's steps into the limbs' state.
         with torch.no_grad():
             for lb, u_tip, u_off, coeffs in zip(limbs, state.u_tips, state.u_offsets, radial_coefficients(state)):
@@ -344,8 +419,16 @@ def refine(
         with torch.no_grad():
             posed_now = body(current_params())
             verts_body = body_verts(posed_now, state)
-        residual, changed = _recut_moved(body=body, posed=posed_now, verts_body=verts_body, residual=residual,
-                                         limbs=limbs, cap=cap, verts_now=stage_mesh(state), config=config)  # fmt: skip
+        residual, changed = _recut_moved(
+            body=body,
+            posed=posed_now,
+            verts_body=verts_body,
+            residual=residual,
+            limbs=limbs,
+            cap=cap,
+            verts_now=stage_mesh(state),
+            config=config,
+        )
         if not changed:
             break
         recuts += 1
@@ -400,17 +483,27 @@ class _Stage:
         inward, topo, shapes = [], [], []
         for step, cap_ids in zip(residual.steps, _final_cap_ids(residual)):
             inward.append(torch.as_tensor(inward_bounds(step), **kw))
-            shapes.append((torch.as_tensor(step.profile, **kw), torch.as_tensor(step.heights / step.tip_height, **kw),
-                           torch.as_tensor(loop_rho(step), **kw)))  # fmt: skip
+            shapes.append(
+                (
+                    torch.as_tensor(step.profile, **kw),
+                    torch.as_tensor(step.heights / step.tip_height, **kw),
+                    torch.as_tensor(loop_rho(step), **kw),
+                )
+            )
             cap_faces = np.flatnonzero(np.isin(residual.faces, cap_ids).any(axis=1))
             topo.append(part_topology(residual.faces, vertex_ids=cap_ids, face_ids=cap_faces))
         return _Stage(
-            residual=residual, faces=faces,
+            residual=residual,
+            faces=faces,
             u_tips=[torch.zeros((), **kw) for _ in limbs],
             u_offsets=[torch.zeros_like(lb.raw_offsets) for lb in limbs],
             u_radial=[torch.zeros_like(lb.radial.coefficients) for lb in limbs],
-            inward=inward, ring_shape=shapes, cap_topology=topo, body_free=body_free, cap_free=cap_free,
-        )  # fmt: skip
+            inward=inward,
+            ring_shape=shapes,
+            cap_topology=topo,
+            body_free=body_free,
+            cap_free=cap_free,
+        )
 
 
 def _final_cap_ids(residual: ResidualBody) -> list[np.ndarray]:
@@ -429,11 +522,19 @@ def _final_cap_ids(residual: ResidualBody) -> list[np.ndarray]:
 
 
 def _recut_moved(
-    *, body: BodyModel, posed: BodyOutput, verts_body: torch.Tensor, residual: ResidualBody, limbs: Sequence[_Limb],
-    cap: CapConfig, verts_now: torch.Tensor, config: RefineConfig,
-) -> tuple[ResidualBody, bool]:  # fmt: skip
-    """Cut the limbs again on the current body where the cut no longer suits the tip: a tip that moved distally more than a ring spacing beyond the cap's design height
-    (the cap is being stretched over the limb) gets a new cut the default cap length proximal of
+    *,
+    body: BodyModel,
+    posed: BodyOutput,
+    verts_body: torch.Tensor,
+    residual: ResidualBody,
+    limbs: Sequence[_Limb],
+    cap: CapConfig,
+    verts_now: torch.Tensor,
+    config: RefineConfig,
+) -> tuple[ResidualBody, bool]:
+    """Cut the limbs again on the current body where the cut no longer suits the tip: a tip that
+    moved distally more than a ring spacing beyond the cap's design height (the cap is being
+    stretched over the limb) gets a new cut the default cap length proximal of
     it; a tip pressed onto its height floor (the limb ends proximal of the cut) gets a new cut
     half that far proximal of it. ``posed``: the current body; ``verts_body`` (V, 3): its
     vertices with the radius profiles applied (the new cuts are made on them); ``verts_now``
@@ -459,10 +560,14 @@ def _recut_moved(
         a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
         specs.append(CutSpec(lb.target.limb, lb.target.status, a, b, current[tip_index]))
     try:
-        new = cut_and_cap_to_tips(verts=verts_body, faces=body.faces.cpu().numpy(),
-                                  vertex_segment=body.vertex_segment.cpu().numpy(), tips=specs, config=cap,
-                                  cap_lengths_m=[lb.design_height if length is None else length
-                                                 for lb, length in zip(limbs, lengths)])  # fmt: skip
+        new = cut_and_cap_to_tips(
+            verts=verts_body,
+            faces=body.faces.cpu().numpy(),
+            vertex_segment=body.vertex_segment.cpu().numpy(),
+            tips=specs,
+            config=cap,
+            cap_lengths_m=[lb.design_height if length is None else length for lb, length in zip(limbs, lengths)],
+        )
     except ValueError:
         return residual, False  # keep the current cut (its topology is valid)
     # Each new cap takes the current limb's shape: offsets along its normals onto that surface.
@@ -474,14 +579,23 @@ def _recut_moved(
         ring_ids = ring_ids[:-1]  # the tip stays where it is
         limb_faces = residual.faces[residual.limb_masks[i][residual.faces].all(axis=1)]
         offsets = _offsets_onto(new.verts[ring_ids], normals[ring_ids], current, limb_faces)
-        outward = outward_bounds(torch.tensor(step.tip_height), torch.as_tensor(step.profile),
-                                 torch.as_tensor(step.heights / step.tip_height), torch.as_tensor(loop_rho(step)),
-                                 max_m=config.max_offset_fraction * step.loop_radius).numpy().reshape(-1)  # fmt: skip
+        outward = (
+            outward_bounds(
+                torch.tensor(step.tip_height),
+                torch.as_tensor(step.profile),
+                torch.as_tensor(step.heights / step.tip_height),
+                torch.as_tensor(loop_rho(step)),
+                max_m=config.max_offset_fraction * step.loop_radius,
+            )
+            .numpy()
+            .reshape(-1)
+        )
         inward = inward_bounds(step).reshape(-1)
         ratio = np.where(offsets >= 0, offsets / outward, offsets / inward).clip(-0.95, 0.95)
         raw = np.where(offsets >= 0, outward, inward) * np.arctanh(ratio)  # the inverse of bounded_offsets
-        lb.raw_offsets = torch.as_tensor(raw.reshape(step.num_rings, -1), dtype=lb.raw_offsets.dtype,
-                                         device=lb.raw_offsets.device)  # fmt: skip
+        lb.raw_offsets = torch.as_tensor(
+            raw.reshape(step.num_rings, -1), dtype=lb.raw_offsets.dtype, device=lb.raw_offsets.device
+        )
         lb.tip_height = torch.tensor(step.tip_height, dtype=lb.tip_height.dtype, device=lb.tip_height.device)
         lb.design_height = step.tip_height
         lb.radius = step.loop_radius

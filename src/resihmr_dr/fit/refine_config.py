@@ -109,10 +109,27 @@ class RefineConfig:
                 "RefineConfig: iterations >= 0, max_recuts >= 0, image_size >= 16 and roi_size >= 16 required"
             )
         silhouette_loss(self.loss)  # raises on an unknown name
-        positive = ("ftol", "gtol", "iou_sigma", "keypoint_sigma", "contour_sigma_px", "anchor_sigma_m",
-                    "length_sigma_m", "anthro_sigma_frac", "depth_sigma_m", "pose_sigma_rad", "shape_sigma",
-                    "cap_laplacian_sigma_m", "cap_normal_sigma", "cap_edge_sigma_m", "cap_size_sigma_m", "radial_sigma",
-                    "max_offset_fraction", "min_tip_fraction", "roi_margin")  # fmt: skip
+        positive = (
+            "ftol",
+            "gtol",
+            "iou_sigma",
+            "keypoint_sigma",
+            "contour_sigma_px",
+            "anchor_sigma_m",
+            "length_sigma_m",
+            "anthro_sigma_frac",
+            "depth_sigma_m",
+            "pose_sigma_rad",
+            "shape_sigma",
+            "cap_laplacian_sigma_m",
+            "cap_normal_sigma",
+            "cap_edge_sigma_m",
+            "cap_size_sigma_m",
+            "radial_sigma",
+            "max_offset_fraction",
+            "min_tip_fraction",
+            "roi_margin",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"RefineConfig.{name} must be > 0, got {getattr(self, name)}")

@@ -150,27 +150,44 @@ class ViewTerms:
         xy = self.camera.project(torch.as_tensor(verts_cam)).numpy()
         pad = 2 * cfg.contour_hinge_px + 2
         self.roi_vertices = [
-            torch.as_tensor(np.flatnonzero((xy[:, 0] > x0 - pad) & (xy[:, 0] < x1 + pad) & (xy[:, 1] > y0 - pad)
-                                           & (xy[:, 1] < y1 + pad)), device=self.mask_t.device)  # fmt: skip
+            torch.as_tensor(
+                np.flatnonzero(
+                    (xy[:, 0] > x0 - pad) & (xy[:, 0] < x1 + pad) & (xy[:, 1] > y0 - pad) & (xy[:, 1] < y1 + pad)
+                ),
+                device=self.mask_t.device,
+            )
             for x0, y0, x1, y1 in self.rois
         ]
 
-    def terms(self, *, verts: torch.Tensor, faces: torch.Tensor, body: BodyOutput, tips: Sequence[torch.Tensor],
-              weights: RefineWeights) -> dict[str, torch.Tensor]:  # fmt: skip
+    def terms(
+        self,
+        *,
+        verts: torch.Tensor,
+        faces: torch.Tensor,
+        body: BodyOutput,
+        tips: Sequence[torch.Tensor],
+        weights: RefineWeights,
+    ) -> dict[str, torch.Tensor]:
         """Per-image terms of the mesh ``verts`` (V'', 3) / ``faces``, the posed body (B = 1) and
         each limb's tip (3,)."""
         cfg, cam, w = self.config, self.camera, weights
         out: dict[str, torch.Tensor] = {}
         if w.silhouette > 0:
-            alpha = render_silhouette(verts_cam=verts[None], faces=faces, camera=cam, image_size=self.full_size,
-                                      config=cfg.silhouette)[0]  # fmt: skip
+            alpha = render_silhouette(
+                verts_cam=verts[None], faces=faces, camera=cam, image_size=self.full_size, config=cfg.silhouette
+            )[0]
             out["silhouette"] = w.silhouette * self.loss_fn(alpha, self.mask_full) / cfg.iou_sigma
         if w.stump_silhouette > 0 and self.rois:
             losses = []
             for roi, roi_mask in zip(self.rois, self.roi_masks):
-                alpha = render_silhouette(verts_cam=verts[None], faces=faces, camera=cam,
-                                          image_size=(cfg.roi_size, cfg.roi_size), crop=roi,
-                                          config=cfg.stump_silhouette)[0]  # fmt: skip
+                alpha = render_silhouette(
+                    verts_cam=verts[None],
+                    faces=faces,
+                    camera=cam,
+                    image_size=(cfg.roi_size, cfg.roi_size),
+                    crop=roi,
+                    config=cfg.stump_silhouette,
+                )[0]
                 losses.append(self.loss_fn(alpha, roi_mask))
             out["stump_silhouette"] = w.stump_silhouette * torch.stack(losses).mean() / cfg.iou_sigma
         if w.contour > 0:
@@ -194,7 +211,6 @@ class ViewTerms:
             errs = [(cam.project(tip) - k).square().sum() / self.kp_sigma**2 for tip, k in pairs]
             out["endpoint"] = w.endpoint * torch.stack(errs).mean()
         return out
-
 
     def fill_term(self, *, verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """The mask's contour pixels that the mesh's hard silhouette does not cover pull the nearest
@@ -230,8 +246,11 @@ def inward_bounds(step) -> np.ndarray:
 
 def _weighted(weights: RefineWeights, per_limb: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
     """``{name: weight * mean over the limbs}`` for the terms whose weight is > 0."""
-    return {name: getattr(weights, name) * torch.stack(values).mean()
-            for name, values in per_limb.items() if getattr(weights, name) > 0}  # fmt: skip
+    return {
+        name: getattr(weights, name) * torch.stack(values).mean()
+        for name, values in per_limb.items()
+        if getattr(weights, name) > 0
+    }
 
 
 def body_terms(*, out: BodyOutput, limbs, anchor0, length0, rel_depth0, u_pose, u_shape, scales, config) -> dict:
@@ -265,13 +284,16 @@ def cap_terms(*, verts, offsets, state, axes, heights, config, verts_body, radia
     (K,) profile coefficients."""
     w = config.weights
     with torch.no_grad():
-        convex = state.residual.replay(verts_body.detach(), tip_heights=[h.detach() for h in heights],
-                                       axes=[a.detach() for a in axes])  # fmt: skip
+        convex = state.residual.replay(
+            verts_body.detach(), tip_heights=[h.detach() for h in heights], axes=[a.detach() for a in axes]
+        )
     lap, normal, edge, size = [], [], [], []
     for topo, o in zip(state.cap_topology, offsets):
         # The uniform Laplacian is linear: that of the offsets from the convex cap.
         lap.append((topo.laplacian(verts - convex) / config.cap_laplacian_sigma_m).square())
-        normal.append((topo.pair_cosines(verts) - topo.pair_cosines(convex)).square().mean() / config.cap_normal_sigma**2)
+        normal.append(
+            (topo.pair_cosines(verts) - topo.pair_cosines(convex)).square().mean() / config.cap_normal_sigma**2
+        )
         edge.append((topo.edge_lengths(verts) - topo.edge_lengths(convex)).square().mean() / config.cap_edge_sigma_m**2)
         size.append((o / config.cap_size_sigma_m).square().mean())
     terms = _weighted(w, {"cap_laplacian": lap, "cap_normal": normal, "cap_edge": edge, "cap_size": size})

@@ -188,11 +188,11 @@ def nearest_distances(
     hinge_px: distances up to it count as 0 (``max(d - hinge_px, 0)``), e.g. the points' spacing.
 
     contour_px: (N, 2), e.g. :func:`mask_contour_px` (N may be 0); points_px: (M, 2), e.g.
-    projected mesh vertices (M >= 1). Returns (N,) in the points' dtype, differentiable w.r.t. the points (each contour point
-    pulls its nearest point towards it; 0 gradient at distance 0). The nearest points are found
-    without gradient by ``torch.cdist`` (matrix-product mode) over chunks of at most ``chunk_elements`` contour-point x
-    point pairs (memory ``O(chunk_elements + N + M)``); only the N matched distances are kept for
-    the backward.
+    projected mesh vertices (M >= 1). Returns (N,) in the points' dtype, differentiable w.r.t.
+    the points (each contour point pulls its nearest point towards it; 0 gradient at distance 0).
+    The nearest points are found without gradient by ``torch.cdist`` (matrix-product mode) over
+    chunks of at most ``chunk_elements`` contour-point x point pairs (memory
+    ``O(chunk_elements + N + M)``); only the N matched distances are kept for the backward.
     """
     _check_points(contour_px, "contour_px", matrix=True)
     _check_points(points_px, "points_px", matrix=True)

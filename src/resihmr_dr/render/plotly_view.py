@@ -102,23 +102,33 @@ def mesh_trace(
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
     kwargs: dict[str, Any] = {
-        "x": verts[:, 0], "y": verts[:, 1], "z": verts[:, 2],
-        "i": faces[:, 0], "j": faces[:, 1], "k": faces[:, 2],
-        "opacity": opacity, "name": name, "showlegend": name is not None,
-        "flatshading": False, "lighting": {"ambient": 0.55, "diffuse": 0.7, "specular": 0.1},
-    }  # fmt: skip
+        "x": verts[:, 0],
+        "y": verts[:, 1],
+        "z": verts[:, 2],
+        "i": faces[:, 0],
+        "j": faces[:, 1],
+        "k": faces[:, 2],
+        "opacity": opacity,
+        "name": name,
+        "showlegend": name is not None,
+        "flatshading": False,
+        "lighting": {"ambient": 0.55, "diffuse": 0.7, "specular": 0.1},
+    }
     if intensity is not None:
         intensity = np.asarray(intensity, dtype=np.float64)
         if intensity.shape != (len(verts),):
             raise ValueError(f"intensity must be ({len(verts)},), one value per vertex, got {intensity.shape}")
         finite = intensity[np.isfinite(intensity)]
         kwargs.update(
-            intensity=intensity, intensitymode="vertex", colorscale=colorscale, showscale=True,
+            intensity=intensity,
+            intensitymode="vertex",
+            colorscale=colorscale,
+            showscale=True,
             cmin=float(finite.min()) if cmin is None and finite.size else cmin,
             cmax=float(finite.max()) if cmax is None and finite.size else cmax,
             colorbar={"title": {"text": colorbar_title or ""}},
             hovertemplate=f"%{{intensity:.3g}}{hover_unit}<extra>{name or ''}</extra>",
-        )  # fmt: skip
+        )
     elif vertex_rgb is not None:
         rgb = np.asarray(vertex_rgb)
         if rgb.shape != (len(verts), 3):
@@ -164,12 +174,15 @@ def mesh_figure(
     up = dict(zip("xyz", view["up"]))
     fig = go.Figure(data=data)
     fig.update_layout(
-        title=title, width=width, height=height, margin={"l": 0, "r": 0, "t": 40 if title else 10, "b": 0},
+        title=title,
+        width=width,
+        height=height,
+        margin={"l": 0, "r": 0, "t": 40 if title else 10, "b": 0},
         legend={"x": 0.0, "y": 1.0},
         scene={
             "aspectmode": "data",
             "camera": {"eye": eye, "up": up},
             **{f"{axis}axis": {"title": {"text": f"{axis} ({axis_unit})"}} for axis in "xyz"},
         },
-    )  # fmt: skip
+    )
     return fig

@@ -33,11 +33,19 @@ def draw_keypoints(ax, keypoints_px: np.ndarray) -> None:
     ends = kp[NUM_COCO_KEYPOINTS:]
     for i in np.flatnonzero(ends[:, 2] > 0):
         ax.scatter(ends[i, 0], ends[i, 1], s=40, c=[RESIDUAL_RGB], marker="X", edgecolors="white", zorder=4)
-        ax.annotate(KEYPOINT_NAMES[NUM_COCO_KEYPOINTS + i], ends[i, :2], color="white", fontsize=7,
-                    xytext=(6, -6), textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            KEYPOINT_NAMES[NUM_COCO_KEYPOINTS + i],
+            ends[i, :2],
+            color="white",
+            fontsize=7,
+            xytext=(6, -6),
+            textcoords="offset points",
+        )
 
 
-def overlay(*, image_rgb: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray, face_rgb: np.ndarray, camera, alpha: float = 0.7) -> np.ndarray:
+def overlay(
+    *, image_rgb: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray, face_rgb: np.ndarray, camera, alpha: float = 0.7
+) -> np.ndarray:
     """(H, W, 3) float image: the shaded mesh blended over the input image."""
     verts = torch.as_tensor(verts_cam)
     faces_t = torch.as_tensor(faces)
@@ -62,12 +70,32 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
     panels = []
     if image_rgb is not None:
         panels.append(("input", image_rgb.astype(np.float64) / 255.0, True))
-        panels.append(("overlay", overlay(image_rgb=image_rgb, verts_cam=fit.verts_cam, faces=fit.faces,
-                                          face_rgb=rgb_posed, camera=fit.camera), False))  # fmt: skip
+        panels.append(
+            (
+                "overlay",
+                overlay(
+                    image_rgb=image_rgb, verts_cam=fit.verts_cam, faces=fit.faces, face_rgb=rgb_posed, camera=fit.camera
+                ),
+                False,
+            )
+        )
     for title, yaw in (("front", 0.0), ("back", 180.0), ("side", 90.0)):
-        panels.append((title, render_view(verts_model=verts_model, faces=faces, face_rgb=rgb_posed, yaw_deg=yaw), False))
-    panels.append(("T-pose", render_view(verts_model=torch.as_tensor(fit.verts_tpose), faces=torch.as_tensor(fit.faces_tpose),
-                                         face_rgb=rgb_tpose, yaw_deg=0.0, size=(480, 480)), False))  # fmt: skip
+        panels.append(
+            (title, render_view(verts_model=verts_model, faces=faces, face_rgb=rgb_posed, yaw_deg=yaw), False)
+        )
+    panels.append(
+        (
+            "T-pose",
+            render_view(
+                verts_model=torch.as_tensor(fit.verts_tpose),
+                faces=torch.as_tensor(fit.faces_tpose),
+                face_rgb=rgb_tpose,
+                yaw_deg=0.0,
+                size=(480, 480),
+            ),
+            False,
+        )
+    )
     fig = Figure(figsize=(2.6 * len(panels), 4.2), dpi=110)
     axes = fig.subplots(1, len(panels))
     for ax, (title, img, with_kp) in zip(axes, panels):
@@ -76,7 +104,9 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
             draw_keypoints(ax, fit.keypoints_px)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    residual = ", ".join(f"{r.limb_name} {r.status.value} λ={r.lam:.2f}{'' if r.accepted else ' (fallback)'}" for r in fit.rafo)
+    residual = ", ".join(
+        f"{r.limb_name} {r.status.value} λ={r.lam:.2f}{'' if r.accepted else ' (fallback)'}" for r in fit.rafo
+    )
     iou = fit.metrics.get("mask_iou")
     fig.suptitle(
         f"image {fit.image_id} / annotation {fit.ann_id} — {residual or 'no residual limb'} — "

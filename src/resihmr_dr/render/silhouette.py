@@ -20,8 +20,9 @@ Two backends compute it:
   leaves holes on dense parts (face, hands, feet) where faces in front of a pixel fill the K slots.
 
 ``"auto"`` picks ``"native"`` everywhere: it is the exact (untruncated) quantity, and on CPU it is
-two to three orders of magnitude faster than PyTorch3D's CPU rasteriser (``bench_silhouette.py``). PyTorch3D is only chosen
-when asked for by name (e.g. to compare with published PyTorch3D pipelines).
+two to three orders of magnitude faster than PyTorch3D's CPU rasteriser
+(``bench_silhouette.py``). PyTorch3D is only chosen when asked for by name (e.g. to compare with
+published PyTorch3D pipelines).
 
 Pixel convention (as :class:`~resihmr_dr.camera.PinholeCamera`): pixel ``(i, j)`` of an image has
 its centre at pixel coordinate ``(x=j, y=i)``; its area spans ``[j - 0.5, j + 0.5]``. A crop window

@@ -222,8 +222,8 @@ def pair_log_terms(tri: torch.Tensor, chunk: _Chunk, *, inv_sigma_px: float, blu
     edge_min = None
     for ia, ib in ((0, 1), (1, 2), (2, 0)):
         # Window-local coordinates: pixel - a = (l + origin - a).
-        ax = (tri[:, ia, 0:1] - ox)  # (n, 1)
-        ay = (tri[:, ia, 1:2] - oy)
+        ax = tri[:, ia, 0:1] - ox  # (n, 1)
+        ay = tri[:, ia, 1:2] - oy
         ex = tri[:, ib, 0:1] - tri[:, ia, 0:1]
         ey = tri[:, ib, 1:2] - tri[:, ia, 1:2]
         inv_l2 = 1.0 / (ex * ex + ey * ey).clamp_min(1e-30)
@@ -356,9 +356,12 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
         with _intra_op_threads(NATIVE_THREADS, verts_px.device):
             for chunk in plan.chunks:
                 grad_tri[chunk.start : chunk.stop] = _chunk_grad_tri(
-                    tri_all[chunk.start : chunk.stop], chunk, grad_log_sum[pixel_index(chunk, width)],
-                    inv_sigma_px=1.0 / sigma_px, blur_px=blur_px,
-                )  # fmt: skip
+                    tri_all[chunk.start : chunk.stop],
+                    chunk,
+                    grad_log_sum[pixel_index(chunk, width)],
+                    inv_sigma_px=1.0 / sigma_px,
+                    blur_px=blur_px,
+                )
         grad_verts = torch.zeros_like(verts_px)
         grad_verts.index_add_(0, plan_faces.view(-1), grad_tri.view(-1, 2))
         return grad_verts, None, None, None, None, None, None
@@ -381,8 +384,9 @@ class _NumbaLogSum(torch.autograd.Function):
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            log_sum = kernels.log_sum_forward(tri, height, width, 1.0 / sigma_px, blur_px, threads,
-                                              kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE)  # fmt: skip
+            log_sum = kernels.log_sum_forward(
+                tri, height, width, 1.0 / sigma_px, blur_px, threads, kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE
+            )
         finally:
             numba.set_num_threads(before)
         ctx.save_for_backward(faces)
@@ -404,8 +408,9 @@ class _NumbaLogSum(torch.autograd.Function):
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            grad_tri = kernels.log_sum_backward(ctx.tri, grad_s, height, width, 1.0 / sigma_px, blur_px,
-                                                kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE)  # fmt: skip
+            grad_tri = kernels.log_sum_backward(
+                ctx.tri, grad_s, height, width, 1.0 / sigma_px, blur_px, kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE
+            )
         finally:
             numba.set_num_threads(before)
         grad_tri = torch.from_numpy(grad_tri).to(grad_log_sum.dtype)

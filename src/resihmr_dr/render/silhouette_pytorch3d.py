@@ -46,9 +46,7 @@ def config_in_output_ndc(config: SilhouetteConfig, intrinsics: RenderIntrinsics)
     ratio = (intrinsics.ndc_scale_px / (min(intrinsics.height, intrinsics.width) / 2.0)) ** 2
     if ratio == 1.0:
         return config
-    return dataclasses.replace(
-        config, sigma=config.sigma * ratio, blur_radius=config.effective_blur_radius * ratio
-    )
+    return dataclasses.replace(config, sigma=config.sigma * ratio, blur_radius=config.effective_blur_radius * ratio)
 
 
 def rasterize_soft(

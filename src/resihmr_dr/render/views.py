@@ -59,9 +59,15 @@ def render_view(
     distance = 10.0  # far away: nearly orthographic, so views are comparable
     # Pixels per metre at the nearest depth, so that the whole mesh fits inside the margins.
     nearest = distance - float(v[:, 2].abs().max())
-    focal = nearest * min(width * (1 - 2 * margin) / max(extent_x, 1e-6), height * (1 - 2 * margin) / max(extent_y, 1e-6))
+    focal = nearest * min(
+        width * (1 - 2 * margin) / max(extent_x, 1e-6), height * (1 - 2 * margin) / max(extent_y, 1e-6)
+    )
     centre = (v.amax(dim=0) + v.amin(dim=0)) / 2
-    v = v - torch.tensor([float(centre[0]), float(centre[1]), 0.0], dtype=torch.float64) + torch.tensor([0.0, 0.0, distance], dtype=torch.float64)
+    v = (
+        v
+        - torch.tensor([float(centre[0]), float(centre[1]), 0.0], dtype=torch.float64)
+        + torch.tensor([0.0, 0.0, distance], dtype=torch.float64)
+    )
     camera = PinholeCamera(focal, focal, (width - 1) / 2, (height - 1) / 2, width, height)
     fragments = rasterize(verts_cam=v, faces=faces, camera=camera)
     return shade(verts_cam=v, faces=faces, fragments=fragments, face_rgb=face_rgb)

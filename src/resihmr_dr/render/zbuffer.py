@@ -94,9 +94,17 @@ def rasterize(
         for start in range(0, sel.numel(), per_chunk):
             idx = sel[start : start + per_chunk]
             _raster_chunk(
-                tri=tri[idx], z=z[idx], lo=lo[idx], size=size[idx], face_ids=face_ids[idx], grid=grid,
-                width=width, best_depth=best_depth, best_face=best_face, best_bary=best_bary,
-            )  # fmt: skip
+                tri=tri[idx],
+                z=z[idx],
+                lo=lo[idx],
+                size=size[idx],
+                face_ids=face_ids[idx],
+                grid=grid,
+                width=width,
+                best_depth=best_depth,
+                best_face=best_face,
+                best_bary=best_bary,
+            )
     return Fragments(
         face_index=best_face.view(height, width),
         depth=best_depth.view(height, width).float(),

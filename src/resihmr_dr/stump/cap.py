@@ -5,7 +5,8 @@ Cap layout (fixed topology, only positions move): the cut's boundary loop is rin
 scaled about its centroid ``c`` by ``profile[k]`` and lifted by ``heights[k]`` along the limb
 axis; :func:`cap_vertices` is a pure torch function of the loop, so the cap follows the body
 and its per-vertex offsets along the dome's normal and its height can be optimised (the
-silhouette refinement) while the mesh stays watertight. The default profile is a quarter ellipse: ``profile = cos(theta)``,
+silhouette refinement) while the mesh stays watertight. The default profile is a quarter
+ellipse: ``profile = cos(theta)``,
 ``heights = H sin(theta)`` for ``theta_k = k / (R + 1) * pi / 2``, ``H = height_fraction *``
 mean loop radius; it meets the limb with a tangent along the axis (smooth) and is convex when
 the loop is. :func:`cut_and_cap_to_tips` places the cut so that the cap's tip is the residual
@@ -107,7 +108,9 @@ def cap_vertices(
     if boundary_verts.ndim != 2 or boundary_verts.shape[1] != 3 or boundary_verts.shape[0] < 3:
         raise CutError(f"boundary_verts must have shape (L >= 3, 3), got {tuple(boundary_verts.shape)}")
     if profile.ndim != 1 or heights.shape != profile.shape:
-        raise CutError(f"profile and heights must both have shape (R,), got {tuple(profile.shape)}, {tuple(heights.shape)}")
+        raise CutError(
+            f"profile and heights must both have shape (R,), got {tuple(profile.shape)}, {tuple(heights.shape)}"
+        )
     num_rings, loop_len = profile.shape[0], boundary_verts.shape[0]
     if normal_offsets is not None and normal_offsets.shape != (num_rings, loop_len):
         raise CutError(f"normal_offsets must have shape ({num_rings}, {loop_len}), got {tuple(normal_offsets.shape)}")
@@ -211,7 +214,10 @@ class CappedLimb:
         """
         cut_verts = self.cut.interpolate(verts_in)
         loop = torch.as_tensor(self.cut.boundary_loop, device=verts_in.device)
-        as_t = lambda a: torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)
+
+        def as_t(a) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=verts_in.dtype, device=verts_in.device)
+
         height = self.tip_height if tip_height is None else tip_height
         cap = cap_vertices(
             cut_verts[loop],
@@ -244,9 +250,7 @@ def cap_cut(cut: LimbCut, *, config: CapConfig = CapConfig(), tip_height: float 
     if not (math.isfinite(height) and height > 0):
         raise CutError(f"{cut.limb_name}: the cap's tip height must be > 0, got {height:.3g} m")
     profile, heights = dome_profile(config.num_rings, height)
-    cap = cap_vertices(
-        torch.from_numpy(loop_pts), torch.from_numpy(axis), profile, heights, tip_height=height
-    ).numpy()
+    cap = cap_vertices(torch.from_numpy(loop_pts), torch.from_numpy(axis), profile, heights, tip_height=height).numpy()
     first_new = len(cut.verts)
     faces = np.concatenate([cut.faces, cap_faces(loop, first_new, config.num_rings)], axis=0)
     verts = np.concatenate([cut.verts, cap], axis=0)
@@ -403,9 +407,7 @@ def cut_and_cap(
         steps.append(capped)
         cur_verts, cur_faces, cur_labels = capped.verts, capped.faces, capped.vertex_segment
     final = steps[-1]
-    masks = tuple(
-        final.vertex_segment == SEGMENT_INDEX[residual_segments(s.limb, s.status)[0]] for s in cuts
-    )
+    masks = tuple(final.vertex_segment == SEGMENT_INDEX[residual_segments(s.limb, s.status)[0]] for s in cuts)
     return ResidualBody(
         verts=final.verts,
         faces=final.faces,
@@ -417,9 +419,7 @@ def cut_and_cap(
     )
 
 
-def limb_radius_at(
-    *, verts: np.ndarray, vertex_segment: np.ndarray, spec: CutSpec, band_m: float = 0.015
-) -> float:
+def limb_radius_at(*, verts: np.ndarray, vertex_segment: np.ndarray, spec: CutSpec, band_m: float = 0.015) -> float:
     """Median distance (metres) from the axis J_a -> J_t of the residual segment's vertices
     within ``band_m`` of the plane through ``spec.endpoint`` (all of them if none are)."""
     verts = np.asarray(verts, dtype=np.float64)
@@ -467,14 +467,28 @@ def cut_and_cap_to_tips(
     if len(lengths) != len(tips):
         raise CutError(f"cap_lengths_m needs one entry per tip ({len(tips)}), got {len(lengths)}")
     verts_np = verts.detach().cpu().numpy() if isinstance(verts, torch.Tensor) else np.asarray(verts)
-    labels = vertex_segment.detach().cpu().numpy() if isinstance(vertex_segment, torch.Tensor) else np.asarray(vertex_segment)
+    labels = (
+        vertex_segment.detach().cpu().numpy()
+        if isinstance(vertex_segment, torch.Tensor)
+        else np.asarray(vertex_segment)
+    )
     planes = [
-        plane_for_tip(spec, radius_m=limb_radius_at(verts=verts_np, vertex_segment=labels, spec=spec), config=config,
-                      cap_length_m=length)  # fmt: skip
+        plane_for_tip(
+            spec,
+            radius_m=limb_radius_at(verts=verts_np, vertex_segment=labels, spec=spec),
+            config=config,
+            cap_length_m=length,
+        )
         for spec, length in zip(tips, lengths)
     ]
-    return cut_and_cap(verts=verts, faces=faces, vertex_segment=vertex_segment, cuts=planes, config=config,
-                       tip_points=[spec.endpoint for spec in tips])  # fmt: skip
+    return cut_and_cap(
+        verts=verts,
+        faces=faces,
+        vertex_segment=vertex_segment,
+        cuts=planes,
+        config=config,
+        tip_points=[spec.endpoint for spec in tips],
+    )
 
 
 def _map_index(vertex_map: np.ndarray, old: int) -> int:

@@ -301,9 +301,7 @@ def clip_by_values(
     all_faces = np.concatenate([whole, tri_keep_odd, tri_a, tri_b], axis=0)
 
     src_index = np.concatenate([np.stack([np.arange(num_verts)] * 2, axis=1), np.stack([edge_lo, edge_hi], axis=1)])
-    src_weight = np.concatenate(
-        [np.tile([1.0, 0.0], (num_verts, 1)), np.stack([1.0 - t, t], axis=1)], axis=0
-    )
+    src_weight = np.concatenate([np.tile([1.0, 0.0], (num_verts, 1)), np.stack([1.0 - t, t], axis=1)], axis=0)
     used = np.zeros(len(src_index), dtype=bool)
     used[all_faces.ravel()] = True
     remap = np.cumsum(used) - 1

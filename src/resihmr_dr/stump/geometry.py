@@ -104,9 +104,7 @@ def closed_volume_distal(verts: np.ndarray, faces: np.ndarray, origin: np.ndarra
     rev = directed[:, 1] * n + directed[:, 0]
     open_edges = directed[~np.isin(rev, code)]
     if len(open_edges):
-        graph = scipy.sparse.coo_matrix(
-            (np.ones(len(open_edges)), (open_edges[:, 0], open_edges[:, 1])), shape=(n, n)
-        )
+        graph = scipy.sparse.coo_matrix((np.ones(len(open_edges)), (open_edges[:, 0], open_edges[:, 1])), shape=(n, n))
         comp = scipy.sparse.csgraph.connected_components(graph, directed=False)[1]
         edge_comp = comp[open_edges[:, 0]]
         for c in np.unique(edge_comp):

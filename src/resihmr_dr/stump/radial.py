@@ -43,9 +43,12 @@ class RadialProfile:
     def to_dict(self) -> dict:
         """JSON-friendly summary (the vertex ids left out: they are the segment's)."""
         k = len(self.coefficients)
-        return {"joints": list(self.joints), "cut_fraction": float(self.cut_fraction),
-                "knots_u": [i / k for i in range(1, k + 1)],
-                "radius_change": [float(c) for c in self.coefficients.detach().cpu()]}  # fmt: skip
+        return {
+            "joints": list(self.joints),
+            "cut_fraction": float(self.cut_fraction),
+            "knots_u": [i / k for i in range(1, k + 1)],
+            "radius_change": [float(c) for c in self.coefficients.detach().cpu()],
+        }
 
 
 def radial_knot_weights(u: torch.Tensor, num_knots: int) -> torch.Tensor:
@@ -58,9 +61,13 @@ def radial_knot_weights(u: torch.Tensor, num_knots: int) -> torch.Tensor:
 
 
 def radial_displacement(
-    points: torch.Tensor, *, anchor: torch.Tensor, target: torch.Tensor, cut_fraction: float,
+    points: torch.Tensor,
+    *,
+    anchor: torch.Tensor,
+    target: torch.Tensor,
+    cut_fraction: float,
     coefficients: torch.Tensor,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """(N, 3) displacement of ``points`` (N, 3) by a radius profile along anchor -> target (3,)."""
     seg = target - anchor
     length = seg.norm().clamp_min(1e-9)
@@ -74,9 +81,13 @@ def radial_displacement(
 
 
 def apply_radial_profiles(
-    verts: torch.Tensor, joints: torch.Tensor, profiles: list[RadialProfile] | tuple[RadialProfile, ...],
-    *, joint_index: dict[str, int], coefficients: list[torch.Tensor] | None = None,
-) -> torch.Tensor:  # fmt: skip
+    verts: torch.Tensor,
+    joints: torch.Tensor,
+    profiles: list[RadialProfile] | tuple[RadialProfile, ...],
+    *,
+    joint_index: dict[str, int],
+    coefficients: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
     """(V, 3) body vertices with each profile applied (differentiable w.r.t. ``verts``, ``joints``
     and the coefficients). joints: (J, 3) in the vertices' frame; joint_index: joint name ->
     row; coefficients: per profile, (K,) values replacing its stored ones (e.g. variables)."""
@@ -87,7 +98,8 @@ def apply_radial_profiles(
             continue
         a, b = (joints[joint_index[n]] for n in profile.joints)
         ids = torch.as_tensor(profile.vertex_ids, device=verts.device)
-        shift = radial_displacement(out[ids], anchor=a, target=b, cut_fraction=profile.cut_fraction,
-                                    coefficients=coeffs)  # fmt: skip
+        shift = radial_displacement(
+            out[ids], anchor=a, target=b, cut_fraction=profile.cut_fraction, coefficients=coeffs
+        )
         out = out.index_add(0, ids, shift)
     return out

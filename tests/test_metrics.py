@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
+from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou
 
 
 def test_mpjpe_groups():

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from resihmr_dr.data.annotations import DEFAULT_FOCAL_PX, ImageRecord
+from resihmr_dr.data.ldpose import DEFAULT_FOCAL_PX
+
+if TYPE_CHECKING:  # the record only: the renderers need not import the annotation reader (PIL)
+    from resihmr_dr.data.annotations import ImageRecord
 
 
 @dataclass(frozen=True)

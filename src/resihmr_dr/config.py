@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from resihmr_dr.mesh_export import MESH_FRAMES, MESH_UNITS
+
 if TYPE_CHECKING:  # imported lazily at run time: the fit stack pulls in torch
     from resihmr_dr.fit.pipeline import PipelineConfig
 
@@ -41,8 +43,6 @@ class BodyConfig:
 
 
 MESH_FORMATS: tuple[str, ...] = ("ply", "obj", "stl", "glb")  # trimesh's exporters, by file extension
-MESH_FRAMES: tuple[str, ...] = ("camera", "y-up")  # OpenCV camera frame; the body model's frame (Y up, facing +Z)
-MESH_UNITS: dict[str, float] = {"m": 1.0, "mm": 1000.0}  # unit -> scale from metres
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.init_fit import SUPPORTED_SUFFIXES, InitialFit, load_initial_fit
 from resihmr_dr.data.jsonio import read_json
-from resihmr_dr.data.ldpose import NUM_KEYPOINTS, Limb, LimbStatus, keypoint_names_problem
+from resihmr_dr.data.ldpose import DEFAULT_FOCAL_PX, NUM_KEYPOINTS, Limb, LimbStatus, keypoint_names_problem
 from resihmr_dr.data.masks import (
     MAX_SIDE_PX,
     MaskSource,
@@ -80,7 +80,6 @@ __all__ = [
     "OUTSIDE_MARGIN",
 ]
 
-DEFAULT_FOCAL_PX = 5000.0  # SMPLify-X's default focal length (pixels)
 # Labelled keypoints may lie outside the image by at most this fraction of its width/height.
 OUTSIDE_MARGIN = 0.5
 VISIBILITY_VALUES = (0, 1, 2)

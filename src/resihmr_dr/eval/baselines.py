@@ -30,9 +30,9 @@ from resihmr_dr.eval.prediction import (
     PosedBody,
     Prediction,
     limb_axis_joints,
-    predicted_keypoints_px,
     prediction_from_fit,
 )
+from resihmr_dr.fit.measures import predicted_keypoints_px
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.stump.cap import CapConfig, cut_and_cap_to_tips, cut_spec
 from resihmr_dr.stump.cut import residual_segments

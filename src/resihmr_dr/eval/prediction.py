@@ -21,7 +21,8 @@ import torch
 
 from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_COCO_KEYPOINTS, NUM_KEYPOINTS, Limb, LimbStatus
+from resihmr_dr.data.ldpose import LIMB_BY_NAME, Limb, LimbStatus
+from resihmr_dr.fit.measures import predicted_keypoints_px
 from resihmr_dr.results import FittedPerson, ResultsError, read_person
 from resihmr_dr.stump.cut import limb_joint_names
 
@@ -32,7 +33,6 @@ __all__ = [
     "PredictionError",
     "limb_axis_joints",
     "pose_body",
-    "predicted_keypoints_px",
     "prediction_from_fit",
     "prediction_from_folder",
     "read_fitted_folder",
@@ -107,18 +107,6 @@ def split_residual_mask(
     for i, name in enumerate(names):
         out[name][idx[owner == i]] = True
     return out
-
-
-def predicted_keypoints_px(
-    *, camera: PinholeCamera, coco_cam: np.ndarray, endpoints_cam: Mapping[int, np.ndarray]
-) -> np.ndarray:
-    """(25, 2) px: the 17 COCO keypoints (17, 3) and residual endpoints (keypoint index -> (3,))
-    projected; 0 for the endpoints of limbs without one."""
-    pred = np.zeros((NUM_KEYPOINTS, 2))
-    pred[:NUM_COCO_KEYPOINTS] = camera.project(torch.as_tensor(coco_cam, dtype=torch.float64)).numpy()
-    for index, point in endpoints_cam.items():
-        pred[index] = camera.project(torch.as_tensor(np.asarray(point), dtype=torch.float64)).numpy()
-    return pred
 
 
 def prediction_from_fit(fit, *, body: BodyModel, method: str, seconds: float | None = None) -> Prediction:

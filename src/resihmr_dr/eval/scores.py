@@ -67,8 +67,8 @@ from scipy.spatial import cKDTree
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.eval.groundtruth import GroundTruth
-from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.eval.prediction import Prediction, limb_axis_joints
+from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.stump.cut import CutError
 from resihmr_dr.stump.geometry import closed_volume_distal, stump_geometry
 

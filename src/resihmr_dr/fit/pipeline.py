@@ -19,12 +19,12 @@ from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.init_fit import InitialFit
 from resihmr_dr.data.ldpose import Limb, LimbStatus
-from resihmr_dr.eval.metrics import keypoint_mpjpe_px, mask_iou
-from resihmr_dr.eval.prediction import predicted_keypoints_px
 from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
+from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou, predicted_keypoints_px
 from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
 from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, refine
+from resihmr_dr.mesh_export import colored_trimesh, export_vertices, pytorch3d_meshes
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, ResidualBody, cut_and_cap_to_tips, cut_spec
 from resihmr_dr.stump.cut import limb_joint_names
@@ -147,8 +147,7 @@ class PersonFit:
     def to_trimesh(self, *, tpose: bool = False, frame: str | None = None, units: str = "m"):
         """The posed mesh (camera frame) or, ``tpose``, the T-pose mesh (model frame) as a coloured
         ``trimesh.Trimesh`` (residual limbs red); ``frame`` ("camera", "y-up") and ``units`` ("m",
-        "mm") convert it (``resihmr_dr.results.export_vertices``)."""
-        from resihmr_dr.results import colored_trimesh, export_vertices
+        "mm") convert it (``resihmr_dr.mesh_export.export_vertices``)."""
 
         verts = export_vertices(
             self.verts_tpose if tpose else self.verts_cam,
@@ -164,7 +163,6 @@ class PersonFit:
     def to_pytorch3d(self, *, tpose: bool = False, device: str | torch.device = "cpu"):
         """The posed (camera frame) or T-pose (model frame) mesh as a ``pytorch3d.structures.Meshes``
         (metres, vertex colours); ImportError saying how to install PyTorch3D without it."""
-        from resihmr_dr.results import pytorch3d_meshes
 
         return pytorch3d_meshes(
             self.verts_tpose if tpose else self.verts_cam, self.faces, self.residual_mask, device=device

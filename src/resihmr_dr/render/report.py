@@ -9,7 +9,8 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: writing a figure never switches the caller's backend
 
 from resihmr_dr.data.ldpose import COCO_SKELETON, KEYPOINT_NAMES, LIMBS, NUM_COCO_KEYPOINTS
-from resihmr_dr.render.views import RESIDUAL_RGB, camera_to_model, face_colours, render_view
+from resihmr_dr.mesh_export import RESIDUAL_RGB, camera_to_model
+from resihmr_dr.render.views import face_colours, render_view
 from resihmr_dr.render.zbuffer import rasterize, shade
 
 # PNG encoding: zlib level 1 writes the report ~3x faster than the default 6, ~15 % larger files.
@@ -60,11 +61,13 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
     """Input, overlay, front, back, side and T-pose views, the residual limb in red."""
     rgb_posed = face_colours(len(fit.faces), fit.faces, fit.residual_mask)
     rgb_tpose = face_colours(len(fit.faces_tpose), fit.faces_tpose, fit.residual_mask_tpose)
-    verts_model = camera_to_model(
-        torch.as_tensor(fit.verts_cam),
-        global_orient=fit.params.global_orient[0].double().cpu(),
-        transl=fit.params.transl[0].double().cpu(),
-        root_model=torch.as_tensor(fit.root_model),
+    verts_model = torch.as_tensor(
+        camera_to_model(
+            fit.verts_cam,
+            global_orient=fit.params.global_orient[0].double().cpu().numpy(),
+            transl=fit.params.transl[0].double().cpu().numpy(),
+            root_model=fit.root_model,
+        )
     )
     faces = torch.as_tensor(fit.faces)
     panels = []

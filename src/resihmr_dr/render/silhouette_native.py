@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from resihmr_dr.render.silhouette import RenderIntrinsics, SilhouetteConfig
+from resihmr_dr.render.silhouette_config import RenderIntrinsics, SilhouetteConfig
 
 MIN_DEPTH_M = 1e-6  # faces with a vertex at or behind this depth are skipped
 # (face, pixel) pairs per chunk: ~64k keeps a chunk's (n, 3, P) temporaries in cache; measured

@@ -14,7 +14,7 @@ import dataclasses
 
 import torch
 
-from resihmr_dr.render.silhouette import RenderIntrinsics, SilhouetteConfig
+from resihmr_dr.render.silhouette_config import RenderIntrinsics, SilhouetteConfig
 
 MIN_DEPTH_M = 1e-6
 

@@ -10,21 +10,8 @@ import torch
 
 from resihmr_dr.body.base import FACING_CAMERA_ORIENT
 from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.mesh_export import RESIDUAL_RGB, SKIN_RGB
 from resihmr_dr.render.zbuffer import rasterize, shade
-
-SKIN_RGB = (0.86, 0.70, 0.60)
-RESIDUAL_RGB = (0.85, 0.12, 0.12)
-
-
-def camera_to_model(
-    verts_cam: torch.Tensor, *, global_orient: torch.Tensor, transl: torch.Tensor, root_model: torch.Tensor
-) -> torch.Tensor:
-    """Undo ``base.apply_global_transform``: (N, 3) camera frame -> model frame (Y up, facing +Z).
-
-    global_orient, transl, root_model: (3,).
-    """
-    rot = roma.rotvec_to_rotmat(global_orient)
-    return (verts_cam - transl - root_model) @ rot + root_model
 
 
 def face_colours(num_faces: int, faces: np.ndarray, residual_mask: np.ndarray | None) -> np.ndarray:

@@ -1,12 +1,34 @@
-"""2D metrics of the paper's Table 1: keypoint MPJPE (Body / Res-Limb / Intact) and mask IoU."""
+"""The 2D measures of the paper's Table 1, for the fit's own metrics and for the evaluator: the
+predicted LDpose keypoints of a fit, keypoint MPJPE (Body / Res-Limb / Intact) and mask IoU.
+
+A stage-level module: the pipeline records them in ``metrics.json``, and ``resihmr_dr.eval``
+scores every method with the same functions. Pixels ``_px``; camera frame (metres) ``_cam``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
+import torch
 
+from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
+
+__all__ = ["keypoint_mpjpe_px", "mask_iou", "predicted_keypoints_px"]
+
+
+def predicted_keypoints_px(
+    *, camera: PinholeCamera, coco_cam: np.ndarray, endpoints_cam: Mapping[int, np.ndarray]
+) -> np.ndarray:
+    """(25, 2) px: the 17 COCO keypoints (17, 3) and residual endpoints (keypoint index -> (3,))
+    projected; 0 for the endpoints of limbs without one."""
+    pred = np.zeros((NUM_KEYPOINTS, 2))
+    pred[:NUM_COCO_KEYPOINTS] = camera.project(torch.as_tensor(coco_cam, dtype=torch.float64)).numpy()
+    for index, point in endpoints_cam.items():
+        pred[index] = camera.project(torch.as_tensor(np.asarray(point), dtype=torch.float64)).numpy()
+    return pred
 
 
 def keypoint_mpjpe_px(*, pred_px: np.ndarray, gt_px: np.ndarray) -> dict[str, float]:

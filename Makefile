@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   install, then fit the built-in sample person with Anny and write results to demo_output/
 #   make test   install, then run the whole test suite
+#   make test-fast   install, then run the suite without the tests marked slow (< 3 min)
 #   make benchmark   install, then synth -> fit -> eval on 40 synthetic people (benchmark_output/, ~14 min on 2 cores)
 #
 # The virtual environment lives outside the clone (so CI's fresh clones reuse it) and is
@@ -11,7 +12,7 @@ DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
 BIN := $(VENV)/bin
 
-.PHONY: install demo test benchmark clean-venv
+.PHONY: install demo test test-fast benchmark clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The quick tier (< 3 min on 2 cores): everything but the tests marked slow (the notebooks, DDP,
+# killed runs, the evaluator end to end, the refinement's round trips). CI runs `make test`.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The README's benchmark table: 40 synthetic people at 0, 2 and 5 px keypoint noise, fitted with the
 # default config, scored with the baselines. Rerunning resumes the fit (finished people are skipped);

@@ -421,6 +421,7 @@ def test_noise_levels_cycle_over_rounds_of_types(fitted):
     assert index["generator"]["noise_px"] == [0.0, 2.0]
 
 
+@pytest.mark.slow
 def test_eval_scores_every_method_and_the_baselines_rank_as_expected(anny_body, fitted, tmp_path):
     config = ResihmrConfig(fit=FAST_PIPELINE)
     sweep = SweepSpec("mask_weight", ("fit.refine.weights.silhouette", "fit.refine.weights.stump_silhouette"), (0.0,))
@@ -503,6 +504,7 @@ def test_the_folder_reads_back_as_the_fit_it_was_written_from(anny_body, fitted)
     assert abs(stump["length_m"] - true_length) * 1000 == pytest.approx(from_folder[0]["length_err_mm"], abs=1.0)
 
 
+@pytest.mark.slow
 def test_a_bad_folder_fails_alone_and_the_cli_reports_it(anny_body, fitted, tmp_path, capsys, monkeypatch):
     pred = tmp_path / "fit"
     shutil.copytree(fitted / "fit", pred)

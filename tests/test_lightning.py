@@ -154,6 +154,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_fit_with_two_ddp_processes_writes_every_person_exactly_once(tmp_path):
     annotations = write_dataset(tmp_path, n_people=3)
     config = tmp_path / "fast.yaml"

@@ -37,6 +37,7 @@ def test_rendered_page_holds_the_current_notebook(path):
             assert (page_path.parent / line[len("![output](") : -1]).is_file(), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)

@@ -315,6 +315,7 @@ def _partials(out: Path) -> list[Path]:
     return [p for p in out.glob(".*partial-*")] if out.is_dir() else []
 
 
+@pytest.mark.slow
 def test_killed_and_interrupted_runs_leave_no_fake_folder_and_resume(anny_body, tmp_path):
     annotations = sample_dataset_file(tmp_path, 2)
     config = tmp_path / "fast.yaml"

@@ -282,6 +282,8 @@ def refine(
 
     def body_verts(out: BodyOutput, state: _Stage) -> torch.Tensor:
         """(V, 3) the posed body with the residual segments' radius profiles applied."""
+        if not state.cap_free and not any(bool(lb.radial.coefficients.any()) for lb in limbs):
+            return out.verts[0]  # the body stage, before any profile was fitted: nothing to add
         return apply_radial_profiles(
             out.verts[0],
             out.joints[0],

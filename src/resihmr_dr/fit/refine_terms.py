@@ -145,7 +145,12 @@ class ViewTerms:
             _resize_mask(self.mask_t[y0:y1, x0:x1], (cfg.roi_size, cfg.roi_size)).to(self.mask_full.dtype)
             for x0, y0, x1, y1 in self.rois
         ]
-        self.roi_contours = [mask_contour_px(self.mask_t > 0.5, window=roi).to(self.mask_full) for roi in self.rois]
+        # Each window's part of the mask's contour (found once, on the whole mask, in __init__).
+        x, y = self.contour_px[:, 0], self.contour_px[:, 1]
+        self.roi_contours = [
+            self.contour_px[(x >= x0) & (x < x1) & (y >= y0) & (y < y1)].to(self.mask_full)
+            for x0, y0, x1, y1 in self.rois
+        ]
         self.limb_vertices = [torch.as_tensor(np.flatnonzero(m), device=self.mask_t.device) for m in limb_masks]
         xy = self.camera.project(torch.as_tensor(verts_cam)).numpy()
         pad = 2 * cfg.contour_hinge_px + 2

@@ -81,13 +81,14 @@ def test_capped_mesh_on_a_thinner_shank_is_watertight_and_thinner(anny_body):
     ids = np.flatnonzero(anny_body.vertex_segment.numpy() == SEGMENT_INDEX["left_shank"])
     profile = RadialProfile(
         vertex_ids=ids,
-        joints=("left_knee", "left_ankle"),
+        limb=limb,
+        status=status,
         cut_fraction=0.5,
         coefficients=torch.tensor([-0.05, -0.1, -0.15, -0.2], dtype=torch.float64),
     )
-    zero = RadialProfile(vertex_ids=ids, joints=profile.joints, cut_fraction=0.5, coefficients=torch.zeros(4))
-    assert torch.equal(apply_radial_profiles(verts, joints, [zero], joint_index=JOINT_INDEX), verts)
-    moved = apply_radial_profiles(verts, joints, [profile], joint_index=JOINT_INDEX)
+    zero = RadialProfile(vertex_ids=ids, limb=limb, status=status, cut_fraction=0.5, coefficients=torch.zeros(4))
+    assert torch.equal(apply_radial_profiles(verts, joints, [zero]), verts)
+    moved = apply_radial_profiles(verts, joints, [profile])
     assert torch.equal(moved[np.setdiff1d(np.arange(len(verts)), ids)], verts[np.setdiff1d(np.arange(len(verts)), ids)])
     before = trimesh.Trimesh(residual.replay(verts).numpy(), residual.faces, process=False)
     after = trimesh.Trimesh(residual.replay(moved).numpy(), residual.faces, process=False)

@@ -40,8 +40,6 @@ from resihmr_dr.data.status import derive_limb_status
 from resihmr_dr.fit.anthropometry import (
     SEGMENT_LENGTH_FRACTIONS,
     expected_segment_length_m,
-    residual_segment,
-    residual_segment_name,
 )
 from resihmr_dr.fit.rafo import (
     RafoConfig,
@@ -129,17 +127,11 @@ def test_anthropometric_table_and_lengths():
     }
     assert expected_segment_length_m("thigh", body_height_m=1.8) == pytest.approx(0.441)
     assert expected_segment_length_m("left_forearm", body_height_m=1.0) == pytest.approx(0.146)
-    assert residual_segment(LimbStatus.TRANSTIBIAL) == "shank"
-    assert residual_segment_name(LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL) == "right_upper_arm"
     with pytest.raises(ValueError, match="unknown segment"):
         expected_segment_length_m("neck", body_height_m=1.7)
     for bad in (0.0, -1.0, math.nan, math.inf):
         with pytest.raises(ValueError, match="body_height_m"):
             expected_segment_length_m("thigh", body_height_m=bad)
-    with pytest.raises(ValueError, match="not a residual"):
-        residual_segment(LimbStatus.INTACT)
-    with pytest.raises(ValueError, match="left_arm"):
-        residual_segment_name(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSFEMORAL)
 
 
 # --------------------------------------------------------------------------- pure maths

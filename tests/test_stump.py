@@ -14,7 +14,7 @@ import trimesh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, SEGMENT_NAMES
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, SEGMENT_NAMES, limb_segment_joints
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LIMBS, LimbStatus
 from resihmr_dr.stump.cap import (
     CapConfig,
@@ -31,8 +31,6 @@ from resihmr_dr.stump.cut import (
     boundary_loops,
     cut_limb,
     endpoint_from_lambda,
-    limb_joint_names,
-    residual_segments,
 )
 from resihmr_dr.stump.geometry import (
     EMPTY_SECTION,
@@ -79,7 +77,7 @@ def anny_meshes(anny_body):
 
 def _spec(joints, limb, status, lam) -> CutSpec:
     spec = cut_spec(joints=joints, limb=limb, status=status, lam=lam)
-    a_name, t_name = limb_joint_names(limb, status)
+    a_name, t_name = limb.segment_joint_names(status)
     np.testing.assert_array_equal(spec.anchor, joints[JOINT_INDEX[a_name]])
     np.testing.assert_allclose(spec.endpoint, (1 - lam) * spec.anchor + lam * joints[JOINT_INDEX[t_name]])
     return spec
@@ -137,7 +135,7 @@ def test_single_cut_on_anny(anny_meshes, limb_name, status, pose):
         verts=verts, faces=faces, vertex_segment=labels, cuts=[_spec(joints, limb, status, lam)], config=CONFIG
     )
     _check_closed(body.verts, body.faces)
-    residual, distal = residual_segments(limb, status)
+    residual, distal = limb.residual_segment(status), limb.distal_segments(status)
     _check_other_limbs_untouched(body, verts, labels, (residual, *distal))
     assert not np.isin(body.vertex_segment, [SEGMENT_INDEX[s] for s in distal]).any()
     (step,) = body.steps
@@ -170,9 +168,7 @@ def test_bilateral_transtibial_and_arm_plus_leg(anny_meshes):
         body = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=specs, config=CONFIG)
         _check_closed(body.verts, body.faces)
         cut_segments = [
-            s
-            for limb, status, _ in cuts
-            for s in (residual_segments(limb, status)[0], *residual_segments(limb, status)[1])
+            s for limb, status, _ in cuts for s in (limb.residual_segment(status), *limb.distal_segments(status))
         ]
         _check_other_limbs_untouched(body, verts, labels, cut_segments)
         for step in body.steps:
@@ -476,21 +472,29 @@ def test_bad_inputs(anny_meshes):
 
 
 def test_segment_tables():
-    assert residual_segments(LIMB_BY_NAME["left_leg"], LimbStatus.TRANSTIBIAL) == ("left_shank", ("left_foot",))
-    assert residual_segments(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSFEMORAL) == (
-        "right_thigh",
-        ("right_shank", "right_foot"),
-    )
-    assert residual_segments(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSRADIAL) == ("left_forearm", ("left_hand",))
-    assert residual_segments(LIMB_BY_NAME["right_arm"], LimbStatus.TRANSHUMERAL) == (
-        "right_upper_arm",
-        ("right_forearm", "right_hand"),
-    )
-    assert limb_joint_names(LIMB_BY_NAME["left_arm"], LimbStatus.TRANSHUMERAL) == ("left_shoulder", "left_elbow")
-    assert limb_joint_names(LIMB_BY_NAME["right_leg"], LimbStatus.TRANSTIBIAL) == ("right_knee", "right_ankle")
+    left_leg, right_leg = LIMB_BY_NAME["left_leg"], LIMB_BY_NAME["right_leg"]
+    left_arm, right_arm = LIMB_BY_NAME["left_arm"], LIMB_BY_NAME["right_arm"]
+    assert left_leg.residual_segment(LimbStatus.TRANSTIBIAL) == "left_shank"
+    assert left_leg.distal_segments(LimbStatus.TRANSTIBIAL) == ("left_foot",)
+    assert right_leg.residual_segment(LimbStatus.TRANSFEMORAL) == "right_thigh"
+    assert right_leg.distal_segments(LimbStatus.TRANSFEMORAL) == ("right_shank", "right_foot")
+    assert left_arm.residual_segment(LimbStatus.TRANSRADIAL) == "left_forearm"
+    assert right_arm.distal_segments(LimbStatus.TRANSHUMERAL) == ("right_forearm", "right_hand")
+    assert left_arm.segment_joint_names(LimbStatus.TRANSHUMERAL) == ("left_shoulder", "left_elbow")
+    assert right_leg.segment_joint_names(LimbStatus.TRANSTIBIAL) == ("right_knee", "right_ankle")
     assert set(SEGMENT_NAMES) >= {
-        s for limb in LIMBS for st in (limb.above_status, limb.below_status) for s in (residual_segments(limb, st)[0],)
+        limb.residual_segment(st) for limb in LIMBS for st in (limb.above_status, limb.below_status)
     }
+    with pytest.raises(ValueError, match="not a residual"):
+        left_arm.residual_segment(LimbStatus.INTACT)
+    with pytest.raises(ValueError, match="left_arm.*does not apply"):
+        left_arm.residual_segment(LimbStatus.TRANSFEMORAL)
+    joints = np.arange(len(JOINT_INDEX) * 3.0).reshape(-1, 3)
+    anchor, target = limb_segment_joints(joints, right_leg, LimbStatus.TRANSTIBIAL)
+    np.testing.assert_array_equal(anchor, joints[JOINT_INDEX["right_knee"]])
+    np.testing.assert_array_equal(target, joints[JOINT_INDEX["right_ankle"]])
+    batched_anchor, _ = limb_segment_joints(torch.as_tensor(joints)[None], right_leg, LimbStatus.TRANSTIBIAL)
+    assert batched_anchor.shape == (1, 3)
 
 
 def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
@@ -514,7 +518,7 @@ def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
             spec = _spec(joints, limb, status, 0.55)
             result = cut_and_cap(verts=verts, faces=faces, vertex_segment=labels, cuts=[spec], config=CONFIG)
             _check_closed(result.verts, result.faces)
-            residual, distal = residual_segments(limb, status)
+            residual, distal = limb.residual_segment(status), limb.distal_segments(status)
             _check_other_limbs_untouched(result, verts, labels, (residual, *distal))
             _check_cut_plane(result.steps[0])
     both = [

@@ -33,7 +33,6 @@ from resihmr_dr.eval.synth import (
     view_orient,
 )
 from resihmr_dr.eval.synth_cli import add_synth_parser
-from resihmr_dr.stump.cut import residual_segments
 from resihmr_dr.stump.geometry import cross_section
 
 LIMB_JOINTS = (
@@ -104,7 +103,7 @@ def test_ground_truth_mesh_and_endpoint(dataset):
             _, dist, _ = trimesh.proximity.closest_point(mesh, tip[None])
             assert dist[0] < 5e-3  # on the stump surface
             anchor, axis = np.array(limb["anchor_cam"]), np.array(limb["axis_cam"])
-            residual = residual_segments(LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]))[0]
+            residual = LIMB_BY_NAME[limb["limb"]].residual_segment(LimbStatus(limb["status"]))
             along = (mesh.vertices[labels == SEGMENT_INDEX[residual]] - anchor) @ axis
             tip_along = (tip - anchor) @ axis
             assert tip_along > along.max() - 0.015  # the distal end (oblique ends: rim within 1.5 cm)

@@ -1,16 +1,26 @@
-"""Atomic outputs: a crash never leaves a half-written file or a folder that looks complete."""
+"""Atomic outputs: a crash never leaves a half-written file or a folder that looks complete.
+
+Every JSON file the package writes goes through :func:`atomic_write_json` (values made
+JSON-safe by :func:`json_value`: numpy arrays and scalars as lists and numbers, non-finite
+floats as ``null``, paths as strings).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import json
+import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -58,6 +68,37 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_value(value: Any, *, digits: int | None = None) -> Any:
+    """``value`` with numpy arrays / scalars as lists / numbers, tuples as lists, non-finite
+    floats as ``None`` and paths as strings; floats rounded to ``digits`` decimals if given."""
+    if isinstance(value, dict):
+        return {k: json_value(v, digits=digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v, digits=digits) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_value(value.tolist(), digits=digits)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        return value if digits is None else round(value, digits)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def json_text(data: Any, *, indent: int | None = 2, digits: int | None = None, sort_keys: bool = False) -> str:
+    """The JSON text of ``data`` made JSON-safe by :func:`json_value` (other objects as ``str``)."""
+    return json.dumps(json_value(data, digits=digits), indent=indent, sort_keys=sort_keys, default=str)
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2, digits: int | None = None) -> None:
+    """Write ``data`` as JSON (:func:`json_text`) to ``path`` through a temporary sibling and one rename."""
+    atomic_write_text(path, json_text(data, indent=indent, digits=digits))
 
 
 # Hidden leftovers of ``atomic_directory``/``atomic_write_text`` killed before their rename.

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from resihmr_dr.atomic import atomic_write_text, exclusive_lock, remove_stale_partials
+from resihmr_dr.atomic import atomic_write_json, exclusive_lock, remove_stale_partials
 from resihmr_dr.body.base import BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.config import OutputConfig
@@ -306,6 +306,6 @@ def write_failures(out_dir: Path, failures: list[dict]) -> None:
     """Write ``failures.json`` atomically, or remove it when there is no failure."""
     path = out_dir / FAILURES_FILE
     if failures:
-        atomic_write_text(path, json.dumps(failures, indent=2, default=str))
+        atomic_write_json(path, failures)
     else:
         path.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from resihmr_dr.atomic import atomic_write_text
+from resihmr_dr.atomic import atomic_write_json
 from resihmr_dr.batch import (
     BatchSummary,
     exception_failure,
@@ -377,7 +377,7 @@ class PersonWriter(BasePredictionWriter):
 
     def _save_part(self, rank: int) -> None:
         part = {"written": self.written, "failures": self.failures, "rows": self.rows}
-        atomic_write_text(part_path(self.out_dir, rank), json.dumps(part, default=str))
+        atomic_write_json(part_path(self.out_dir, rank), part, indent=None)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._save_part(trainer.global_rank)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from resihmr_dr.atomic import atomic_directory, atomic_write_text
+from resihmr_dr.atomic import atomic_directory, atomic_write_json, json_text
 from resihmr_dr.config import OutputConfig, to_dict
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
@@ -114,7 +113,7 @@ def config_sha256(config: PipelineConfig) -> str:
     """SHA-256 of the fit settings (their canonical JSON), the key that says two fits used the same."""
     import hashlib
 
-    return hashlib.sha256(json.dumps(_json_safe(to_dict(config)), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json_text(to_dict(config), indent=None, sort_keys=True).encode()).hexdigest()
 
 
 def provenance(config: PipelineConfig, *, body_name: str) -> dict:
@@ -244,7 +243,7 @@ def write_keypoint_results(
         if folder_complete(out_dir / person_folder_name(person), output)
     ]
     path = out_dir / KEYPOINT_RESULTS_FILE
-    atomic_write_text(path, json.dumps(records))
+    atomic_write_json(path, records, indent=None)
     return path
 
 
@@ -283,20 +282,6 @@ def _refinement_dict(fit: PersonFit) -> dict | None:
     }
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(_json_safe(data), indent=2))
-
-
 def write_mesh_exports(fit: PersonFit, folder: Path, output: OutputConfig) -> None:
     """Write ``output``'s export files (none when it asks for mesh.ply's own format, frame and units)."""
     if not output.exports:
@@ -320,13 +305,13 @@ def write_person(
 
     final = Path(out_dir) / person_folder_name(fit)
     with atomic_directory(final) as tmp:
-        _write_json(tmp / "params.json", params_dict(fit, output))
+        atomic_write_json(tmp / "params.json", params_dict(fit, output))
         np.savez(tmp / "params.npz", **params_npz_arrays(fit))
         colored_trimesh(fit.verts_cam, fit.faces, fit.residual_mask).export(tmp / "mesh.ply")
         colored_trimesh(fit.verts_tpose, fit.faces_tpose, fit.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
         write_mesh_exports(fit, tmp, output)
         np.save(tmp / "residual_mask.npy", fit.residual_mask)
-        _write_json(
+        atomic_write_json(
             tmp / "stump.json",
             {
                 "posed": [s.to_dict() for s in fit.stump],
@@ -336,7 +321,7 @@ def write_person(
         )
         save_cross_sections(tmp / "cross_sections.png", posed=fit.stump, tpose=fit.stump_tpose)
         save_report(tmp / "report.png", fit=fit, image_rgb=image_rgb, mask=mask)
-        _write_json(
+        atomic_write_json(
             tmp / "metrics.json",
             fit.metrics | {"seconds": fit.seconds, "stage_seconds": dataclasses.asdict(fit.stage_seconds)},
         )

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import roma
 import torch
 
+from resihmr_dr.data.ldpose import Limb, LimbStatus
+
 # Named joints every body model provides, in this order.
 JOINT_NAMES: tuple[str, ...] = (
     "pelvis",
@@ -55,6 +57,14 @@ SEGMENT_NAMES: tuple[str, ...] = (
     "right_foot",
 )
 SEGMENT_INDEX = {name: i for i, name in enumerate(SEGMENT_NAMES)}
+
+
+def limb_segment_joints(joints, limb: Limb, status: LimbStatus):
+    """(J_a, J_t) of the residual segment of ``limb`` with ``status``, each (..., 3), from
+    (..., len(JOINT_NAMES), 3) joints (numpy or torch, any frame)."""
+    anchor, target = limb.segment_joint_names(status)
+    return joints[..., JOINT_INDEX[anchor], :], joints[..., JOINT_INDEX[target], :]
+
 
 # Rotation from a body facing the camera in the model frame (Y up, facing +Z) to the OpenCV
 # camera frame (y down, facing -z, towards the camera): 180 degrees about X.

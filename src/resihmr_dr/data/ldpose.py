@@ -180,6 +180,35 @@ class Limb:
             return self.middle, self.distal
         raise ValueError(f"{self.name} has no residual segment for status {status.value!r}")
 
+    def segment_joint_names(self, status: LimbStatus) -> tuple[str, str]:
+        """(anchor J_a, target J_t) names of the residual segment's joints (keypoint names, which
+        are also the body models' joint names, ``body.base.JOINT_NAMES``)."""
+        anchor, target = self.segment_joints(status)
+        return KEYPOINT_NAMES[anchor], KEYPOINT_NAMES[target]
+
+    def residual_segment(self, status: LimbStatus) -> str:
+        """Name of the body segment the residual limb ends on (``body.base.SEGMENT_NAMES``), e.g.
+        (left_leg, transtibial) -> "left_shank"."""
+        return self._segment_chain(status)[0]
+
+    def distal_segments(self, status: LimbStatus) -> tuple[str, ...]:
+        """Names of the segments distal to the residual one (removed by the cut), e.g.
+        (right_arm, transhumeral) -> ("right_forearm", "right_hand")."""
+        return self._segment_chain(status)[1:]
+
+    def _segment_chain(self, status: LimbStatus) -> tuple[str, ...]:
+        status = LimbStatus(status)
+        if not status.is_residual:
+            raise ValueError(f"{self.name}: status {status.value!r} is not a residual-limb status")
+        if status is self.above_status:
+            first = 0
+        elif status is self.below_status:
+            first = 1
+        else:
+            raise ValueError(f"{self.name}: status {status.value!r} does not apply to a {self.kind.value}")
+        parts = ("upper_arm", "forearm", "hand") if self.kind is LimbKind.ARM else ("thigh", "shank", "foot")
+        return tuple(f"{self.side.value}_{part}" for part in parts[first:])
+
 
 _K = KEYPOINT_INDEX
 LIMBS: tuple[Limb, ...] = (

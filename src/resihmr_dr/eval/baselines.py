@@ -22,20 +22,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from resihmr_dr.body.base import SEGMENT_INDEX, BodyModel, BodyParams
+from resihmr_dr.body.base import SEGMENT_INDEX, BodyModel, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.eval.prediction import (
     PosedBody,
     Prediction,
-    limb_axis_joints,
     prediction_from_fit,
 )
 from resihmr_dr.fit.measures import predicted_keypoints_px
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.stump.cap import CapConfig, cut_and_cap_to_tips, cut_spec
-from resihmr_dr.stump.cut import residual_segments
 
 __all__ = ["METHODS", "METHOD_LABELS", "intact_baseline", "joint_collapse_baseline", "joint_lambda", "refit"]
 
@@ -61,9 +59,9 @@ def intact_baseline(
     labels = body.vertex_segment.cpu().numpy()
     masks, endpoints = {}, {}
     for limb, status in residual_limbs:
-        residual, distal = residual_segments(limb, status)
-        masks[limb.name] = np.isin(labels, [SEGMENT_INDEX[name] for name in (residual, *distal)])
-        anchor, target = limb_axis_joints(posed.joints_cam, limb, status)
+        removed = (limb.residual_segment(status), *limb.distal_segments(status))
+        masks[limb.name] = np.isin(labels, [SEGMENT_INDEX[name] for name in removed])
+        anchor, target = limb_segment_joints(posed.joints_cam, limb, status)
         endpoints[limb.endpoint_index(status)] = 0.5 * (anchor + target)
     return Prediction(
         method="intact",

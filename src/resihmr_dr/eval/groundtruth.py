@@ -21,7 +21,6 @@ from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.jsonio import read_json_object
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
-from resihmr_dr.stump.cut import residual_segments
 
 __all__ = ["GroundTruth", "GroundTruthError", "load_ground_truth"]
 
@@ -57,7 +56,7 @@ class GroundTruth:
 
     def limb_region(self, limb: dict) -> np.ndarray:
         """(V,) bool: the vertices of ``limb``'s residual segment (stump included)."""
-        name, _ = residual_segments(LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]))
+        name = LIMB_BY_NAME[limb["limb"]].residual_segment(LimbStatus(limb["status"]))
         return self.vertex_segment == SEGMENT_INDEX[name]
 
     @property

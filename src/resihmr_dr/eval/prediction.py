@@ -19,19 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
+from resihmr_dr.body.base import BodyModel, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, Limb, LimbStatus
 from resihmr_dr.fit.measures import predicted_keypoints_px
 from resihmr_dr.results import FittedPerson, ResultsError, read_person
-from resihmr_dr.stump.cut import limb_joint_names
 
 __all__ = [
     "FittedFolder",
     "PosedBody",
     "Prediction",
     "PredictionError",
-    "limb_axis_joints",
     "pose_body",
     "prediction_from_fit",
     "prediction_from_folder",
@@ -86,12 +84,6 @@ def pose_body(body: BodyModel, params: BodyParams) -> PosedBody:
     return PosedBody(*(t[0].double().cpu().numpy() for t in (out.verts, out.joints, out.coco_kp)))
 
 
-def limb_axis_joints(joints_cam: np.ndarray, limb: Limb, status: LimbStatus) -> tuple[np.ndarray, np.ndarray]:
-    """(J_a, J_t), each (3,), of the residual segment of ``limb`` with ``status``."""
-    anchor_name, target_name = limb_joint_names(limb, status)
-    return joints_cam[JOINT_INDEX[anchor_name]], joints_cam[JOINT_INDEX[target_name]]
-
-
 def split_residual_mask(
     verts: np.ndarray, residual_mask: np.ndarray, axes: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> dict[str, np.ndarray]:
@@ -113,7 +105,7 @@ def prediction_from_fit(fit, *, body: BodyModel, method: str, seconds: float | N
     """The :class:`Prediction` of a pipeline ``PersonFit`` (``resihmr_dr.fit.pipeline``)."""
     posed = pose_body(body, fit.params)
     limbs = [(LIMB_BY_NAME[r.limb_name], r.status) for r in fit.rafo]
-    axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status in limbs}
+    axes = {limb.name: limb_segment_joints(posed.joints_cam, limb, status) for limb, status in limbs}
     return Prediction(
         method=method,
         ann_id=fit.ann_id,
@@ -196,7 +188,9 @@ def prediction_from_folder(
         raise PredictionError(f"fitted with the {fitted.body_name} body model, not {body.name}", path=fitted.folder)
     if posed is None:
         posed = pose_body(body, fitted.params_for(body))
-    axes = {limb.name: limb_axis_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs}
+    axes = {
+        limb.name: limb_segment_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs
+    }
     endpoints = {limb.endpoint_index(status): endpoint for limb, status, _, endpoint in fitted.residual_limbs}
     return Prediction(
         method=method,

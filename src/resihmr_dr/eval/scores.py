@@ -64,10 +64,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from resihmr_dr.body.base import limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.eval.groundtruth import GroundTruth
-from resihmr_dr.eval.prediction import Prediction, limb_axis_joints
+from resihmr_dr.eval.prediction import Prediction
 from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.stump.cut import CutError
 from resihmr_dr.stump.geometry import closed_volume_distal, stump_geometry
@@ -469,7 +470,7 @@ def _limb_scores(
     if region is None or not region.any():  # no such limb: all NaN (stump_iou is score_prediction's)
         return {key: math.nan for key, _, _ in LIMB_METRICS if key != "stump_iou"}
     limb, status = LIMB_BY_NAME[limb_gt["limb"]], LimbStatus(limb_gt["status"])
-    anchor, target = limb_axis_joints(pred.joints_cam, limb, status)
+    anchor, target = limb_segment_joints(pred.joints_cam, limb, status)
     segment = float(np.linalg.norm(target - anchor))
     axis = (target - anchor) / segment
     verts = pred.verts_cam[region]

@@ -23,7 +23,6 @@ Deterministic: sample ``i`` depends only on ``(seed, i)`` and the options.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ import roma
 import torch
 from PIL import Image
 
-from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyModel, BodyParams
+from resihmr_dr.atomic import atomic_write_json, json_value
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyModel, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import (
     KEYPOINT_INDEX,
@@ -56,8 +56,6 @@ from resihmr_dr.stump.cut import (
     CutError,
     boundary_loops,
     cut_limb,
-    limb_joint_names,
-    residual_segments,
 )
 from resihmr_dr.stump.geometry import cross_section, stump_geometry
 
@@ -304,13 +302,10 @@ def make_stumped_mesh(
     limbs = []
     for spec in residuals:
         limb = LIMB_BY_NAME[spec.limb_name]
-        anchor_name, target_name = limb_joint_names(limb, spec.status)
-        anchor = joints_cam[JOINT_INDEX[anchor_name]].astype(np.float64)
-        target = joints_cam[JOINT_INDEX[target_name]].astype(np.float64)
+        anchor, target = (j.astype(np.float64) for j in limb_segment_joints(joints_cam, limb, spec.status))
         seg_len = float(np.linalg.norm(target - anchor))
         axis = (target - anchor) / seg_len
-        residual_name, _ = residual_segments(limb, spec.status)
-        residual_id = SEGMENT_INDEX[residual_name]
+        residual_id = SEGMENT_INDEX[limb.residual_segment(spec.status)]
         # Limb radius near the endpoint, to size the cap before cutting.
         on_seg = labels == residual_id
         rel = verts[on_seg] - anchor
@@ -411,7 +406,7 @@ def stump_measurements(mesh: StumpedMesh, limb: dict, *, num_stations: int = 10)
     """Ground-truth measurements of one stump on the true mesh (stump/geometry.py functions):
     residual length (m, fraction), volume distal of J_a (m^3), cross-sections at ``num_stations``
     stations, and the section at the cut plane."""
-    residual_name, _ = residual_segments(LIMB_BY_NAME[limb["limb"]], STATUS_BY_NAME[limb["status"]])
+    residual_name = LIMB_BY_NAME[limb["limb"]].residual_segment(STATUS_BY_NAME[limb["status"]])
     mask = mesh.vertex_segment == SEGMENT_INDEX[residual_name]
     geo = stump_geometry(
         verts=mesh.verts,
@@ -782,20 +777,6 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray) -> None:
     path.write_bytes(header + verts.tobytes() + rows.tobytes())
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return round(float(value), 7)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    return value
-
-
 def sample_ground_truth(sample: SynthSample, *, body: BodyModel) -> dict:
     """The ``gt.json`` content: camera, body params (Anny), joints_cam (15, JOINT_NAMES),
     keypoints (clean and as written), and per residual limb: type, shape, lambda, endpoint_cam,
@@ -803,7 +784,7 @@ def sample_ground_truth(sample: SynthSample, *, body: BodyModel) -> dict:
     limbs = []
     for entry in sample.mesh.limbs:
         limbs.append({k: v for k, v in entry.items()})
-    return _jsonable(
+    return json_value(
         {
             "body_model": body.name,
             "shape_names": list(body.shape_names),
@@ -821,7 +802,8 @@ def sample_ground_truth(sample: SynthSample, *, body: BodyModel) -> dict:
             "num_verts": len(sample.mesh.verts),
             "num_faces": len(sample.mesh.faces),
             **sample.info,
-        }
+        },
+        digits=7,
     )
 
 
@@ -920,7 +902,7 @@ def generate_dataset(
             )
         gt = sample_ground_truth(sample, body=body)
         gt.update({"image_id": image_id, "ann_id": ann_id, "file_name": f"images/{stem}.png"})
-        (gt_dir / "gt.json").write_text(json.dumps(gt, indent=1))
+        atomic_write_json(gt_dir / "gt.json", gt, indent=1)
         index.append(
             {
                 "image_id": image_id,
@@ -949,6 +931,6 @@ def generate_dataset(
         "categories": [{"id": 1, "name": "person"}],
     }
     path = out / "annotations.json"
-    path.write_text(json.dumps(doc, indent=1))
-    (out / "gt" / "index.json").write_text(json.dumps({"samples": index, **doc["info"]}, indent=1))
+    atomic_write_json(path, doc, indent=1)
+    atomic_write_json(out / "gt" / "index.json", {"samples": index, **doc["info"]}, indent=1)
     return path

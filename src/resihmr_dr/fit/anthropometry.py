@@ -15,13 +15,9 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from resihmr_dr.data.ldpose import Limb, LimbStatus
-
 __all__ = [
     "SEGMENT_LENGTH_FRACTIONS",
     "expected_segment_length_m",
-    "residual_segment",
-    "residual_segment_name",
 ]
 
 # Segment (side-less, as in ``body.base.SEGMENT_NAMES`` without "left_"/"right_") -> length / H.
@@ -33,15 +29,6 @@ SEGMENT_LENGTH_FRACTIONS: Mapping[str, float] = MappingProxyType(
         "thigh": 0.245,
         "shank": 0.246,
         "foot": 0.152,
-    }
-)
-
-_RESIDUAL_SEGMENT: Mapping[LimbStatus, str] = MappingProxyType(
-    {
-        LimbStatus.TRANSHUMERAL: "upper_arm",
-        LimbStatus.TRANSRADIAL: "forearm",
-        LimbStatus.TRANSFEMORAL: "thigh",
-        LimbStatus.TRANSTIBIAL: "shank",
     }
 )
 
@@ -64,21 +51,3 @@ def expected_segment_length_m(segment: str, *, body_height_m: float) -> float:
     if not (isinstance(body_height_m, (int, float)) and math.isfinite(body_height_m) and body_height_m > 0):
         raise ValueError(f"body_height_m must be a finite positive number of metres, got {body_height_m!r}")
     return SEGMENT_LENGTH_FRACTIONS[base] * float(body_height_m)
-
-
-def residual_segment(status: LimbStatus) -> str:
-    """Side-less segment a residual limb of ``status`` ends on ("upper_arm", "forearm", "thigh", "shank")."""
-    try:
-        return _RESIDUAL_SEGMENT[LimbStatus(status)]
-    except KeyError:
-        raise ValueError(f"status {LimbStatus(status).value!r} is not a residual-limb status") from None
-
-
-def residual_segment_name(limb: Limb, status: LimbStatus) -> str:
-    """Sided segment name as in ``body.base.SEGMENT_NAMES`` (e.g. "left_forearm").
-
-    Raises:
-        ValueError: if ``status`` is not a residual status of ``limb``'s kind (arm / leg).
-    """
-    limb.segment_joints(status)  # raises ValueError naming the limb on a mismatched status
-    return f"{limb.side.value}_{residual_segment(status)}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams, stature_m
+from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams, limb_segment_joints, stature_m
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.init_fit import InitialFit
@@ -27,7 +27,6 @@ from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, re
 from resihmr_dr.mesh_export import colored_trimesh, export_vertices, pytorch3d_meshes
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, ResidualBody, cut_and_cap_to_tips, cut_spec
-from resihmr_dr.stump.cut import limb_joint_names
 from resihmr_dr.stump.geometry import StumpGeometry, residual_length, stump_geometry
 from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles
 
@@ -278,7 +277,7 @@ def _fit_person(
         joints_np = joints_cam.cpu().numpy().astype(np.float64)
         lams = []
         for result, item in zip(rafo, limb_inputs):
-            anchor, target = _anchor_target(joints_np, item)
+            anchor, target = limb_segment_joints(joints_np, item.limb, item.status)
             lams.append(
                 _lambda_on_segment(
                     endpoint=result.endpoint_cam.detach().cpu().numpy(),
@@ -332,7 +331,7 @@ def _fit_person(
         # Every number describes the written mesh: its joints, its tips.
         final_joints = posed.joints[0].double().cpu().numpy()
         for item, result, tip_index in zip(limb_inputs, rafo, residual.tip_indices):
-            anchor, target = _anchor_target(final_joints, item)
+            anchor, target = limb_segment_joints(final_joints, item.limb, item.status)
             tip = verts_cam[tip_index]
             limbs.append(
                 LimbState(
@@ -365,9 +364,9 @@ def _fit_person(
     verts_tpose = tpose.verts[0].double()
     if rafo:
         tpose_joints = tpose.joints[0].double().cpu().numpy()
-        segments = [_anchor_target(tpose_joints, item) for item in limb_inputs]
+        segments = [limb_segment_joints(tpose_joints, item.limb, item.status) for item in limb_inputs]
         with torch.no_grad():
-            verts_tpose = apply_radial_profiles(verts_tpose, tpose.joints[0].double(), radial, joint_index=JOINT_INDEX)
+            verts_tpose = apply_radial_profiles(verts_tpose, tpose.joints[0].double(), radial)
             verts_tpose = residual.replay(
                 verts_tpose,
                 normal_offsets=normal_offsets,
@@ -458,12 +457,6 @@ def _fit_person(
 def _labelled_xy(keypoints_px: np.ndarray, index: int) -> np.ndarray | None:
     """(2,) pixel position of keypoint ``index`` if labelled (v > 0), else None."""
     return keypoints_px[index, :2].copy() if keypoints_px[index, 2] > 0 else None
-
-
-def _anchor_target(joints: np.ndarray, item) -> tuple[np.ndarray, np.ndarray]:
-    """(J_a, J_t), each (3,), of a residual limb's segment from (len(JOINT_NAMES), 3) joints."""
-    anchor_name, target_name = limb_joint_names(item.limb, item.status)
-    return joints[JOINT_INDEX[anchor_name]], joints[JOINT_INDEX[target_name]]
 
 
 def _lambda_on_segment(*, endpoint, anchor, target, lam_min: float, lam_max: float) -> float:

@@ -46,7 +46,7 @@ import torch
 
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import KEYPOINT_NAMES, LIMBS, Limb, LimbStatus
-from resihmr_dr.fit.anthropometry import expected_segment_length_m, residual_segment
+from resihmr_dr.fit.anthropometry import expected_segment_length_m
 
 __all__ = [
     "RafoConfig",
@@ -475,7 +475,7 @@ def _solve_one(
     expected = None
     if config.anthro_sigma_frac is not None:
         expected = torch.tensor(
-            [expected_segment_length_m(residual_segment(status), body_height_m=body_height_m)], dtype=_DTYPE
+            [expected_segment_length_m(item.limb.residual_segment(status), body_height_m=body_height_m)], dtype=_DTYPE
         )
 
     # Unknowns: logit of lam, and the anchor offset in units of anchor_sigma_m (well scaled).

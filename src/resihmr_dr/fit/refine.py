@@ -66,10 +66,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyModel, BodyOutput, BodyParams
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, BodyModel, BodyOutput, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import Limb, LimbStatus
-from resihmr_dr.fit.anthropometry import expected_segment_length_m, residual_segment
+from resihmr_dr.fit.anthropometry import expected_segment_length_m
 from resihmr_dr.fit.mesh_losses import part_topology
 from resihmr_dr.fit.monitor import MonitorConfig, StageOutcome, minimize_lbfgs
 from resihmr_dr.fit.refine_config import RefineConfig, RefineWeights
@@ -84,7 +84,6 @@ from resihmr_dr.fit.refine_terms import (
     soft_floor,
 )
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap_to_tips
-from resihmr_dr.stump.cut import limb_joint_names, residual_segments
 from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles
 
 # RefineConfig and RefineWeights live in refine_config; they are this module's settings.
@@ -164,13 +163,12 @@ class RefineResult:
 
 @dataclass
 class _Limb:
-    """One residual limb's state across stages: its joints' names, its cap's current offsets and
+    """One residual limb's state across stages: its cap's current offsets and
     tip height (both raw, metres: before the bounds and the height floor of the mesh are applied),
     the tip height the current cut was made for, and its residual segment's radius profile
     (``radial.coefficients``: the current values)."""
 
     target: ResidualTarget
-    joints: tuple[str, str]
     raw_offsets: torch.Tensor
     tip_height: torch.Tensor
     design_height: float
@@ -226,21 +224,23 @@ def refine(
     limbs = []
     segment_labels = body.vertex_segment.cpu().numpy()
     for step, target, tip_index in zip(residual.steps, targets, residual.tip_indices):
-        names = limb_joint_names(target.limb, target.status)
-        expected = expected_segment_length_m(residual_segment(target.status), body_height_m=stature_m)
-        a, b = (j0[JOINT_INDEX[n]].double().cpu().numpy() for n in names)
+        expected = expected_segment_length_m(target.limb.residual_segment(target.status), body_height_m=stature_m)
+        a, b = (j.double().cpu().numpy() for j in limb_segment_joints(j0, target.limb, target.status))
         seg = b - a
         tip = np.asarray(residual.verts[tip_index], dtype=np.float64)
         length = float(np.linalg.norm(seg))
         cut_fraction = max(((tip - a) @ seg / length - step.tip_height) / length, 0.05)
-        ids = np.flatnonzero(segment_labels == SEGMENT_INDEX[residual_segments(target.limb, target.status)[0]])
+        ids = np.flatnonzero(segment_labels == SEGMENT_INDEX[target.limb.residual_segment(target.status)])
         radial = RadialProfile(
-            vertex_ids=ids, joints=names, cut_fraction=cut_fraction, coefficients=torch.zeros(config.radial_knots, **kw)
+            vertex_ids=ids,
+            limb=target.limb,
+            status=target.status,
+            cut_fraction=cut_fraction,
+            coefficients=torch.zeros(config.radial_knots, **kw),
         )
         limbs.append(
             _Limb(
                 target=target,
-                joints=names,
                 raw_offsets=torch.zeros(step.num_rings, len(step.cut.boundary_loop), **kw),
                 tip_height=torch.tensor(step.tip_height, **kw),
                 design_height=step.tip_height,
@@ -249,8 +249,9 @@ def refine(
                 radial=radial,
             )
         )
-    anchor0 = [j0[JOINT_INDEX[a]] - j0[pelvis] for a, _ in (lb.joints for lb in limbs)]
-    length0 = [float((j0[JOINT_INDEX[b]] - j0[JOINT_INDEX[a]]).norm()) for a, b in (lb.joints for lb in limbs)]
+    segments0 = [limb_segment_joints(j0, lb.target.limb, lb.target.status) for lb in limbs]
+    anchor0 = [a - j0[pelvis] for a, _ in segments0]
+    length0 = [float((b - a).norm()) for a, b in segments0]
 
     # Optimised in scaled units (L-BFGS is then well conditioned): value = start + scale * u.
     scales = {
@@ -288,7 +289,6 @@ def refine(
             out.verts[0],
             out.joints[0],
             [lb.radial for lb in limbs],
-            joint_index=JOINT_INDEX,
             coefficients=radial_coefficients(state),
         )
 
@@ -300,7 +300,7 @@ def refine(
         for lb, u_tip, u_off, inward, shape in zip(
             limbs, state.u_tips, state.u_offsets, state.inward, state.ring_shape
         ):
-            a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
+            a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
             axes.append((b - a) / (b - a).norm())
             height = soft_floor(
                 lb.tip_height + scales["tip"] * u_tip, config.min_tip_fraction * lb.radius, softness=0.1 * lb.radius
@@ -442,7 +442,7 @@ def refine(
         joints = out.joints[0]
         lambda_tip = []
         for lb, tip_index in zip(limbs, residual.tip_indices):
-            a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
+            a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
             seg = b - a
             lambda_tip.append(float((verts[tip_index] - a) @ seg / seg.square().sum()))
         rel_depth = joints[:, 2] - joints[pelvis, 2]
@@ -559,7 +559,7 @@ def _recut_moved(
     current = verts_now.detach().double().cpu().numpy()
     specs = []
     for lb, tip_index in zip(limbs, residual.tip_indices):
-        a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
+        a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
         specs.append(CutSpec(lb.target.limb, lb.target.status, a, b, current[tip_index]))
     try:
         new = cut_and_cap_to_tips(

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resihmr_dr.body.base import JOINT_INDEX, BodyOutput
+from resihmr_dr.body.base import JOINT_INDEX, BodyOutput, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.fit.intact import intact_targets
 from resihmr_dr.fit.refine_config import RefineConfig, RefineWeights
@@ -266,7 +266,7 @@ def body_terms(*, out: BodyOutput, limbs, anchor0, length0, rel_depth0, u_pose, 
     terms = {}
     anchor, length, anthro = [], [], []
     for lb, a0, l0 in zip(limbs, anchor0, length0):
-        a, b = (joints[JOINT_INDEX[n]] for n in lb.joints)
+        a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
         anchor.append(((a - pelvis) - a0).square().sum() / config.anchor_sigma_m**2)
         seg = (b - a).norm()
         length.append(((seg - l0) / config.length_sigma_m).square())

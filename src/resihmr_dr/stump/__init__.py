@@ -26,8 +26,6 @@ from resihmr_dr.stump.cut import (
     cut_limb,
     endpoint_from_lambda,
     limb_axis,
-    limb_joint_names,
-    residual_segments,
 )
 from resihmr_dr.stump.geometry import (
     StumpGeometry,
@@ -54,9 +52,7 @@ __all__ = [
     "dome_profile",
     "endpoint_from_lambda",
     "limb_axis",
-    "limb_joint_names",
     "residual_body_geometry",
     "residual_length",
-    "residual_segments",
     "stump_geometry",
 ]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
+from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX, limb_segment_joints
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.stump.cut import (
     CutError,
@@ -33,8 +33,6 @@ from resihmr_dr.stump.cut import (
     cut_limb,
     endpoint_from_lambda,
     limb_axis,
-    limb_joint_names,
-    residual_segments,
 )
 
 __all__ = [
@@ -302,9 +300,7 @@ def cut_spec(*, joints: np.ndarray | torch.Tensor, limb: Limb, status: LimbStatu
     joints_np = joints.detach().cpu().numpy() if isinstance(joints, torch.Tensor) else np.asarray(joints)
     if joints_np.shape != (len(JOINT_INDEX), 3):
         raise CutError(f"joints must have shape ({len(JOINT_INDEX)}, 3), got {joints_np.shape}")
-    anchor_name, target_name = limb_joint_names(limb, status)
-    anchor = joints_np[JOINT_INDEX[anchor_name]].astype(np.float64)
-    target = joints_np[JOINT_INDEX[target_name]].astype(np.float64)
+    anchor, target = (j.astype(np.float64) for j in limb_segment_joints(joints_np, limb, status))
     return CutSpec(limb, status, anchor, target, endpoint_from_lambda(anchor, target, lam))
 
 
@@ -407,7 +403,7 @@ def cut_and_cap(
         steps.append(capped)
         cur_verts, cur_faces, cur_labels = capped.verts, capped.faces, capped.vertex_segment
     final = steps[-1]
-    masks = tuple(final.vertex_segment == SEGMENT_INDEX[residual_segments(s.limb, s.status)[0]] for s in cuts)
+    masks = tuple(final.vertex_segment == SEGMENT_INDEX[s.limb.residual_segment(s.status)] for s in cuts)
     return ResidualBody(
         verts=final.verts,
         faces=final.faces,
@@ -424,7 +420,7 @@ def limb_radius_at(*, verts: np.ndarray, vertex_segment: np.ndarray, spec: CutSp
     within ``band_m`` of the plane through ``spec.endpoint`` (all of them if none are)."""
     verts = np.asarray(verts, dtype=np.float64)
     axis = limb_axis(spec.anchor, spec.target)
-    segment = SEGMENT_INDEX[residual_segments(spec.limb, spec.status)[0]]
+    segment = SEGMENT_INDEX[spec.limb.residual_segment(spec.status)]
     rel = verts[np.asarray(vertex_segment) == segment] - spec.anchor
     if not len(rel):
         raise CutError(f"{spec.limb.name}: the mesh has no residual-segment vertices")

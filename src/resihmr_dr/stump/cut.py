@@ -33,7 +33,7 @@ import scipy.sparse.csgraph
 import torch
 
 from resihmr_dr.body.base import SEGMENT_INDEX, SEGMENT_NAMES
-from resihmr_dr.data.ldpose import KEYPOINT_NAMES, Limb, LimbKind, LimbStatus
+from resihmr_dr.data.ldpose import Limb, LimbStatus
 
 __all__ = [
     "CutError",
@@ -43,39 +43,11 @@ __all__ = [
     "cut_limb",
     "endpoint_from_lambda",
     "limb_axis",
-    "limb_joint_names",
-    "residual_segments",
 ]
 
 
 class CutError(ValueError):
     """A cut or cap cannot be made (bad input, or a cut that does not give one clean hole)."""
-
-
-def residual_segments(limb: Limb, status: LimbStatus) -> tuple[str, tuple[str, ...]]:
-    """(residual segment, segments distal to it) names for a residual ``status`` of ``limb``.
-
-    E.g. (left_leg, transtibial) -> ("left_shank", ("left_foot",));
-    (right_arm, transhumeral) -> ("right_upper_arm", ("right_forearm", "right_hand")).
-    """
-    if not status.is_residual:
-        raise CutError(f"{limb.name}: status {status.value!r} is not a residual-limb status")
-    side = limb.side.value
-    chain = ("upper_arm", "forearm", "hand") if limb.kind is LimbKind.ARM else ("thigh", "shank", "foot")
-    if status is limb.above_status:
-        first = 0
-    elif status is limb.below_status:
-        first = 1
-    else:
-        raise CutError(f"{limb.name}: status {status.value!r} does not apply to a {limb.kind.value}")
-    names = tuple(f"{side}_{part}" for part in chain)
-    return names[first], names[first + 1 :]
-
-
-def limb_joint_names(limb: Limb, status: LimbStatus) -> tuple[str, str]:
-    """(anchor J_a, target J_t) joint names (``base.JOINT_NAMES``) of the residual segment."""
-    anchor, target = limb.segment_joints(status)
-    return KEYPOINT_NAMES[anchor], KEYPOINT_NAMES[target]
 
 
 def limb_axis(anchor: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -163,7 +135,7 @@ def cut_limb(
         verts: (V, 3) posed body vertices, any frame (metres); faces: (F, 3) outward winding.
         vertex_segment: (V,) labels indexing ``SEGMENT_NAMES``.
         limb, status: the limb and its residual status (not INTACT).
-        anchor, target: (3,) joints J_a and J_t of the residual segment (``limb_joint_names``).
+        anchor, target: (3,) joints J_a and J_t of the residual segment (``Limb.segment_joint_names``).
         endpoint: (3,) the residual endpoint R (``endpoint_from_lambda``); the cut plane passes
             through it, normal to the axis J_a -> J_t. It must lie strictly beyond J_a.
         offset_m: how far the level set is pushed off vertices that must always be kept or
@@ -196,7 +168,10 @@ def cut_limb(
         raise CutError("verts contain non-finite values")
     if labels.min() < 0 or labels.max() >= len(SEGMENT_NAMES):
         raise CutError(f"vertex_segment labels must lie in [0, {len(SEGMENT_NAMES)})")
-    residual_name, distal_names = residual_segments(limb, status)
+    try:
+        residual_name, distal_names = limb.residual_segment(status), limb.distal_segments(status)
+    except ValueError as error:
+        raise CutError(str(error)) from None
     anchor_np, target_np = _point(anchor, "anchor"), _point(target, "target")
     axis = limb_axis(anchor_np, target_np)
     point = _point(endpoint, "endpoint")

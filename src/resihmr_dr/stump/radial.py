@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from resihmr_dr.body.base import limb_segment_joints
+from resihmr_dr.data.ldpose import Limb, LimbStatus
+
 __all__ = ["RadialProfile", "apply_radial_profiles", "radial_displacement", "radial_knot_weights"]
 
 
@@ -29,16 +32,22 @@ __all__ = ["RadialProfile", "apply_radial_profiles", "radial_displacement", "rad
 class RadialProfile:
     """One residual segment's radius profile.
 
-    vertex_ids: (N,) ids of the residual segment's vertices in the uncut body; joints: the
-    (anchor, target) joint names (``body.base.JOINT_NAMES``); cut_fraction: the cut's level
+    vertex_ids: (N,) ids of the residual segment's vertices in the uncut body; limb, status:
+    the residual limb (its segment's joints J_a, J_t carry the axis); cut_fraction: the cut's level
     along J_a -> J_t when the profile was set up (the knots' scale: ``u = s / (cut_fraction L)``);
     coefficients: (K,) the relative radius change at the knots ``k / K``, k = 1..K.
     """
 
     vertex_ids: np.ndarray
-    joints: tuple[str, str]
+    limb: Limb
+    status: LimbStatus
     cut_fraction: float
     coefficients: torch.Tensor
+
+    @property
+    def joints(self) -> tuple[str, str]:
+        """(anchor, target) joint names of the profile's axis."""
+        return self.limb.segment_joint_names(self.status)
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (the vertex ids left out: they are the segment's)."""
@@ -85,18 +94,17 @@ def apply_radial_profiles(
     joints: torch.Tensor,
     profiles: list[RadialProfile] | tuple[RadialProfile, ...],
     *,
-    joint_index: dict[str, int],
     coefficients: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(V, 3) body vertices with each profile applied (differentiable w.r.t. ``verts``, ``joints``
-    and the coefficients). joints: (J, 3) in the vertices' frame; joint_index: joint name ->
-    row; coefficients: per profile, (K,) values replacing its stored ones (e.g. variables)."""
+    and the coefficients). joints: (len(JOINT_NAMES), 3) in the vertices' frame; coefficients:
+    per profile, (K,) values replacing its stored ones (e.g. variables)."""
     out = verts
     for i, profile in enumerate(profiles):
         coeffs = profile.coefficients if coefficients is None else coefficients[i]
         if len(profile.vertex_ids) == 0 or len(coeffs) == 0:
             continue
-        a, b = (joints[joint_index[n]] for n in profile.joints)
+        a, b = limb_segment_joints(joints, profile.limb, profile.status)
         ids = torch.as_tensor(profile.vertex_ids, device=verts.device)
         shift = radial_displacement(
             out[ids], anchor=a, target=b, cut_fraction=profile.cut_fraction, coefficients=coeffs

@@ -10,8 +10,8 @@ import torch
 
 from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
+from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.data.status import derive_limb_status
 from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig

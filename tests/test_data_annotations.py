@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resihmr_dr.data.annotations import (
-    ImageRecord,
-    Intrinsics,
-    LDposeDataset,
-    PersonAnnotation,
-    load_annotations,
-    load_rgb_image,
-)
+from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.images import load_rgb_image
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX, LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.data.masks import (
     PngMask,
@@ -31,6 +25,7 @@ from resihmr_dr.data.masks import (
     rle_to_mask,
     write_png_mask,
 )
+from resihmr_dr.data.records import ImageRecord, Intrinsics, LDposeDataset, PersonAnnotation
 
 W, H = 40, 30
 S = LimbStatus

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from resihmr_dr.cli import main
-from resihmr_dr.data.annotations import check_files, load_annotations
+from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.ldpose import (
     KEYPOINT_ALIASES,
@@ -24,6 +24,7 @@ from resihmr_dr.data.ldpose import (
     normalize_keypoint_name,
 )
 from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.data.validate import check_files
 
 SAMPLE = sample_annotations_path().parent
 

@@ -32,8 +32,8 @@ from resihmr_dr.atomic import atomic_write_json, exclusive_lock, remove_stale_pa
 from resihmr_dr.body.base import BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.config import OutputConfig
-from resihmr_dr.data.annotations import LDposeDataset, PersonAnnotation
 from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.records import LDposeDataset, PersonAnnotation
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig, fit_person, params_from_initial_fit
 from resihmr_dr.outputs import (
     folder_complete,

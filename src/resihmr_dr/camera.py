@@ -10,7 +10,7 @@ import torch
 from resihmr_dr.data.ldpose import DEFAULT_FOCAL_PX
 
 if TYPE_CHECKING:  # the record only: the renderers need not import the annotation reader (PIL)
-    from resihmr_dr.data.annotations import ImageRecord
+    from resihmr_dr.data.records import ImageRecord
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     does not load). File-level problems (unreadable JSON, wrong structure, keypoint names not the 25
     LDpose names in order) raise DataError, which ``main`` turns into exit code 2.
     """
-    from resihmr_dr.data.annotations import check_files, load_annotations
+    from resihmr_dr.data.annotations import load_annotations
+    from resihmr_dr.data.validate import check_files
 
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
     check = check_files(dataset)

@@ -43,7 +43,8 @@ from resihmr_dr.batch import (
 )
 from resihmr_dr.body.base import BodyModel
 from resihmr_dr.config import OutputConfig
-from resihmr_dr.data.annotations import LDposeDataset, PersonAnnotation, load_annotations
+from resihmr_dr.data.annotations import load_annotations
+from resihmr_dr.data.records import LDposeDataset, PersonAnnotation
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
 from resihmr_dr.outputs import person_category_id, person_folder_name, write_keypoint_results
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from resihmr_dr.atomic import atomic_directory, atomic_write_json, json_text
 from resihmr_dr.config import OutputConfig, to_dict
-from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
+from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
 from resihmr_dr.results import coco_keypoint_result, colored_trimesh
 

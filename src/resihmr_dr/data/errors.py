@@ -56,10 +56,14 @@ class DataError(ValueError):
             parts.append(f"image {self.image_id}")
         if self.item is not None:
             parts.append(self.item)
-        if self.field is not None:
-            parts.append(f"field {self.field!r}")
-        parts.append(self.reason)
+        parts.append(self.field_reason)
         return ": ".join(parts)
+
+    @property
+    def field_reason(self) -> str:
+        """The message's tail: ``"field 'betas': missing required key 'betas'"``, or the reason alone
+        when no field is set (no file or ids)."""
+        return f"field {self.field!r}: {self.reason}" if self.field is not None else self.reason
 
     def __str__(self) -> str:
         return self._message()

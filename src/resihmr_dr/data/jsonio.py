@@ -1,4 +1,5 @@
-"""Reading JSON files with errors that name the file and the position."""
+"""JSON in: reading files with errors that name the file and the position, and the type checks of
+parsed values shared by the loaders (a JSON ``true`` is not a number)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from resihmr_dr.data.errors import DataError
+
+__all__ = ["is_int", "is_number", "read_json", "read_json_object", "type_name"]
+
+
+def is_int(x: Any) -> bool:
+    """A JSON integer (a Python ``int``, not ``bool``)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_number(x: Any) -> bool:
+    """A JSON number (``int`` or ``float``, not ``bool``)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def type_name(x: Any) -> str:
+    """The JSON-facing name of a value's type for messages: ``"null"`` for ``None``."""
+    return "null" if x is None else type(x).__name__
 
 
 def read_json(path: Path) -> Any:

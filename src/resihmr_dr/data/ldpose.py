@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Images whose annotation gives no intrinsics get SMPLify-X's default focal length (pixels),
-# centred on the image (``data.annotations.Intrinsics.default_for``, ``camera.PinholeCamera.for_image``).
+# centred on the image (``data.records.Intrinsics.default_for``, ``camera.PinholeCamera.for_image``).
 DEFAULT_FOCAL_PX = 5000.0
 
 KEYPOINT_NAMES: tuple[str, ...] = (

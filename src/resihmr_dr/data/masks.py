@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pycocotools import mask as coco_mask
 
 from resihmr_dr.data.errors import DataError
+from resihmr_dr.data.images import IMAGE_READ_ERRORS
+from resihmr_dr.data.jsonio import is_int, is_number
 
 __all__ = [
     "RleMask",
@@ -94,14 +96,6 @@ MaskSource = Union[RleMask, PolygonMask, PngMask]
 
 
 # --------------------------------------------------------------------------- parsing
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def decode_rle_string(counts: str) -> list[int]:
     """Run lengths of a COCO compressed RLE string (pure Python, validating; LEB128-like code).
 
@@ -142,7 +136,7 @@ def parse_rle(obj: Any) -> RleMask:
         if key not in obj:
             raise DataError(f"RLE is missing key {key!r}", field="segmentation")
     size = obj["size"]
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(s) and 0 < s <= MAX_SIDE_PX for s in size):
+    if not isinstance(size, list) or len(size) != 2 or not all(is_int(s) and 0 < s <= MAX_SIDE_PX for s in size):
         raise DataError(
             f"RLE 'size' must be [height, width] with positive integers, got {size!r}",
             field="segmentation",
@@ -156,7 +150,7 @@ def parse_rle(obj: Any) -> RleMask:
             raise err.with_context(field="segmentation") from None
         stored: str | tuple[int, ...] = counts
     elif isinstance(counts, list):
-        if not all(_is_int(c) and c >= 0 for c in counts):
+        if not all(is_int(c) and c >= 0 for c in counts):
             raise DataError("uncompressed RLE 'counts' must be non-negative integers", field="segmentation")
         runs = counts
         stored = tuple(counts)
@@ -180,7 +174,7 @@ def parse_polygons(obj: Any) -> PolygonMask:
         raise DataError("expected a non-empty list of polygons", field="segmentation")
     polygons: list[tuple[float, ...]] = []
     for i, poly in enumerate(obj):
-        if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+        if not isinstance(poly, list) or not all(is_number(v) for v in poly):
             raise DataError(f"polygon {i} must be a list of numbers", field="segmentation")
         if len(poly) < 6 or len(poly) % 2:
             raise DataError(
@@ -259,7 +253,7 @@ def _open_image(path: Path) -> Image.Image:
         return Image.open(path)
     except FileNotFoundError:
         raise DataError(f"mask file not found: {path}", path=path) from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
+    except IMAGE_READ_ERRORS as err:
         raise DataError(f"cannot read mask image: {err}", path=path) from None
 
 
@@ -282,7 +276,7 @@ def read_png_mask(path: str | os.PathLike[str]) -> np.ndarray:
     with _open_image(path) as img:
         try:
             img.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
+        except IMAGE_READ_ERRORS as err:
             raise DataError(f"cannot decode mask image: {err}", path=path) from None
         bands = img.getbands()
         if "A" in bands:

@@ -24,8 +24,8 @@ import numpy as np
 
 from resihmr_dr.body.base import SEGMENT_INDEX, BodyModel, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.ldpose import Limb, LimbStatus
+from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.eval.prediction import (
     PosedBody,
     Prediction,

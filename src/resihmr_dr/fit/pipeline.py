@@ -16,9 +16,9 @@ import torch
 
 from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams, limb_segment_joints, stature_m
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.annotations import PersonAnnotation
 from resihmr_dr.data.init_fit import InitialFit
 from resihmr_dr.data.ldpose import Limb, LimbStatus
+from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
 from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou, predicted_keypoints_px
 from resihmr_dr.fit.quality import QualityConfig, check_quality

@@ -66,8 +66,8 @@ from scipy.spatial import cKDTree
 
 from resihmr_dr.body.base import limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.eval.groundtruth import GroundTruth
+from resihmr_dr.eval.limb_truth import LimbTruth
 from resihmr_dr.eval.prediction import Prediction
 from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.stump.cut import CutError
@@ -451,10 +451,10 @@ def score_prediction(
         (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[region_gt], camera=camera, margin=0.35)
         x0, y0, x1, y1 = roi
         row = {
-            "limb": limb_gt["limb"],
-            "type": limb_gt["type"],
-            "status": limb_gt["status"],
-            "shape": limb_gt["shape"]["name"],
+            "limb": limb_gt.limb_name,
+            "type": limb_gt.type_name,
+            "status": limb_gt.status.value,
+            "shape": limb_gt.shape.name,
             **person,
             "stump_iou": mask_iou(pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1]),
         }
@@ -464,12 +464,12 @@ def score_prediction(
 
 
 def _limb_scores(
-    pred: Prediction, gt: GroundTruth, limb_gt: dict, region_gt: np.ndarray, camera: PinholeCamera
+    pred: Prediction, gt: GroundTruth, limb_gt: LimbTruth, region_gt: np.ndarray, camera: PinholeCamera
 ) -> dict[str, float]:
-    region = pred.limb_masks.get(limb_gt["limb"])
+    region = pred.limb_masks.get(limb_gt.limb_name)
     if region is None or not region.any():  # no such limb: all NaN (stump_iou is score_prediction's)
         return {key: math.nan for key, _, _ in LIMB_METRICS if key != "stump_iou"}
-    limb, status = LIMB_BY_NAME[limb_gt["limb"]], LimbStatus(limb_gt["status"])
+    limb, status = limb_gt.limb, limb_gt.status
     anchor, target = limb_segment_joints(pred.joints_cam, limb, status)
     segment = float(np.linalg.norm(target - anchor))
     axis = (target - anchor) / segment
@@ -478,29 +478,27 @@ def _limb_scores(
     length = float((tip - anchor) @ axis)
     faces = pred.faces[region[pred.faces].all(axis=1)]
     volume = closed_volume_distal(pred.verts_cam, faces, anchor, axis)
-    true = limb_gt["measurements"]
-    shift = np.asarray(limb_gt["anchor_cam"], dtype=np.float64) - anchor
+    true = limb_gt.measurements.geometry
+    anchor_gt, target_gt, tip_gt = limb_gt.anchor_cam, limb_gt.target_cam, limb_gt.endpoint_cam
+    shift = anchor_gt - anchor
     faces_gt = gt.faces[region_gt[gt.faces].all(axis=1)]
     dist = symmetric_surface_distance(pred.verts_cam + shift, faces, gt.verts, faces_gt)
     scores = {
-        "endpoint_err_mm": float(np.linalg.norm(tip + shift - np.asarray(limb_gt["endpoint_cam"]))) * 1000,
-        "length_err_mm": abs(length - true["length_m"]) * 1000,
-        "length_err_pct": abs(length / segment - true["length_fraction"]) * 100,
-        "volume_err_pct": abs(volume - true["volume_m3"]) / true["volume_m3"] * 100,
+        "endpoint_err_mm": float(np.linalg.norm(tip + shift - tip_gt)) * 1000,
+        "length_err_mm": abs(length - true.length_m) * 1000,
+        "length_err_pct": abs(length / segment - true.length_fraction) * 100,
+        "volume_err_pct": abs(volume - true.volume_m3) / true.volume_m3 * 100,
         "stump_dist_mean_mm": float(dist.mean()) * 1000,
         "stump_dist_p95_mm": float(np.percentile(dist, 95)) * 1000,
     }
     # The stump's shape apart from its pose (module docstring).
-    anchor_gt, target_gt, tip_gt = (
-        np.asarray(limb_gt[k], dtype=np.float64) for k in ("anchor_cam", "target_cam", "endpoint_cam")
-    )
     scores.update(_pose_free_distances(pred.verts_cam, faces, anchor, tip, gt.verts, faces_gt, anchor_gt, tip_gt))
     p_pred = perimeter_profile(pred.verts_cam, pred.faces, region, anchor, target, tip)
     p_true = perimeter_profile(gt.verts, gt.faces, region_gt, anchor_gt, target_gt, tip_gt)
     both = np.isfinite(p_pred) & np.isfinite(p_true)  # stations where neither section is empty
     errors = np.abs(p_pred - p_true)[both] / p_true[both]
     scores["perimeter_err_pct"] = float(errors.mean()) * 100 if len(errors) else math.nan
-    ratio, ratio_gt = volume / segment**3, true["volume_m3"] / float(np.linalg.norm(target_gt - anchor_gt)) ** 3
+    ratio, ratio_gt = volume / segment**3, true.volume_m3 / float(np.linalg.norm(target_gt - anchor_gt)) ** 3
     scores["volume_sf_err_pct"] = abs(ratio - ratio_gt) / ratio_gt * 100
     kp = gt.keypoints_px[limb.endpoint_index(status)]
     tip_px = camera.project(torch.as_tensor(tip, dtype=torch.float64)).numpy()

@@ -23,6 +23,7 @@ from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.eval.baselines import METHOD_LABELS, METHODS, joint_lambda
 from resihmr_dr.eval.benchmark import evaluate, summarise, write_outputs
+from resihmr_dr.eval.closest_points import SurfaceQuery
 from resihmr_dr.eval.eval_cli import add_eval_parser
 from resihmr_dr.eval.groundtruth import GroundTruth, GroundTruthError, load_ground_truth
 from resihmr_dr.eval.limb_truth import LimbTruth, StumpMeasurements
@@ -30,7 +31,6 @@ from resihmr_dr.eval.prediction import Prediction, prediction_from_fit, predicti
 from resihmr_dr.eval.scores import (
     LIMB_METRICS,
     PERSON_METRICS,
-    SurfaceQuery,
     apply_similarity,
     icp_rigid,
     perimeter_profile,

@@ -104,5 +104,5 @@ def stumped_person(
         residuals=[spec],
     )
     mask = rasterize(verts_cam=torch.as_tensor(gt.verts), faces=torch.as_tensor(gt.faces), camera=CAMERA).mask.numpy()
-    person, _ = make_person(body, params, {limb: (status, gt.limbs[0]["lambda"])})
+    person, _ = make_person(body, params, {limb: (status, gt.limbs[0].lam)})
     return person, mask, gt

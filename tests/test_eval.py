@@ -23,13 +23,14 @@ from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.eval.baselines import METHOD_LABELS, METHODS, joint_lambda
 from resihmr_dr.eval.benchmark import evaluate, summarise, write_outputs
+from resihmr_dr.eval.closest_points import SurfaceQuery
 from resihmr_dr.eval.eval_cli import add_eval_parser
 from resihmr_dr.eval.groundtruth import GroundTruth, GroundTruthError, load_ground_truth
+from resihmr_dr.eval.limb_truth import LimbTruth, StumpMeasurements
 from resihmr_dr.eval.prediction import Prediction, prediction_from_fit, prediction_from_folder, read_fitted_folder
 from resihmr_dr.eval.scores import (
     LIMB_METRICS,
     PERSON_METRICS,
-    SurfaceQuery,
     apply_similarity,
     icp_rigid,
     perimeter_profile,
@@ -41,10 +42,12 @@ from resihmr_dr.eval.scores import (
     surface_distances,
     symmetric_surface_distance,
 )
+from resihmr_dr.eval.stump_shapes import StumpShape
 from resihmr_dr.eval.sweep import SweepSpec
 from resihmr_dr.eval.synth import generate_dataset
 from resihmr_dr.fit.pipeline import fit_person
 from resihmr_dr.render.zbuffer import rasterize
+from resihmr_dr.stump.geometry import StumpGeometry
 
 CAMERA = PinholeCamera(fx=800.0, fy=800.0, cx=160.0, cy=160.0, width=320, height=320)
 ANCHOR = np.array([0.0, -0.3, 3.0])  # left knee, camera frame
@@ -109,20 +112,37 @@ def _case(
     kp = np.zeros((NUM_KEYPOINTS, 3))
     kp[:17] = [100.0, 100.0, 2.0]
     true_volume = stump.volume  # all of it lies distal of the plane through the knee
-    limb = {
-        "limb": "left_leg",
-        "status": "transtibial",
-        "type": "left_transtibial",
-        "shape": {"name": "rounded"},
-        "anchor_cam": ANCHOR.tolist(),
-        "target_cam": (ANCHOR + AXIS * SEGMENT_M).tolist(),
-        "endpoint_cam": (ANCHOR + AXIS * (HEIGHT + 2 * RADIUS)).tolist(),
-        "measurements": {
-            "length_m": HEIGHT + 2 * RADIUS,
-            "length_fraction": (HEIGHT + 2 * RADIUS) / SEGMENT_M,
-            "volume_m3": true_volume,
-        },
-    }
+    length = HEIGHT + 2 * RADIUS
+    geometry = StumpGeometry(
+        limb_name="left_leg",
+        status="transtibial",
+        length_m=length,
+        length_fraction=length / SEGMENT_M,
+        segment_length_m=SEGMENT_M,
+        volume_m3=true_volume,
+        station_m=(),
+        area_m2=(),
+        perimeter_m=(),
+        section_closed=(),
+    )
+    tip = ANCHOR + AXIS * length
+    limb = LimbTruth(
+        limb_name="left_leg",
+        status=LimbStatus.TRANSTIBIAL,
+        type_name="left_transtibial",
+        shape=StumpShape("rounded", height_ratio=1.0),
+        lam=length / SEGMENT_M,
+        lam_cut=(HEIGHT + RADIUS) / SEGMENT_M,  # the far hemisphere is the cap
+        anchor_cam=ANCHOR,
+        target_cam=ANCHOR + AXIS * SEGMENT_M,
+        endpoint_cam=tip,
+        tip_index=8 + int(np.argmin(np.linalg.norm(stump.vertices - tip, axis=1))),
+        cut_point_cam=ANCHOR + AXIS * (HEIGHT + RADIUS),
+        axis_cam=AXIS,
+        cap_length_m=RADIUS,
+        cut_radius_m=RADIUS,
+        measurements=StumpMeasurements(geometry, math.pi * RADIUS**2, 2 * math.pi * RADIUS),
+    )
     gt = GroundTruth(
         ann_id=1,
         image_id=1,
@@ -189,7 +209,7 @@ def test_a_longer_stump_has_the_known_errors():
     assert row["length_err_mm"] == pytest.approx(40.0, abs=1e-6)
     assert row["length_err_pct"] == pytest.approx(extra / SEGMENT_M * 100, abs=1e-6)
     # Volume: the extra cylinder, pi r^2 * 4 cm, over the true capsule (discretised alike: 0.5 %).
-    expected = math.pi * RADIUS**2 * extra / gt.limbs[0]["measurements"]["volume_m3"] * 100
+    expected = math.pi * RADIUS**2 * extra / gt.limbs[0].measurements.geometry.volume_m3 * 100
     assert row["volume_err_pct"] == pytest.approx(expected, rel=0.02)
     assert 0 < row["stump_dist_mean_mm"] < row["stump_dist_p95_mm"] <= 40.0 + 1e-6
     assert row["kp_body_px"] == pytest.approx(5.0) and row["kp_intact_px"] == pytest.approx(5.0)
@@ -500,7 +520,7 @@ def test_the_folder_reads_back_as_the_fit_it_was_written_from(anny_body, fitted)
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=tol), key
     stump = json.loads((folder / "stump.json").read_text())["posed"][0]
     # The evaluator's own measurement of the folder matches the pipeline's stump.json.
-    true_length = gt.limbs[0]["measurements"]["length_m"]
+    true_length = gt.limbs[0].measurements.geometry.length_m
     assert abs(stump["length_m"] - true_length) * 1000 == pytest.approx(from_folder[0]["length_err_mm"], abs=1.0)
 
 

@@ -29,7 +29,7 @@ STATURE = 1.7
 def _scene(body, shape_name: str, *, lam_error: float = -0.06):
     truth = anny_pose(body)
     person, mask, gt = stumped_person(body, truth, limb="left_leg", status=STATUS, lam=0.6, shape=shape_name, seed=3)
-    lam_tip = gt.limbs[0]["lambda"]
+    lam_tip = gt.limbs[0].lam
     # The start: a slightly wrong build and an endpoint short of the true one (the paper's
     # reconstruction: the convex cap ending there).
     start = truth.replace(shape=truth.shape + torch.tensor([[0.0, 0.0, -0.06, -0.08, 0.0, 0.0]]))
@@ -111,7 +111,7 @@ def test_refinement_recovers_non_convex_stumps(anny_body, shape_name):
     refined = trimesh.Trimesh(result.verts_cam, final.faces, process=False)
     assert refined.is_watertight and refined.is_winding_consistent and refined.volume > 0
     # λ moves towards the truth (the start was 0.06 short).
-    assert abs(result.lambda_tip[0] - gt.limbs[0]["lambda"]) < 0.06, (result.lambda_tip, gt.limbs[0]["lambda"])
+    assert abs(result.lambda_tip[0] - gt.limbs[0].lam) < 0.06, (result.lambda_tip, gt.limbs[0].lam)
     # The depth anchor bounds the drift of the joints' depths relative to the pelvis.
     assert result.depth_drift_m < 0.03
     assert len(seen) > 10 and all(s.outcome.iterations >= 1 for s in result.stages)

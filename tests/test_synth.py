@@ -12,9 +12,12 @@ import torch
 import trimesh
 from scipy.ndimage import binary_dilation
 
+from resihmr_dr.atomic import json_value
 from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX, LIMB_BY_NAME, LimbStatus
+from resihmr_dr.eval.groundtruth import load_ground_truth
+from resihmr_dr.eval.limb_truth import LimbTruth
 from resihmr_dr.eval.stump_shapes import (
     STUMP_SHAPES,
     StumpShape,
@@ -23,7 +26,6 @@ from resihmr_dr.eval.stump_shapes import (
     sample_stump_shape,
 )
 from resihmr_dr.eval.synth import (
-    MIN_LAMBDA_CUT,
     RESIDUAL_TYPES,
     ResidualSpec,
     generate_dataset,
@@ -32,6 +34,7 @@ from resihmr_dr.eval.synth import (
     parse_types,
     view_orient,
 )
+from resihmr_dr.eval.synth.stumped import MIN_LAMBDA_CUT
 from resihmr_dr.eval.synth_cli import add_synth_parser
 from resihmr_dr.stump.geometry import cross_section
 
@@ -113,6 +116,21 @@ def test_ground_truth_mesh_and_endpoint(dataset):
             assert meas["length_fraction"] == pytest.approx(limb["lambda"], abs=1e-5)
             assert meas["volume_m3"] > 0 and meas["cut_section_area_m2"] > 0
             assert all(a > 0 for a in meas["area_m2"][len(meas["area_m2"]) // 2 :])  # near J_a: may be open
+
+
+def test_limb_truth_reads_back_and_its_tip_is_the_tip_vertex(dataset):
+    out, _ = dataset
+    truth = load_ground_truth(out)
+    index = json.loads((out / "gt" / "index.json").read_text())["samples"]
+    assert any(len(entry["residual_types"]) > 1 for entry in index)  # a later cut renumbers an earlier tip
+    for entry in index:
+        raw = _gt(out, entry)["residual_limbs"]
+        gt = truth[entry["ann_id"]]
+        assert len(gt.limbs) == len(raw) == len(entry["residual_types"])
+        for record, limb in zip(raw, gt.limbs, strict=True):
+            assert json_value(limb.to_dict(), digits=7) == record == json_value(LimbTruth.from_dict(record).to_dict())
+            assert limb.type_name == record["type"] and limb.status.value == record["status"]
+            assert np.allclose(gt.verts[limb.tip_index], limb.endpoint_cam, atol=1e-6)
 
 
 def test_keypoints_project_inside_mask(dataset):
@@ -200,11 +218,7 @@ def _cap_profile(anny_body, name: str, *, seed: int = 0):
         residuals=[ResidualSpec("left_transtibial", 0.65, shape)],
     )
     limb = mesh.limbs[0]
-    cut, axis, length = (
-        np.array(limb["cut_point_cam"]),
-        np.array(limb["axis_cam"]),
-        limb["cap_length_m"],
-    )
+    cut, axis, length = limb.cut_point_cam, limb.axis_cam, limb.cap_length_m
     region = mesh.faces[(mesh.vertex_segment == SEGMENT_INDEX["left_shank"])[mesh.faces].all(axis=1)]
     base = cross_section(mesh.verts, region, cut - 1e-4 * axis, axis).area_m2
     fractions = np.array([0.2, 0.35, 0.5, 0.65, 0.8])
@@ -226,14 +240,13 @@ def test_stump_shapes_differ_from_a_dome(anny_body, name):
     elif name == "bulbous":
         assert ratios.max() > 1.15  # wider than the cut plane section
     elif name == "flattened":
-        assert ratios[-1] > dome[-1] + 0.25 and limb["cap_length_m"] < 0.55 * limb["cut_radius_m"]
+        assert ratios[-1] > dome[-1] + 0.25 and limb.cap_length_m < 0.55 * limb.cut_radius_m
     elif name == "rounded":
         assert np.abs(ratios - dome).max() < 0.3
     else:  # oblique: the end face is tilted, its rim is not at one axial level
-        shape = StumpShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in limb["shape"].items()})
-        assert 10.0 <= shape.oblique_deg <= 20.0
-        tip_along = (np.array(limb["endpoint_cam"]) - np.array(limb["cut_point_cam"])) @ np.array(limb["axis_cam"])
-        assert tip_along == pytest.approx(limb["cap_length_m"], abs=1e-9)
+        assert 10.0 <= limb.shape.oblique_deg <= 20.0
+        tip_along = (limb.endpoint_cam - limb.cut_point_cam) @ limb.axis_cam
+        assert tip_along == pytest.approx(limb.cap_length_m, abs=1e-9)
 
 
 def test_oblique_end_is_tilted():

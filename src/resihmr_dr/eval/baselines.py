@@ -22,15 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from resihmr_dr.body.base import SEGMENT_INDEX, BodyModel, BodyParams, limb_segment_joints
+from resihmr_dr.body.base import SEGMENT_INDEX, BodyModel, BodyOutput, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.data.records import PersonAnnotation
-from resihmr_dr.eval.prediction import (
-    PosedBody,
-    Prediction,
-    prediction_from_fit,
-)
+from resihmr_dr.eval.prediction import Prediction, prediction_from_fit
 from resihmr_dr.fit.measures import predicted_keypoints_px
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.stump.cap import CapConfig, cut_and_cap_to_tips, cut_spec
@@ -49,29 +45,30 @@ METHOD_LABELS: dict[str, str] = {
 def intact_baseline(
     *,
     body: BodyModel,
-    posed: PosedBody,
+    posed: BodyOutput,
     camera: PinholeCamera,
     residual_limbs: Sequence[tuple[Limb, LimbStatus]],
     ann_id: int,
     seconds: float,
 ) -> Prediction:
-    """The intact-body fit scored as a prediction (module docstring). posed: the fitted body."""
+    """The intact-body fit scored as a prediction (module docstring). posed: the fitted body (B = 1)."""
+    verts_cam, joints_cam, coco_cam = (t[0].double().cpu().numpy() for t in (posed.verts, posed.joints, posed.coco_kp))
     labels = body.vertex_segment.cpu().numpy()
     masks, endpoints = {}, {}
     for limb, status in residual_limbs:
         removed = (limb.residual_segment(status), *limb.distal_segments(status))
         masks[limb.name] = np.isin(labels, [SEGMENT_INDEX[name] for name in removed])
-        anchor, target = limb_segment_joints(posed.joints_cam, limb, status)
+        anchor, target = limb_segment_joints(joints_cam, limb, status)
         endpoints[limb.endpoint_index(status)] = 0.5 * (anchor + target)
     return Prediction(
         method="intact",
         ann_id=ann_id,
-        verts_cam=posed.verts_cam,
+        verts_cam=verts_cam,
         faces=body.faces.cpu().numpy().astype(np.int64),
         limb_masks=masks,
-        joints_cam=posed.joints_cam,
-        keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
-        body_verts_cam=posed.verts_cam,
+        joints_cam=joints_cam,
+        keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=coco_cam, endpoints_cam=endpoints),
+        body_verts_cam=verts_cam,
         body_name=body.name,
         seconds=seconds,
     )
@@ -85,7 +82,7 @@ def joint_lambda(lam: float, *, lam_min: float) -> float:
 def joint_collapse_baseline(
     *,
     body: BodyModel,
-    posed: PosedBody,
+    posed: BodyOutput,
     camera: PinholeCamera,
     residual_limbs: Sequence[tuple[Limb, LimbStatus, float]],
     ann_id: int,
@@ -94,15 +91,16 @@ def joint_collapse_baseline(
     cap: CapConfig = CapConfig(),
 ) -> Prediction:
     """Joint-level amputation (module docstring). residual_limbs: (limb, status, λ on the fitted
-    segment); ``seconds``: the intact fit's, to which this baseline's own time is added.
-    Raises CutError where the cut fails."""
+    segment); posed: the fitted body (B = 1); ``seconds``: the intact fit's, to which this
+    baseline's own time is added. Raises CutError where the cut fails."""
     start = time.perf_counter()
+    verts_cam, joints_cam, coco_cam = (t[0].double().cpu().numpy() for t in (posed.verts, posed.joints, posed.coco_kp))
     specs = [
-        cut_spec(joints=posed.joints_cam, limb=limb, status=status, lam=joint_lambda(lam, lam_min=lam_min))
+        cut_spec(joints=joints_cam, limb=limb, status=status, lam=joint_lambda(lam, lam_min=lam_min))
         for limb, status, lam in residual_limbs
     ]
     residual = cut_and_cap_to_tips(
-        verts=posed.verts_cam,
+        verts=verts_cam,
         faces=body.faces.cpu().numpy(),
         vertex_segment=body.vertex_segment.cpu().numpy(),
         tips=specs,
@@ -115,9 +113,9 @@ def joint_collapse_baseline(
         verts_cam=np.asarray(residual.verts, dtype=np.float64),
         faces=np.asarray(residual.faces, dtype=np.int64),
         limb_masks={spec.limb.name: m for spec, m in zip(specs, residual.limb_masks, strict=True)},
-        joints_cam=posed.joints_cam,
-        keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
-        body_verts_cam=posed.verts_cam,
+        joints_cam=joints_cam,
+        keypoints_px=predicted_keypoints_px(camera=camera, coco_cam=coco_cam, endpoints_cam=endpoints),
+        body_verts_cam=verts_cam,
         body_name=body.name,
         seconds=seconds + time.perf_counter() - start,
     )

@@ -1,6 +1,6 @@
 """Ground truth of a synthetic benchmark folder (written by ``resihmr-dr synth``).
 
-Layout (see :mod:`resihmr_dr.eval.synth`): ``gt/index.json`` lists the samples; each sample's
+Layout (see :mod:`resihmr_dr.eval.synth.dataset`): ``gt/index.json`` lists the samples; each sample's
 folder holds ``gt.json`` (camera, keypoints, residual limbs with their measurements),
 ``mesh.ply`` (the true mesh in the camera frame, stumps included) and ``labels.npz``
 (per-vertex segment labels and the intact body vertex each vertex comes from).
@@ -20,7 +20,7 @@ from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.jsonio import read_json_object
-from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
+from resihmr_dr.eval.limb_truth import LimbTruth
 
 __all__ = ["GroundTruth", "GroundTruthError", "load_ground_truth"]
 
@@ -36,8 +36,8 @@ class GroundTruth:
     verts: (V, 3) true mesh, camera frame; faces: (F, 3); vertex_segment: (V,) segment ids
     (``SEGMENT_NAMES``; stump vertices carry their residual segment); source_vertex: (V,) index
     of the intact body-model vertex each vertex is (-1 for stump vertices); keypoints_px: (25, 3)
-    the clean LDpose keypoints ``[x, y, v]``; limbs: the residual limbs' ``gt.json`` entries
-    (limb, status, type, shape, lambda, anchor_cam, target_cam, endpoint_cam, measurements, ...);
+    the clean LDpose keypoints ``[x, y, v]``; limbs: the residual limbs' truth (``gt.json``'s
+    ``residual_limbs``: limb, status, type, shape, lambda, anchor_cam, endpoint_cam, measurements, ...);
     body_model: the body model that made it; noise_px: the keypoint noise written for this
     person; info: the rest of ``gt.json`` (pose, view, ...).
     """
@@ -49,15 +49,14 @@ class GroundTruth:
     vertex_segment: np.ndarray
     source_vertex: np.ndarray
     keypoints_px: np.ndarray
-    limbs: tuple[dict, ...]
+    limbs: tuple[LimbTruth, ...]
     body_model: str
     noise_px: float
     info: dict
 
-    def limb_region(self, limb: dict) -> np.ndarray:
+    def limb_region(self, limb: LimbTruth) -> np.ndarray:
         """(V,) bool: the vertices of ``limb``'s residual segment (stump included)."""
-        name = LIMB_BY_NAME[limb["limb"]].residual_segment(LimbStatus(limb["status"]))
-        return self.vertex_segment == SEGMENT_INDEX[name]
+        return self.vertex_segment == SEGMENT_INDEX[limb.residual_segment]
 
     @property
     def camera(self) -> PinholeCamera:
@@ -105,11 +104,9 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
             mesh = trimesh.load(folder / gt["mesh"], process=False, force="mesh")
             labels = np.load(folder / gt["labels"])
             keypoints = np.asarray(gt["keypoints_clean_px"], dtype=np.float64).reshape(25, 3)
-            limbs = tuple(gt["residual_limbs"])
-            for limb in limbs:
-                LIMB_BY_NAME[limb["limb"]], LimbStatus(limb["status"]), limb["measurements"]["volume_m3"]  # noqa: B018
+            limbs = tuple(LimbTruth.from_dict(limb) for limb in gt["residual_limbs"])
             PinholeCamera(**gt["camera"])
-        except (KeyError, ValueError, TypeError, OSError) as err:
+        except (KeyError, ValueError, TypeError, AttributeError, OSError) as err:
             raise GroundTruthError(f"unreadable ground truth ({type(err).__name__}: {err})", path=gt_path) from None
         verts = np.asarray(mesh.vertices, dtype=np.float64)
         noise = gt.get("noise_px", default_noise)

@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import BodyModel, BodyParams, limb_segment_joints
+from resihmr_dr.body.base import BodyModel, BodyOutput, BodyParams, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, Limb, LimbStatus
+from resihmr_dr.eval.closest_points import closest_on_segments
 from resihmr_dr.fit.measures import predicted_keypoints_px
 from resihmr_dr.results import FittedPerson, ResultsError, read_person
 
 __all__ = [
     "FittedFolder",
-    "PosedBody",
     "Prediction",
     "PredictionError",
     "pose_body",
@@ -67,21 +67,10 @@ class Prediction:
     seconds: float
 
 
-@dataclass(frozen=True)
-class PosedBody:
-    """The fitted body model posed by its parameters: verts (Vb, 3), joints (J, 3) and COCO
-    keypoints (17, 3), camera frame, float64."""
-
-    verts_cam: np.ndarray
-    joints_cam: np.ndarray
-    coco_cam: np.ndarray
-
-
-def pose_body(body: BodyModel, params: BodyParams) -> PosedBody:
+def pose_body(body: BodyModel, params: BodyParams) -> BodyOutput:
     """Run the body model once (no gradients) on B = 1 parameters."""
     with torch.no_grad():
-        out = body(params)
-    return PosedBody(*(t[0].double().cpu().numpy() for t in (out.verts, out.joints, out.coco_kp)))
+        return body(params)
 
 
 def split_residual_mask(
@@ -94,7 +83,10 @@ def split_residual_mask(
     idx = np.flatnonzero(residual_mask)
     if not names or not len(idx):
         return out
-    dists = np.stack([_point_segment_distance(verts[idx], *axes[name]) for name in names], axis=1)
+    points = verts[idx]
+    dists = np.stack(
+        [np.linalg.norm(points - closest_on_segments(points, *axes[name]), axis=1) for name in names], axis=1
+    )
     owner = dists.argmin(axis=1)
     for i, name in enumerate(names):
         out[name][idx[owner == i]] = True
@@ -104,17 +96,18 @@ def split_residual_mask(
 def prediction_from_fit(fit, *, body: BodyModel, method: str, seconds: float | None = None) -> Prediction:
     """The :class:`Prediction` of a pipeline ``PersonFit`` (``resihmr_dr.fit.pipeline``)."""
     posed = pose_body(body, fit.params)
+    joints_cam = posed.joints[0].double().cpu().numpy()
     limbs = [(LIMB_BY_NAME[r.limb_name], r.status) for r in fit.rafo]
-    axes = {limb.name: limb_segment_joints(posed.joints_cam, limb, status) for limb, status in limbs}
+    axes = {limb.name: limb_segment_joints(joints_cam, limb, status) for limb, status in limbs}
     return Prediction(
         method=method,
         ann_id=fit.ann_id,
         verts_cam=fit.verts_cam,
         faces=fit.faces,
         limb_masks=split_residual_mask(fit.verts_cam, fit.residual_mask, axes),
-        joints_cam=posed.joints_cam,
+        joints_cam=joints_cam,
         keypoints_px=np.asarray(fit.pred_keypoints_px, dtype=np.float64),
-        body_verts_cam=posed.verts_cam,
+        body_verts_cam=posed.verts[0].double().cpu().numpy(),
         body_name=fit.body_name,
         seconds=fit.seconds if seconds is None else seconds,
     )
@@ -179,18 +172,17 @@ def read_fitted_folder(folder: str | Path) -> FittedFolder:
 
 
 def prediction_from_folder(
-    fitted: FittedFolder, *, body: BodyModel, method: str, posed: PosedBody | None = None
+    fitted: FittedFolder, *, body: BodyModel, method: str, posed: BodyOutput | None = None
 ) -> Prediction:
     """The :class:`Prediction` of a folder written by ``resihmr-dr fit`` (see
     :func:`read_fitted_folder`). ``body`` must be the body model the folder was fitted with;
-    ``posed``: the body already posed by the folder's parameters (posed here if None)."""
+    ``posed``: the body already posed by the folder's parameters (B = 1; posed here if None)."""
     if body.name != fitted.body_name:
         raise PredictionError(f"fitted with the {fitted.body_name} body model, not {body.name}", path=fitted.folder)
     if posed is None:
         posed = pose_body(body, fitted.params_for(body))
-    axes = {
-        limb.name: limb_segment_joints(posed.joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs
-    }
+    joints_cam = posed.joints[0].double().cpu().numpy()
+    axes = {limb.name: limb_segment_joints(joints_cam, limb, status) for limb, status, _, _ in fitted.residual_limbs}
     endpoints = {limb.endpoint_index(status): endpoint for limb, status, _, endpoint in fitted.residual_limbs}
     return Prediction(
         method=method,
@@ -198,16 +190,11 @@ def prediction_from_folder(
         verts_cam=fitted.verts_cam,
         faces=fitted.faces,
         limb_masks=split_residual_mask(fitted.verts_cam, fitted.residual_mask, axes),
-        joints_cam=posed.joints_cam,
-        keypoints_px=predicted_keypoints_px(camera=fitted.camera, coco_cam=posed.coco_cam, endpoints_cam=endpoints),
-        body_verts_cam=posed.verts_cam,
+        joints_cam=joints_cam,
+        keypoints_px=predicted_keypoints_px(
+            camera=fitted.camera, coco_cam=posed.coco_kp[0].double().cpu().numpy(), endpoints_cam=endpoints
+        ),
+        body_verts_cam=posed.verts[0].double().cpu().numpy(),
         body_name=body.name,
         seconds=fitted.seconds,
     )
-
-
-def _point_segment_distance(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,) distance of points (N, 3) to the segment a-b."""
-    ab = b - a
-    t = np.clip((points - a) @ ab / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-    return np.linalg.norm(points - (a + t[:, None] * ab), axis=1)

@@ -55,19 +55,17 @@ compared on equal terms. Frames: camera frame (OpenCV, metres); pixels ``_px``.
 
 from __future__ import annotations
 
-import itertools
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from resihmr_dr.body.base import limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
+from resihmr_dr.eval.closest_points import SurfaceQuery
 from resihmr_dr.eval.groundtruth import GroundTruth
+from resihmr_dr.eval.limb_truth import LimbTruth
 from resihmr_dr.eval.prediction import Prediction
 from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou
 from resihmr_dr.stump.cut import CutError
@@ -78,7 +76,6 @@ __all__ = [
     "PERSON_METRICS",
     "PROFILE_STATIONS",
     "SHAPE_SAMPLES",
-    "SurfaceQuery",
     "apply_similarity",
     "icp_rigid",
     "perimeter_profile",
@@ -206,128 +203,6 @@ def sample_surface_points(verts: np.ndarray, faces: np.ndarray, count: int, seed
     return np.einsum("nk,nkd->nd", weights, tri[face])
 
 
-@dataclass(frozen=True)
-class SurfaceQuery:
-    """Exact closest points on a triangle surface, fast: the nearest few triangles (KD-tree of
-    their centroids) bound a point's distance d from above; a triangle can be nearer only if
-    its centroid lies within d + its radius, and all of those are checked.
-
-    triangles: (F', 3, 3) the surface's triangles, long ones bisected (the same surface, so the
-    same closest points) until none reaches far from its centroid; centres: (F', 3) their
-    centroids (``tree`` over them); radii: (F',) the largest distance of each triangle's
-    vertices from its centroid; normals: (F', 3) their unit normals (0 where degenerate).
-    """
-
-    triangles: np.ndarray
-    centres: np.ndarray
-    radii: np.ndarray
-    normals: np.ndarray
-    tree: cKDTree
-
-    @classmethod
-    def build(cls, verts: np.ndarray, faces: np.ndarray) -> SurfaceQuery:
-        """The query structure of verts (V, 3), faces (F >= 1, 3)."""
-        tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces, dtype=np.int64)]
-        if not len(tri):
-            raise ValueError("SurfaceQuery needs at least one face")
-        limit = 2.0 * float(np.median(_triangle_radii(tri)))
-        for _ in range(64):  # bisect the longest edge of every triangle reaching beyond the limit
-            long = _triangle_radii(tri) > limit
-            if not long.any():
-                break
-            t = tri[long]
-            first = np.argmax(np.linalg.norm(t - np.roll(t, -1, axis=1), axis=2), axis=1)  # edge (i, i + 1)
-            t = t[np.arange(len(t))[:, None], (first[:, None] + np.arange(3)) % 3]  # longest edge first
-            mid = 0.5 * (t[:, 0] + t[:, 1])
-            halves = np.concatenate([np.stack([t[:, 0], mid, t[:, 2]], 1), np.stack([mid, t[:, 1], t[:, 2]], 1)])
-            tri = np.concatenate([tri[~long], halves])
-        centres = tri.mean(axis=1)
-        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        norm = np.linalg.norm(normals, axis=1, keepdims=True)
-        normals = np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
-        return cls(tri, centres, _triangle_radii(tri), normals, cKDTree(centres))
-
-    def closest(self, points: np.ndarray, *, pairs: int = 400_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(N, 3) closest surface points, (N,) distances and (N, 3) unit normals there (of the
-        triangle hit; 0 for a degenerate one) of ``points`` (N, 3); ``pairs``: the
-        point-triangle candidates gathered at a time (memory)."""
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        k = min(4, len(self.triangles))
-        idx = self.tree.query(points, k=k)[1].reshape(len(points), k)
-        bound = _closest_on_triangles(np.repeat(points, k, axis=0), self.triangles[idx.ravel()])[1]
-        bound = bound.reshape(len(points), k).min(axis=1) * (1 + 1e-9) + 1e-12
-        lists = self.tree.query_ball_point(points, bound + float(self.radii.max()))
-        counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(points))
-        near, dist, face = np.zeros_like(points), np.zeros(len(points)), np.zeros(len(points), dtype=np.int64)
-        start = 0
-        while start < len(points):  # blocks of points with about ``pairs`` candidates in all
-            stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), pairs)))
-            owner = np.repeat(np.arange(start, stop), counts[start:stop])
-            cand = np.fromiter(itertools.chain.from_iterable(lists[start:stop]), dtype=np.int64, count=len(owner))
-            # Only triangles that can come within the bound: by their centroid and radius, and by their plane.
-            rel, reach = points[owner] - self.centres[cand], bound[owner]
-            keep = _dot(rel, rel) <= (reach + self.radii[cand]) ** 2
-            keep &= np.abs(_dot(rel, self.normals[cand])) <= reach
-            owner, cand = owner[keep], cand[keep]
-            q, d = _closest_on_triangles(points[owner], self.triangles[cand])
-            first = np.searchsorted(owner, np.arange(start, stop))  # every point keeps its nearest
-            best = np.minimum.reduceat(d, first)
-            hit = np.flatnonzero(d == best[owner - start])
-            _, pick = np.unique(owner[hit], return_index=True)  # the first nearest of each point
-            near[start:stop], dist[start:stop], face[start:stop] = q[hit[pick]], best, cand[hit[pick]]
-            start = stop
-        return near, dist, self.normals[face]
-
-
-def _triangle_radii(tri: np.ndarray) -> np.ndarray:
-    """(F,) the largest distance of each triangle's (F, 3, 3) vertices from its centroid."""
-    return np.linalg.norm(tri - tri.mean(axis=1, keepdims=True), axis=2).max(axis=1)
-
-
-def _closest_on_triangles(p: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(M, 3) closest points and (M,) distances of points p (M, 3) on triangles tri (M, 3, 3)
-    (Ericson's Voronoi-region test, vectorised; a degenerate triangle by its edges)."""
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    ab, ac, ap = b - a, c - a, p - a
-    d00, d01, d11 = _dot(ab, ab), _dot(ab, ac), _dot(ac, ac)
-    d1, d2 = _dot(ab, ap), _dot(ac, ap)
-    d3, d4, d5, d6 = d1 - d00, d2 - d01, d1 - d01, d2 - d11  # the same products from b and from c
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v, w = vb / (va + vb + vc), vc / (va + vb + vc)  # inside the face
-        on_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        on_ac, on_ab = d2 / (d2 - d6), d1 / (d1 - d3)
-    regions = (  # (test, v, w); the first test that holds wins, so applied last first
-        ((va <= 0) & (d4 >= d3) & (d5 >= d6), 1.0 - on_bc, on_bc),  # edge bc
-        ((vb <= 0) & (d2 >= 0) & (d6 <= 0), 0.0, on_ac),  # edge ac
-        ((d6 >= 0) & (d5 <= d6), 0.0, 1.0),  # vertex c
-        ((vc <= 0) & (d1 >= 0) & (d3 <= 0), on_ab, 0.0),  # edge ab
-        ((d3 >= 0) & (d4 <= d3), 1.0, 0.0),  # vertex b
-        ((d1 <= 0) & (d2 <= 0), 0.0, 0.0),  # vertex a
-    )
-    for test, rv, rw in regions:
-        v, w = np.where(test, rv, v), np.where(test, rw, w)
-    near = a + v[:, None] * ab + w[:, None] * ac
-    bad = np.flatnonzero(~np.isfinite(near).all(axis=1))  # a degenerate triangle, no region held
-    if len(bad):
-        edges = [_closest_on_segments(p[bad], s, e) for s, e in ((a[bad], b[bad]), (b[bad], c[bad]), (c[bad], a[bad]))]
-        pick = np.argmin([np.linalg.norm(p[bad] - q, axis=1) for q in edges], axis=0)
-        near[bad] = np.stack(edges)[pick, np.arange(len(bad))]
-    return near, np.sqrt(_dot(p - near, p - near))
-
-
-def _closest_on_segments(p: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """(M, 3) closest points of points p (M, 3) on the segments start-end (M, 3) each."""
-    se = end - start
-    t = np.clip(_dot(p - start, se) / np.maximum(_dot(se, se), 1e-300), 0.0, 1.0)
-    return start + t[:, None] * se
-
-
-def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(M,) row-wise dot products of (M, 3) arrays."""
-    return np.einsum("ij,ij->i", x, y)
-
-
 def icp_rigid(
     source: np.ndarray,
     surface: SurfaceQuery,
@@ -368,7 +243,7 @@ def icp_rigid(
         centre = moved.mean(axis=0)
         # (N, 6) rows: d/d(rotation vector about the centre, translation) of each point's plane distance.
         system = np.concatenate([np.cross(moved - centre, normal), normal], axis=1)
-        step = np.linalg.lstsq(system, _dot(target - moved, normal), rcond=1e-6)[0]
+        step = np.linalg.lstsq(system, np.einsum("ij,ij->i", target - moved, normal), rcond=1e-6)[0]
         if np.linalg.norm(step[:3]) * radius + np.linalg.norm(step[3:]) < tolerance:
             break  # converged: the step would not move any point measurably
         step_rot = rotation_vector_matrix(step[:3])
@@ -451,10 +326,10 @@ def score_prediction(
         (roi,) = stump_rois(verts_cam=gt.verts, limb_masks=[region_gt], camera=camera, margin=0.35)
         x0, y0, x1, y1 = roi
         row = {
-            "limb": limb_gt["limb"],
-            "type": limb_gt["type"],
-            "status": limb_gt["status"],
-            "shape": limb_gt["shape"]["name"],
+            "limb": limb_gt.limb_name,
+            "type": limb_gt.type_name,
+            "status": limb_gt.status.value,
+            "shape": limb_gt.shape.name,
             **person,
             "stump_iou": mask_iou(pred_mask[y0:y1, x0:x1], mask[y0:y1, x0:x1]),
         }
@@ -464,12 +339,12 @@ def score_prediction(
 
 
 def _limb_scores(
-    pred: Prediction, gt: GroundTruth, limb_gt: dict, region_gt: np.ndarray, camera: PinholeCamera
+    pred: Prediction, gt: GroundTruth, limb_gt: LimbTruth, region_gt: np.ndarray, camera: PinholeCamera
 ) -> dict[str, float]:
-    region = pred.limb_masks.get(limb_gt["limb"])
+    region = pred.limb_masks.get(limb_gt.limb_name)
     if region is None or not region.any():  # no such limb: all NaN (stump_iou is score_prediction's)
         return {key: math.nan for key, _, _ in LIMB_METRICS if key != "stump_iou"}
-    limb, status = LIMB_BY_NAME[limb_gt["limb"]], LimbStatus(limb_gt["status"])
+    limb, status = limb_gt.limb, limb_gt.status
     anchor, target = limb_segment_joints(pred.joints_cam, limb, status)
     segment = float(np.linalg.norm(target - anchor))
     axis = (target - anchor) / segment
@@ -478,29 +353,27 @@ def _limb_scores(
     length = float((tip - anchor) @ axis)
     faces = pred.faces[region[pred.faces].all(axis=1)]
     volume = closed_volume_distal(pred.verts_cam, faces, anchor, axis)
-    true = limb_gt["measurements"]
-    shift = np.asarray(limb_gt["anchor_cam"], dtype=np.float64) - anchor
+    true = limb_gt.measurements.geometry
+    anchor_gt, target_gt, tip_gt = limb_gt.anchor_cam, limb_gt.target_cam, limb_gt.endpoint_cam
+    shift = anchor_gt - anchor
     faces_gt = gt.faces[region_gt[gt.faces].all(axis=1)]
     dist = symmetric_surface_distance(pred.verts_cam + shift, faces, gt.verts, faces_gt)
     scores = {
-        "endpoint_err_mm": float(np.linalg.norm(tip + shift - np.asarray(limb_gt["endpoint_cam"]))) * 1000,
-        "length_err_mm": abs(length - true["length_m"]) * 1000,
-        "length_err_pct": abs(length / segment - true["length_fraction"]) * 100,
-        "volume_err_pct": abs(volume - true["volume_m3"]) / true["volume_m3"] * 100,
+        "endpoint_err_mm": float(np.linalg.norm(tip + shift - tip_gt)) * 1000,
+        "length_err_mm": abs(length - true.length_m) * 1000,
+        "length_err_pct": abs(length / segment - true.length_fraction) * 100,
+        "volume_err_pct": abs(volume - true.volume_m3) / true.volume_m3 * 100,
         "stump_dist_mean_mm": float(dist.mean()) * 1000,
         "stump_dist_p95_mm": float(np.percentile(dist, 95)) * 1000,
     }
     # The stump's shape apart from its pose (module docstring).
-    anchor_gt, target_gt, tip_gt = (
-        np.asarray(limb_gt[k], dtype=np.float64) for k in ("anchor_cam", "target_cam", "endpoint_cam")
-    )
     scores.update(_pose_free_distances(pred.verts_cam, faces, anchor, tip, gt.verts, faces_gt, anchor_gt, tip_gt))
     p_pred = perimeter_profile(pred.verts_cam, pred.faces, region, anchor, target, tip)
     p_true = perimeter_profile(gt.verts, gt.faces, region_gt, anchor_gt, target_gt, tip_gt)
     both = np.isfinite(p_pred) & np.isfinite(p_true)  # stations where neither section is empty
     errors = np.abs(p_pred - p_true)[both] / p_true[both]
     scores["perimeter_err_pct"] = float(errors.mean()) * 100 if len(errors) else math.nan
-    ratio, ratio_gt = volume / segment**3, true["volume_m3"] / float(np.linalg.norm(target_gt - anchor_gt)) ** 3
+    ratio, ratio_gt = volume / segment**3, true.volume_m3 / float(np.linalg.norm(target_gt - anchor_gt)) ** 3
     scores["volume_sf_err_pct"] = abs(ratio - ratio_gt) / ratio_gt * 100
     kp = gt.keypoints_px[limb.endpoint_index(status)]
     tip_px = camera.project(torch.as_tensor(tip, dtype=torch.float64)).numpy()

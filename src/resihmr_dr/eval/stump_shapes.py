@@ -92,6 +92,11 @@ class StumpShape:
         """JSON-friendly dict (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> StumpShape:
+        """The inverse of :meth:`to_dict` (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
     def with_height_ratio(self, height_ratio: float) -> StumpShape:
         """The same shape with a different cap length (e.g. shortened to fit the segment)."""
         d = asdict(self)

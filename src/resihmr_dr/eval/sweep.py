@@ -218,8 +218,8 @@ def run_sweep(
                 "value": value,
                 "ann_id": person.ann_id,
                 "image_id": person.image_id,
-                "residual_types": " ".join(limb["type"] for limb in truth[person.ann_id].limbs),
-                "stump_shapes": " ".join(limb["shape"]["name"] for limb in truth[person.ann_id].limbs),
+                "residual_types": " ".join(limb.type_name for limb in truth[person.ann_id].limbs),
+                "stump_shapes": " ".join(limb.shape.name for limb in truth[person.ann_id].limbs),
                 "seconds": fit.seconds,
             }
             row.update(person_metrics(fit=fit, gt=truth[person.ann_id], mask=mask, body=body))

@@ -11,7 +11,7 @@ import math
 
 __all__ = ["add_synth_parser", "run_synth"]
 
-# resihmr_dr.eval.synth.RESIDUAL_TYPES, for the help text: that module imports torch and the
+# resihmr_dr.eval.synth.RESIDUAL_TYPES, for the help text: that package imports torch and the
 # renderer, which ``--help`` must not load (tests/test_cli_startup.py checks that they agree).
 RESIDUAL_TYPES: tuple[str, ...] = tuple(
     f"{side}_{status}"

@@ -1,0 +1,56 @@
+"""Synthetic amputee benchmark generator (``resihmr-dr synth``): Anny people with true stumps.
+
+Each sample is an Anny body (random phenotype, a natural pose, a front / three-quarter / side
+view, random focal length and distance) with one or more residual limbs cut at a random
+``lambda_cut`` along the segment and closed by an individual stump shape of
+:mod:`resihmr_dr.eval.stump_shapes` (independent of the fitter's cap). The stump's tip (the
+apex of the swept surface, on its centre line) is the residual endpoint; its position along the
+segment axis is the true ``lambda``.
+
+One module per step:
+
+- :mod:`.scene`: the random draws (residual types, λ and stump shapes, body, pose, view, camera);
+- :mod:`.stumped`: the true stumped mesh and each limb's :class:`~resihmr_dr.eval.limb_truth.LimbTruth`;
+- :mod:`.shading`: the image, the person mask and the depth map;
+- :mod:`.keypoints`: the clean LDpose keypoints and the written (noisy, dropped) ones;
+- :mod:`.sample`: one sample from these (:func:`generate_sample`);
+- :mod:`.dataset`: the benchmark folder (:func:`generate_dataset`; its layout is there).
+
+Frames: camera frame (OpenCV x right, y down, z forward, metres); pixels ``_px``.
+Deterministic: sample ``i`` depends only on ``(seed, i)`` and the options.
+"""
+
+from resihmr_dr.eval.synth.dataset import generate_dataset, sample_ground_truth, write_ply
+from resihmr_dr.eval.synth.keypoints import keypoints_25
+from resihmr_dr.eval.synth.sample import SynthSample, generate_sample
+from resihmr_dr.eval.synth.scene import (
+    POSES,
+    RESIDUAL_TYPES,
+    VIEWS,
+    ResidualSpec,
+    parse_types,
+    sample_phenotype,
+    sample_pose,
+    view_orient,
+)
+from resihmr_dr.eval.synth.stumped import StumpedMesh, make_stumped_mesh, stump_measurements
+
+__all__ = [
+    "POSES",
+    "RESIDUAL_TYPES",
+    "VIEWS",
+    "ResidualSpec",
+    "StumpedMesh",
+    "SynthSample",
+    "generate_dataset",
+    "generate_sample",
+    "keypoints_25",
+    "make_stumped_mesh",
+    "parse_types",
+    "sample_ground_truth",
+    "sample_phenotype",
+    "sample_pose",
+    "stump_measurements",
+    "view_orient",
+    "write_ply",
+]

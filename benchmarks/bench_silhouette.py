@@ -13,7 +13,8 @@ kernel), ``torch`` (native backend, PyTorch passes; the GPU path), ``pytorch3d``
 (``MeshRasterizer`` + ``SoftSilhouetteShader``, K = 50). σ is in squared NDC units (PyTorch3D's
 default 1e-4; the refinement uses 1e-6 for the whole body at 256 px and 1e-5 in the stump windows).
 PyTorch3D on CPU is slow at 512 px (tens of seconds). ``--threads`` sets torch's intra-op threads,
-which the Numba kernel follows (``SilhouetteConfig.threads=None``).
+which the Numba kernel's blocks follow (``SilhouetteConfig.threads=None``); the ``torch`` kernel runs
+its many small ops on one intra-op thread (``threads=1``; more are slower on a loaded machine).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _sync(device: torch.device) -> None:
 
 BACKEND_CONFIGS = {
     "numba": {"backend": "native", "kernel": "numba"},
-    "torch": {"backend": "native", "kernel": "torch"},
+    "torch": {"backend": "native", "kernel": "torch", "threads": 1},
     "pytorch3d": {"backend": "pytorch3d"},
 }
 

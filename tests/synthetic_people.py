@@ -13,7 +13,7 @@ from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.data.status import derive_limb_status
-from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
+from resihmr_dr.fit.intact_config import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig
 from resihmr_dr.fit.refine import RefineConfig
 

@@ -17,6 +17,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "fit.anthropometry",
             "fit.intact",
+            "fit.intact_camera",
+            "fit.intact_config",
+            "fit.intact_problem",
             "fit.losses",
             "fit.measures",
             "fit.mesh_losses",

@@ -1,4 +1,4 @@
-"""The intact-body fit (fit/losses.py, fit/monitor.py, fit/intact.py).
+"""The intact-body fit (fit/losses.py, fit/monitor.py, fit/intact*.py).
 
 Round trips on the real Anny body: a person generated from known parameters is projected by a
 known camera (1000x1000 px, focal 1500 px, ~3 m away); its COCO keypoints are fitted from the
@@ -17,22 +17,17 @@ import torch
 from resihmr_dr.body.anny_model import POSE_BONES
 from resihmr_dr.body.base import (
     FACING_CAMERA_ORIENT,
-    JOINT_INDEX,
     BodyModel,
     BodyOutput,
     BodyParams,
 )
+from resihmr_dr.body.hinges import flexion_angles
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX
 from resihmr_dr.fit import losses
-from resihmr_dr.fit.intact import (
-    FitInputError,
-    IntactFitConfig,
-    StageWeights,
-    find_joint_hinges,
-    fit_intact,
-    intact_targets,
-)
+from resihmr_dr.fit.intact import fit_intact
+from resihmr_dr.fit.intact_config import IntactFitConfig, StageWeights
+from resihmr_dr.fit.intact_problem import FitInputError, intact_targets
 from resihmr_dr.fit.monitor import (
     MonitorConfig,
     StopReason,
@@ -138,12 +133,12 @@ def test_flexion_and_hyperextension_penalty():
         "flex_axis": axis,
         "rest_flexion": torch.tensor([0.1, -0.2], dtype=torch.float64),
     }
-    flex = losses.flexion_angles(pose, **kw)
+    flex = flexion_angles(pose, **kw)
     assert torch.allclose(flex, torch.tensor([[0.4, -0.2]], dtype=torch.float64))
     assert losses.hyperextension_penalty(flex).item() == pytest.approx(0.04)
     assert losses.hyperextension_penalty(flex.clamp_min(0)).item() == 0.0
     x = (torch.randn(2, 4, 3, dtype=torch.float64) * 0.5).requires_grad_()
-    assert torch.autograd.gradcheck(lambda p: losses.hyperextension_penalty(losses.flexion_angles(p, **kw)), (x,))
+    assert torch.autograd.gradcheck(lambda p: losses.hyperextension_penalty(flexion_angles(p, **kw)), (x,))
 
 
 def test_l2_and_depth_priors():
@@ -238,35 +233,6 @@ def test_intact_targets_masks_missing_and_replaced_joints():
             intact_targets(bad)
 
 
-def test_anny_hinges_flex_the_right_way(anny_body):
-    hinges = find_joint_hinges(anny_body)
-    assert hinges.names == ("left_elbow", "right_elbow", "left_knee", "right_knee")
-    assert [POSE_BONES[i] for i in hinges.pose_index] == [
-        "lowerarm01.L",
-        "lowerarm01.R",
-        "lowerleg01.L",
-        "lowerleg01.R",
-    ]
-    # The knee flexes about Anny's +X (brief); the A-pose elbow is already bent ~40 degrees.
-    assert hinges.flex_axis[2, 0] > 0.99 and hinges.flex_axis[3, 0] > 0.99
-    assert torch.allclose(hinges.rest_flexion[:2], torch.full((2,), math.radians(42.0)), atol=0.05)
-    rest = anny_body.default_params()
-    base = anny_body.forward_model(rest.body_pose, rest.shape).joints[0]
-    for h, (name, child, forward) in enumerate(
-        [
-            ("left_elbow", "left_wrist", 1),
-            ("right_elbow", "right_wrist", 1),
-            ("left_knee", "left_ankle", -1),
-            ("right_knee", "right_ankle", -1),
-        ]
-    ):
-        pose = rest.body_pose.clone()
-        pose[0, hinges.pose_index[h]] = 0.5 * hinges.flex_axis[h]
-        moved = anny_body.forward_model(pose, rest.shape).joints[0]
-        assert forward * (moved[JOINT_INDEX[child], 2] - base[JOINT_INDEX[child], 2]) > 0.03, name
-        assert hinges.flexion(pose)[0, h] == pytest.approx(hinges.rest_flexion[h].item() + 0.5, abs=1e-5)
-
-
 @pytest.fixture(scope="module")
 def smplx_body(tmp_path_factory):
     from smplx_tiny import write_tiny_smplx
@@ -275,22 +241,6 @@ def smplx_body(tmp_path_factory):
 
     tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_fit"))
     return SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
-
-
-def test_smplx_hinges_match_smplify_angle_prior(smplx_body):
-    body = smplx_body
-    hinges = find_joint_hinges(body)
-    assert [body.pose_joint_names[i] for i in hinges.pose_index] == [
-        "left_elbow",
-        "right_elbow",
-        "left_knee",
-        "right_knee",
-    ]
-    # SMPLify: the left elbow bends at -pi/2 about y, the right at +pi/2, knees at +pi/2 about x.
-    expected = torch.tensor([[0.0, -1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    # (The tiny model's thighs slant outwards, tilting the knee axis by ~7 degrees.)
-    assert (hinges.flex_axis * expected).sum(-1).min() > math.cos(math.radians(10.0))
-    assert torch.allclose(hinges.rest_flexion, torch.zeros(4), atol=0.2)
 
 
 # --------------------------------------------------------------------------- round trips
@@ -316,7 +266,7 @@ def test_round_trip_front_view(anny_body):
     errors = root_aligned_joint_errors_m(anny_body, result.params, truth)
     assert errors.mean() < 0.05  # measured ~2.6 cm
     assert abs(result.params.transl[0, 2].item() - 3.0) < 0.2
-    flex = find_joint_hinges(anny_body).flexion(result.params.body_pose)
+    flex = anny_body.joint_hinges.flexion(result.params.body_pose)
     assert flex.min() > -0.05  # no elbow/knee bends backwards
     assert result.params.shape.min() >= 0 and result.params.shape.max() <= 1
 
@@ -332,7 +282,7 @@ def test_round_trip_three_quarter_view_with_noise(anny_body):
     assert math.degrees(turn) < 10.0
     errors = root_aligned_joint_errors_m(anny_body, result.params, truth)
     assert errors.mean() < 0.06
-    assert find_joint_hinges(anny_body).flexion(result.params.body_pose).min() > -0.05
+    assert anny_body.joint_hinges.flexion(result.params.body_pose).min() > -0.05
 
 
 def test_missing_limb_keypoints_never_pull(anny_body):
@@ -408,7 +358,7 @@ def test_round_trip_smplx(smplx_body):
     # No hinge bends backwards by more than ~3 degrees (measured -0.0505 rad on the right elbow
     # after a fresh install on 2026-12-01, where -0.05 had held before; the previous commit
     # gives the same number, so it is the environment's, not a change of the fit).
-    assert find_joint_hinges(body).flexion(result.params.body_pose).min() > -0.055
+    assert body.joint_hinges.flexion(result.params.body_pose).min() > -0.055
 
 
 # --------------------------------------------------------------------------- init path

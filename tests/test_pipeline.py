@@ -18,7 +18,7 @@ from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX, LimbStatus
 from resihmr_dr.data.sample import sample_annotations_path
-from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
+from resihmr_dr.fit.intact_config import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.fit.refine import RefineConfig
 

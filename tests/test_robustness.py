@@ -37,7 +37,7 @@ from resihmr_dr.cli import main
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.data.sample import sample_annotations_path
-from resihmr_dr.fit.intact import IntactFitConfig, StageWeights
+from resihmr_dr.fit.intact_config import IntactFitConfig, StageWeights
 from resihmr_dr.fit.measures import mask_iou
 from resihmr_dr.fit.pipeline import PipelineConfig
 from resihmr_dr.fit.quality import QualityConfig, check_quality, keypoint_threshold_px, mesh_problems

@@ -13,11 +13,11 @@ from resihmr_dr.render.silhouette import (
     SilhouetteConfig,
     bce_loss,
     l2_loss,
-    render_intrinsics,
     render_silhouette,
     silhouette_loss,
     soft_iou_loss,
 )
+from resihmr_dr.render.silhouette_config import ndc_scale_px
 
 NATIVE = SilhouetteConfig(backend="native")
 P3D = SilhouetteConfig(backend="pytorch3d")
@@ -41,10 +41,14 @@ def _untruncated(verts, faces, *, image_size, crop=None, config=P3D):
         rasterize_soft,
     )
 
-    intr = render_intrinsics(camera=CAMERA, image_size=image_size, crop=crop)
+    render_camera = CAMERA.resampled(image_size=image_size, crop=crop)
+    scale = ndc_scale_px(CAMERA, image_size=image_size, crop=crop)
     with torch.no_grad():
         fragments, _ = rasterize_soft(
-            verts_cam=verts, faces=faces, intrinsics=intr, config=config_in_output_ndc(config, intr)
+            verts_cam=verts,
+            faces=faces,
+            camera=render_camera,
+            config=config_in_output_ndc(config, render_camera, scale),
         )
     return fragments.pix_to_face[0, ..., -1] < 0
 
@@ -125,19 +129,18 @@ def test_native_fast_passes_match_autograd_reference(body_mesh):
 
     verts, faces = body_mesh
     size = 96
-    intr = render_intrinsics(camera=CAMERA, image_size=(size, size))
-    verts_px = intr.project(verts[0]).detach()
-    s = intr.ndc_scale_px
+    verts_px = CAMERA.resampled(image_size=(size, size)).project(verts[0]).detach()
+    s = ndc_scale_px(CAMERA, image_size=(size, size))
     sigma_px, blur_px = NATIVE.sigma * s * s, NATIVE.effective_blur_radius * s * s
     weights = torch.rand(size * size, generator=torch.Generator().manual_seed(1))
     v_fast = verts_px.clone().requires_grad_(True)
-    fast = sn._SoftSilhouetteLogSum.apply(v_fast, faces, size, size, sigma_px, blur_px, 4096)
+    fast = sn._SoftSilhouetteLogSum.apply(v_fast, faces, size, size, sigma_px, blur_px, 4096, 1)
     (fast * weights).sum().backward()
     v_ref = verts_px.clone().requires_grad_(True)
     plan = sn.plan_chunks(verts_px[faces], height=size, width=size, blur_px=blur_px, max_pairs=4096)
     tri = v_ref[faces[plan.face_ids]]
     ref = torch.zeros(size * size)
-    with sn._intra_op_threads(1, torch.device("cpu")):  # many small ops: see NATIVE_THREADS
+    with sn._intra_op_threads(1, torch.device("cpu")):  # many small ops: see _intra_op_threads
         for chunk in plan.chunks:
             terms = sn.pair_log_terms(tri[chunk.start : chunk.stop], chunk, inv_sigma_px=1 / sigma_px, blur_px=blur_px)
             ref = ref.index_add(0, sn.pixel_index(chunk, size).view(-1), terms.reshape(-1))
@@ -186,6 +189,61 @@ def test_kernel_choice_and_errors(monkeypatch):
         SilhouetteConfig(threads=0)
 
 
+@pytest.mark.parametrize("kernel", ["numba", "torch"])
+def test_default_threads_change_no_thread_setting(monkeypatch, kernel):
+    """With ``threads=None`` neither kernel sets torch's or Numba's thread counts (forward and
+    backward); an explicit count runs the PyTorch passes on that many intra-op threads and restores
+    torch's setting after each pass."""
+    import numba
+
+    def refuse(n):
+        raise AssertionError(f"a thread setting was changed to {n}")
+
+    verts, faces = _small_mesh()
+    camera = PinholeCamera(fx=40.0, fy=40.0, cx=11.5, cy=11.5, width=24, height=24)
+
+    def render(config):
+        v = verts.clone().requires_grad_(True)
+        alpha = render_silhouette(verts_cam=v, faces=faces, camera=camera, image_size=(24, 24), config=config)
+        alpha.square().sum().backward()
+        return alpha.detach(), v.grad
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "set_num_threads", refuse)
+        patch.setattr(numba, "set_num_threads", refuse)
+        default = render(SilhouetteConfig(backend="native", kernel=kernel))
+    before = torch.get_num_threads()
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    explicit = render(SilhouetteConfig(backend="native", kernel=kernel, threads=before + 1))
+    assert calls == ([before + 1, before] * 2 if kernel == "torch" else [])
+    torch.testing.assert_close(explicit, default, rtol=0, atol=1e-12)
+
+
+def test_numba_gradient_does_not_depend_on_the_blocks(body_mesh):
+    """The backward's faces run in blocks, each face's gradient its own sum: bit-identical for any
+    number of blocks (the forward sums one partial image per block: equal to rounding)."""
+    from resihmr_dr.render import silhouette_native as sn
+
+    verts, faces = body_mesh
+    size = 64
+    verts_px = CAMERA.resampled(image_size=(size, size)).project(verts[0]).detach()
+    s = ndc_scale_px(CAMERA, image_size=(size, size))
+    sigma_px, blur_px = 1e-5 * s * s, SilhouetteConfig(sigma=1e-5).effective_blur_radius * s * s
+    weights = torch.rand(size * size, generator=torch.Generator().manual_seed(3))
+    sums, grads = [], []
+    for blocks in (1, 2, 3):
+        v = verts_px.clone().requires_grad_(True)
+        log_sum = sn._NumbaLogSum.apply(v, faces, size, size, sigma_px, blur_px, blocks)
+        (log_sum * weights).sum().backward()
+        sums.append(log_sum.detach())
+        grads.append(v.grad)
+    assert grads[0].abs().sum() > 0
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
+    torch.testing.assert_close(sums[1], sums[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sums[2], sums[0], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("backend", ["native", "pytorch3d"])
 def test_vertex_lands_on_projected_pixel(backend):
     """A tiny triangle around a point: the brightest pixel is the one PinholeCamera.project names."""
@@ -195,8 +253,7 @@ def test_vertex_lands_on_projected_pixel(backend):
     verts = (centre + offsets)[None]
     faces = torch.tensor([[0, 1, 2]])
     for image_size, crop in (((60, 80), None), ((120, 160), None), ((50, 50), (40.0, 10.0, 65.0, 35.0))):
-        intr = render_intrinsics(camera=camera, image_size=image_size, crop=crop)
-        uv = intr.project(centre)
+        uv = camera.resampled(image_size=image_size, crop=crop).project(centre)
         alpha = render_silhouette(
             verts_cam=verts,
             faces=faces,
@@ -209,7 +266,7 @@ def test_vertex_lands_on_projected_pixel(backend):
         assert (col, row) == (round(float(uv[0])), round(float(uv[1]))), (image_size, crop)
     # Full-image intrinsics are the camera's own.
     uv_cam = camera.project(centre)
-    uv_full = render_intrinsics(camera=camera, image_size=(60, 80)).project(centre)
+    uv_full = camera.resampled(image_size=(60, 80)).project(centre)
     torch.testing.assert_close(uv_cam, uv_full)
 
 

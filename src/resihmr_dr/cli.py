@@ -451,6 +451,20 @@ def _loaded_body_model_error() -> tuple[type[Exception], ...]:
     return (errors.BodyModelError,) if errors is not None else ()
 
 
+# Commands that never build a body model (and must start fast: no Warp import for them).
+_COMMANDS_WITHOUT_BODY = ("validate", "print-config")
+
+
+def _quiet_warp() -> None:
+    """Keep only Warp's errors: at its default log level Warp (Anny's skinning) prints its start-up
+    banner and each kernel module's load time to stdout, between the command's own lines."""
+    try:
+        import warp
+    except ImportError:
+        return
+    warp.config.log_level = getattr(warp, "LOG_ERROR", 40)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (0 ok, 1 some people failed, 2 bad input or
     options, 130 interrupted)."""
@@ -459,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from resihmr_dr.data.errors import DataError
 
     args = build_parser().parse_args(argv)
+    if args.command not in _COMMANDS_WITHOUT_BODY:
+        _quiet_warp()
     try:
         return int(args.func(args))
     except (DataError, ConfigError, FolderBusyError, *_loaded_body_model_error()) as err:

@@ -164,16 +164,23 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
     The first construction on a machine builds Anny's cache (~790 MB under ~/.cache/anny, about
     2.5 min on 2 cores; :func:`first_build_notice` is logged as a warning first); later ones take
     about a second.
+
+    Anny skins with NVIDIA Warp. At its default log level (``warp.LOG_INFO``) Warp prints its
+    start-up banner and each kernel module's load time to stdout; this library leaves Warp's
+    settings alone (the command line quiets it): applications set ``warp.config.log_level =
+    warp.LOG_WARNING`` to quiet it too. Only the note Warp's C library writes to stderr at
+    initialisation on machines without an NVIDIA driver (``WARP_NO_DRIVER_NOTE``) is dropped, and
+    the deprecation notices Warp and Anny raise from their own modules while Anny loads.
     """
     notice = first_build_notice()
     if notice is not None:
         logging.getLogger(__name__).warning(notice)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:  # Anny skins with NVIDIA Warp, which prints a banner (and a CUDA note on CPU machines).
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"(warp|anny)(\.|$)")
+        try:
             import warp
 
-            warp.config.log_level = getattr(warp, "LOG_ERROR", getattr(warp, "LOG_WARNING", 30))
             with _stderr_without(WARP_NO_DRIVER_NOTE):  # its C library prints the note at init
                 warp.init()
         except ImportError:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import roma
 import torch
 
+from resihmr_dr.body.hinges import HINGE_JOINTS, JointHinges
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 
 # Named joints every body model provides, in this order.
@@ -240,3 +242,59 @@ class BodyModel(torch.nn.Module, abc.ABC):
     def segment_vertex_ids(self, segment: str) -> torch.Tensor:
         """Indices of the vertices labelled ``segment``."""
         return torch.nonzero(self.vertex_segment == SEGMENT_INDEX[segment]).flatten()
+
+    @functools.cached_property
+    def joint_hinges(self) -> JointHinges:
+        """Each elbow's and knee's posable joint, flexion axis and rest flexion, found from the model
+        (on the model's device and dtype at the first call; kept by this instance).
+
+        At the rest pose and mean shape (model frame): the posable joint is the one that moves the
+        distal joint (wrist/ankle) but not the hinge joint itself. The flexion axis (model frame) is
+        normal to the upper segment ``u`` and the anatomical flexion direction (forearm forwards,
+        shank backwards), signed so that flexing moves the distal segment that way. It is mapped
+        into the pose parameters' axes through the Jacobian of the distal joint w.r.t. that joint's
+        axis-angle (the minimum-norm solution, i.e. the part normal to the lower segment). The rest
+        flexion is the angle from ``u`` to the lower segment projected into the flexion plane.
+        """
+        kw = {"device": self.device, "dtype": self.dtype}
+        with torch.enable_grad():
+            pose = torch.zeros(1, self.num_pose_joints, 3, requires_grad=True, **kw)
+            shape = self.default_shape().to(**kw)[None]
+            joints = self.keypoints_model(pose, shape)[0][0]
+            probe = torch.tensor([0.31, -0.57, 0.76], **kw)
+            pose_index, axes, rests = [], [], []
+            for hinge in HINGE_JOINTS:
+                j_hinge, j_prox, j_dist = (joints[JOINT_INDEX[n]] for n in (hinge.name, hinge.proximal, hinge.distal))
+                (g_dist,) = torch.autograd.grad(j_dist @ probe, pose, retain_graph=True)
+                (g_hinge,) = torch.autograd.grad(j_hinge @ probe, pose, retain_graph=True)
+                moves_dist = g_dist[0].abs().sum(-1) > 1e-6
+                moves_hinge = g_hinge[0].abs().sum(-1) > 1e-6
+                candidates = torch.nonzero(moves_dist & ~moves_hinge).flatten().tolist()
+                if len(candidates) != 1:
+                    names = [self.pose_joint_names[i] for i in candidates]
+                    raise RuntimeError(
+                        f"{self.name}: cannot identify the posable joint of {hinge.name} (candidates {names})"
+                    )
+                idx = candidates[0]
+                jac = torch.stack(
+                    [torch.autograd.grad(j_dist[k], pose, retain_graph=True)[0][0, idx] for k in range(3)]
+                )  # (3 distal coords, 3 axis-angle params)
+                u = (j_hinge - j_prox).detach()
+                f = (j_dist - j_hinge).detach()
+                d = torch.tensor(hinge.flex_direction, **kw)
+                normal = torch.linalg.cross(u, d - (d @ u) / (u @ u) * u)  # normal to u and the flexing direction
+                axis_model = normal / normal.norm()
+                velocity = torch.linalg.cross(axis_model, f)  # distal joint's motion per radian of flexion
+                omega = torch.linalg.pinv(jac.detach()) @ velocity  # minimum norm: the part normal to f
+                axis_param = omega / omega.norm()
+                f_plane = f - (f @ axis_model) * axis_model  # lower segment within the flexion plane
+                rest = torch.atan2(torch.linalg.cross(u, f_plane) @ axis_model, u @ f_plane)
+                pose_index.append(idx)
+                axes.append(axis_param)
+                rests.append(rest)
+        return JointHinges(
+            names=tuple(h.name for h in HINGE_JOINTS),
+            pose_index=torch.tensor(pose_index, device=self.device),
+            flex_axis=torch.stack(axes).detach(),
+            rest_flexion=torch.stack(rests).detach(),
+        )

@@ -179,7 +179,7 @@ def run_sweep(
     from resihmr_dr.body.factory import build_body_model
     from resihmr_dr.camera import PinholeCamera
     from resihmr_dr.data.annotations import load_annotations
-    from resihmr_dr.fit.intact import FitInputError
+    from resihmr_dr.fit.intact_problem import FitInputError
     from resihmr_dr.fit.pipeline import fit_person
 
     start = time.perf_counter()

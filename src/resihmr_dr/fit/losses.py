@@ -54,29 +54,10 @@ def l2_prior(
     return z.square().reshape(z.shape[0], -1).sum(-1)
 
 
-def flexion_angles(
-    body_pose: torch.Tensor,
-    *,
-    pose_index: torch.Tensor,
-    flex_axis: torch.Tensor,
-    rest_flexion: torch.Tensor,
-) -> torch.Tensor:
-    """Flexion of hinge joints (elbows, knees) from the body pose, radians.
-
-    body_pose: (B, P, 3) axis-angle in the body model's pose-parameter axes; pose_index: (H,) long,
-    the posable joint of each hinge; flex_axis: (H, 3) unit flexion axis in those axes (a positive
-    rotation about it bends the joint); rest_flexion: (H,) the flexion the model's rest pose
-    already has. Returns (B, H) ``rest_flexion + <rotvec, axis>`` (the rotation's component
-    about the flexion axis, exact for pure hinge rotations); negative means hyper-extended.
-    """
-    rotvec = body_pose.index_select(1, pose_index)  # (B, H, 3)
-    return rest_flexion + (rotvec * flex_axis).sum(-1)
-
-
 def hyperextension_penalty(flexion: torch.Tensor, *, margin: float = 0.0) -> torch.Tensor:
     """Hinge penalty on hyper-extension: ``sum relu(-(flexion + margin))^2`` over hinges.
 
-    flexion: (B, H) radians (see ``flexion_angles``). Zero for any flexed joint; quadratic in
+    flexion: (B, H) radians (see ``body.hinges.flexion_angles``). Zero for any flexed joint; quadratic in
     the hyper-extension angle (continuously differentiable, suits L-BFGS). Returns (B,).
     """
     return torch.relu(-(flexion + margin)).square().sum(-1)

@@ -19,7 +19,9 @@ from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.init_fit import InitialFit
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.data.records import PersonAnnotation
-from resihmr_dr.fit.intact import FitInputError, IntactFitConfig, IntactFitResult, fit_intact
+from resihmr_dr.fit.intact import IntactFitResult, fit_intact
+from resihmr_dr.fit.intact_config import IntactFitConfig
+from resihmr_dr.fit.intact_problem import FitInputError
 from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou, predicted_keypoints_px
 from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo

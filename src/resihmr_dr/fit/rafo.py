@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.camera import IN_FRONT_DEPTH_M, PinholeCamera
 from resihmr_dr.data.ldpose import KEYPOINT_NAMES, LIMBS, Limb, LimbStatus
 from resihmr_dr.fit.anthropometry import expected_segment_length_m
 
@@ -422,9 +422,8 @@ def _solve_one(
     target = _as_vector(item.target_cam, 3, "target_cam", name)
     k = _as_vector(item.endpoint_px, 2, "endpoint_px", name)
     k_anchor = None if item.anchor_px is None else _as_vector(item.anchor_px, 2, "anchor_px", name)[None]
-    min_depth = 1e-3
     for what, point in (("anchor_cam", anchor0), ("target_cam", target)):
-        if point[2] <= min_depth:
+        if point[2] <= IN_FRONT_DEPTH_M:
             raise ValueError(f"{name}: {what} has depth z = {point[2].item():.4g} m, not in front of the camera")
 
     def result(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from resihmr_dr.body.base import JOINT_INDEX, BodyOutput, limb_segment_joints
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.fit.intact import intact_targets
+from resihmr_dr.fit.intact_problem import intact_targets
 from resihmr_dr.fit.refine_config import RefineConfig, RefineWeights
 from resihmr_dr.render.distance import (
     chamfer_to_points,

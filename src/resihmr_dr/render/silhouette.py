@@ -40,16 +40,12 @@ from collections.abc import Callable
 import torch
 
 from resihmr_dr.camera import PinholeCamera
-from resihmr_dr.render.silhouette_config import (
-    SilhouetteConfig,
-    render_intrinsics,
-)
+from resihmr_dr.render.silhouette_config import SilhouetteConfig, ndc_scale_px
 
 __all__ = [
     "SilhouetteConfig",
     "bce_loss",
     "l2_loss",
-    "render_intrinsics",
     "render_silhouette",
     "silhouette_loss",
     "soft_iou_loss",
@@ -69,21 +65,26 @@ def render_silhouette(
 
     verts_cam: (B, V, 3) vertices in the OpenCV camera frame (x right, y down, z forward), metres.
     faces: (F, 3) long vertex indices (orientation is ignored).
-    camera: intrinsics of the full image; they are rescaled to ``image_size`` (and ``crop``).
+    camera: intrinsics of the full image; they are rescaled to ``image_size`` (and ``crop``;
+    ``PinholeCamera.resampled``).
     image_size: (H, W) of the output.
     crop: optional (x0, y0, x1, y1) window of the camera image, edge coordinates (see module doc).
     Returns (B, H, W) alpha in [0, 1], differentiable with respect to ``verts_cam``.
-    Faces with a vertex at depth <= 1e-6 m (behind or on the camera plane) are skipped.
+    Faces with a vertex at depth <= ``resihmr_dr.camera.MIN_DEPTH_M`` (behind or on the camera
+    plane) are skipped.
     """
     _check_mesh(verts_cam, faces)
     if not isinstance(config, SilhouetteConfig):
         raise TypeError(f"config must be a SilhouetteConfig, got {type(config).__name__}")
-    intr = render_intrinsics(camera=camera, image_size=image_size, crop=crop)
+    render_camera = camera.resampled(image_size=image_size, crop=crop)
+    scale = ndc_scale_px(camera, image_size=image_size, crop=crop)
     backend = config.resolved_backend(verts_cam.device)
     if backend == "native":
         from resihmr_dr.render.silhouette_native import render_silhouette_native
 
-        return render_silhouette_native(verts_cam=verts_cam, faces=faces, intrinsics=intr, config=config)
+        return render_silhouette_native(
+            verts_cam=verts_cam, faces=faces, camera=render_camera, ndc_scale_px=scale, config=config
+        )
     if importlib.util.find_spec("pytorch3d") is None:
         raise ImportError(
             "the 'pytorch3d' silhouette backend needs PyTorch3D: pip install 'resihmr-dr[pytorch3d]' "
@@ -91,7 +92,9 @@ def render_silhouette(
         )
     from resihmr_dr.render.silhouette_pytorch3d import render_silhouette_pytorch3d
 
-    return render_silhouette_pytorch3d(verts_cam=verts_cam, faces=faces, intrinsics=intr, config=config)
+    return render_silhouette_pytorch3d(
+        verts_cam=verts_cam, faces=faces, camera=render_camera, ndc_scale_px=scale, config=config
+    )
 
 
 # ----------------------------------------------------------------------------------------- losses

@@ -1,6 +1,7 @@
-"""Settings of the soft silhouette and the intrinsics of a render (an image, or a crop of it
-resampled): the records the dispatcher (:mod:`~resihmr_dr.render.silhouette`) and both backends
-share, in a module of their own so that the backends do not import the dispatcher.
+"""Settings of the soft silhouette and the NDC unit of a render (an image, or a crop of it
+resampled): what the dispatcher (:mod:`~resihmr_dr.render.silhouette`) and both backends share, in
+a module of their own so that the backends do not import the dispatcher. A render's intrinsics are
+the camera's, resampled to the output (:meth:`~resihmr_dr.camera.PinholeCamera.resampled`).
 
 Pixel convention as :class:`~resihmr_dr.camera.PinholeCamera` (pixel centres at integers); crop
 windows in edge coordinates (see :mod:`~resihmr_dr.render.silhouette`).
@@ -14,9 +15,9 @@ from typing import Literal
 
 import torch
 
-from resihmr_dr.camera import PinholeCamera, project_points
+from resihmr_dr.camera import PinholeCamera
 
-__all__ = ["BACKENDS", "KERNELS", "RenderIntrinsics", "SilhouetteConfig", "render_intrinsics"]
+__all__ = ["BACKENDS", "KERNELS", "SilhouetteConfig", "ndc_scale_px"]
 
 Backend = Literal["auto", "native", "pytorch3d"]
 BACKENDS: tuple[str, ...] = ("auto", "native", "pytorch3d")
@@ -37,8 +38,14 @@ class SilhouetteConfig:
     kernel: how the native backend computes on CPU: "numba" (compiled loops,
         :mod:`~resihmr_dr.render.silhouette_numba`), "torch" (broadcast PyTorch passes, also the
         GPU path) or "auto" (Numba on CPU when it imports, PyTorch otherwise and on GPU).
-    threads: worker threads of the Numba kernel (None: as many as torch's intra-op threads,
-        ``torch.get_num_threads()``; the kernel never changes torch's thread settings).
+    threads: CPU threads of the native kernels, an explicit opt-in. None (default): the process's
+        settings are used and none is changed; the Numba kernel splits the faces into
+        ``torch.get_num_threads()`` blocks and runs them on Numba's threads. n: the Numba kernel
+        splits them into n blocks (at most n of Numba's threads work; its settings are not
+        changed), and the PyTorch kernel runs with n intra-op threads, torch's process-wide
+        setting being set for each pass and restored after it. The forward sum of the Numba kernel
+        depends on the number of blocks (one partial image per block, summed in order), not on
+        the schedule.
     """
 
     backend: Backend = "auto"
@@ -78,59 +85,11 @@ class SilhouetteConfig:
         return "native" if self.backend == "auto" else self.backend
 
 
-@dataclass(frozen=True)
-class RenderIntrinsics:
-    """Pinhole intrinsics of the *output* image (after crop and rescale), centre-of-pixel convention.
-
-    ``project`` maps (..., 3) camera-frame points to (..., 2) output pixel coordinates.
-    ndc_scale_px: output pixels per NDC unit in which sigma and the blur radius are measured
-    (``min(H, W) / 2`` of the whole camera image at the output's pixel size).
-    """
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    height: int
-    width: int
-    ndc_scale_px: float
-
-    def project(self, points_cam: torch.Tensor, *, min_depth: float = 1e-6) -> torch.Tensor:
-        """(..., 2) pixel positions of camera-frame points (..., 3); depths are clamped to
-        ``min_depth``."""
-        return project_points(points_cam, fx=self.fx, fy=self.fy, cx=self.cx, cy=self.cy, min_depth=min_depth)
-
-
-def render_intrinsics(
-    *, camera: PinholeCamera, image_size: tuple[int, int], crop: tuple[float, float, float, float] | None = None
-) -> RenderIntrinsics:
-    """Intrinsics of the window ``crop`` (edge coordinates, default the whole image) of ``camera``'s
-    image resampled to ``image_size = (H, W)`` output pixels.
-
-    With edge coordinates ``u_e = u + 0.5``: ``u_out + 0.5 = (u + 0.5 - x0) * W / (x1 - x0)``.
-    """
-    height, width = _check_image_size(image_size)
-    if crop is None:
-        crop = (0.0, 0.0, float(camera.width), float(camera.height))
-    if len(crop) != 4:
-        raise ValueError(f"crop must be (x0, y0, x1, y1), got {crop!r}")
-    x0, y0, x1, y1 = (float(c) for c in crop)
-    if not all(math.isfinite(c) for c in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-        raise ValueError(f"crop must be a finite window with x1 > x0 and y1 > y0, got {crop!r}")
-    sx = width / (x1 - x0)
-    sy = height / (y1 - y0)
-    return RenderIntrinsics(
-        fx=camera.fx * sx,
-        fy=camera.fy * sy,
-        cx=(camera.cx + 0.5 - x0) * sx - 0.5,
-        cy=(camera.cy + 0.5 - y0) * sy - 0.5,
-        height=height,
-        width=width,
-        ndc_scale_px=min(camera.height * sy, camera.width * sx) / 2.0,
-    )
-
-
-def _check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
-    if len(image_size) != 2 or any(int(s) != s or s < 1 for s in image_size):
-        raise ValueError(f"image_size must be (H, W) positive integers, got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
+def ndc_scale_px(
+    camera: PinholeCamera, *, image_size: tuple[int, int], crop: tuple[float, float, float, float] | None = None
+) -> float:
+    """Output pixels per NDC unit, the unit of ``sigma`` and the blur radius, when the window ``crop``
+    of ``camera``'s image is rendered at ``image_size = (H, W)``: ``min(H, W) / 2`` of the whole
+    camera image at the output's pixel size (``min(H, W) / 2`` of the output without a crop)."""
+    sx, sy = camera.resample_scale(image_size=image_size, crop=crop)
+    return min(camera.height * sy, camera.width * sx) / 2.0

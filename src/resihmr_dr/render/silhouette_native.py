@@ -12,7 +12,7 @@ For each pixel p of the output image it computes PyTorch3D's soft-silhouette alp
 over *every* face f with ``d_fp < blur_radius`` or containing p (no truncation to K faces).
 ``d_fp`` is PyTorch3D's signed squared 2D distance from the pixel centre to the projected triangle
 (min over its three edges, negative inside), in NDC units: ``d = d_px / s**2`` with ``s``
-output pixels per NDC unit (``RenderIntrinsics.ndc_scale_px``; ``min(H, W) / 2`` without a crop).
+output pixels per NDC unit (``silhouette_config.ndc_scale_px``; ``min(H, W) / 2`` without a crop).
 Distances do not depend on PyTorch3D's axis flips, so pixel coordinates are used directly.
 
 Algorithm: project the vertices to output pixels; give every face a pixel window (its bounding box
@@ -28,6 +28,11 @@ the nearest point ``c = a + t (b - a)`` of edge (a, b) and ``q = c - p``,
 t is constant where clamped); ties between edges share the gradient. Gradients reach the 3D
 vertices through autograd of the projection. :func:`pair_log_terms` is the same per-pair quantity
 written with plain autograd, kept as the reference the tests compare the fast passes against.
+
+Threads: with ``SilhouetteConfig.threads`` None (the default) neither kernel changes a thread
+setting: the PyTorch passes run on torch's intra-op threads, the Numba loops on Numba's threads
+over ``torch.get_num_threads()`` blocks of faces. A thread count given there sets the Numba
+kernel's blocks, and torch's intra-op threads while a PyTorch pass runs (restored after it).
 """
 
 from __future__ import annotations
@@ -39,26 +44,25 @@ from dataclasses import dataclass
 
 import torch
 
-from resihmr_dr.render.silhouette_config import RenderIntrinsics, SilhouetteConfig
+from resihmr_dr.camera import MIN_DEPTH_M, PinholeCamera
+from resihmr_dr.render.silhouette_config import SilhouetteConfig
 
-MIN_DEPTH_M = 1e-6  # faces with a vertex at or behind this depth are skipped
 # (face, pixel) pairs per chunk: ~64k keeps a chunk's (n, 3, P) temporaries in cache; measured
 # fastest among 32k-256k at 256^2 on CPU.
 DEFAULT_MAX_PAIRS = 1 << 16
 WINDOW_STEP = 2  # window sides are rounded up to multiples of this (fewer shape groups)
-# Intra-op threads while the chunk loops run (None: leave torch's setting). The loops issue many
-# small ops; measured at 256^2 on a 2-core machine shared with other processes, 2 threads were
-# 5-10x *slower* than 1 (each op's thread barrier waits for a descheduled thread).
-NATIVE_THREADS: int | None = 1
 
 
 @contextlib.contextmanager
 def _intra_op_threads(n: int | None, device: torch.device):
-    """Temporarily set torch's intra-op thread count on CPU (restored on exit)."""
-    before = torch.get_num_threads()
-    if n is None or device.type != "cpu" or n == before:
+    """Run the block with ``n`` torch intra-op threads on CPU, restored on exit; None (or a
+    non-CPU device) changes nothing. The PyTorch passes issue many small ops: measured at 256^2 on
+    a 2-core machine shared with other processes, 2 threads were 5-10x *slower* than 1 (each op's
+    thread barrier waits for a descheduled thread), so callers there may ask for 1."""
+    if n is None or device.type != "cpu" or n == torch.get_num_threads():
         yield
         return
+    before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
         yield
@@ -97,27 +101,33 @@ def render_silhouette_native(
     *,
     verts_cam: torch.Tensor,
     faces: torch.Tensor,
-    intrinsics: RenderIntrinsics,
+    camera: PinholeCamera,
+    ndc_scale_px: float,
     config: SilhouetteConfig,
     max_pairs: int = DEFAULT_MAX_PAIRS,
 ) -> torch.Tensor:
-    """(B, V, 3) camera-frame vertices, (F, 3) faces -> (B, H, W) soft silhouette alpha."""
-    H, W = intrinsics.height, intrinsics.width
+    """(B, V, 3) camera-frame vertices, (F, 3) faces -> (B, H, W) soft silhouette alpha.
+
+    camera: the render's intrinsics, its image the output (``PinholeCamera.resampled``);
+    ndc_scale_px: output pixels per NDC unit (``silhouette_config.ndc_scale_px``).
+    """
+    H, W = camera.height, camera.width
     faces = faces.to(device=verts_cam.device, dtype=torch.long)
-    verts_px = intrinsics.project(verts_cam, min_depth=MIN_DEPTH_M)  # (B, V, 2)
+    verts_px = camera.project(verts_cam)  # (B, V, 2); depths clamped to MIN_DEPTH_M
     in_front = verts_cam[..., 2] > MIN_DEPTH_M  # (B, V)
-    scale = intrinsics.ndc_scale_px
-    sigma_px = config.sigma * scale**2  # sigma in squared output pixels
-    blur_px = config.effective_blur_radius * scale**2  # blur radius in squared output pixels
+    sigma_px = config.sigma * ndc_scale_px**2  # sigma in squared output pixels
+    blur_px = config.effective_blur_radius * ndc_scale_px**2  # blur radius in squared output pixels
     use_numba = _use_numba(config.kernel, verts_cam.device)
     images = []
     for b in range(verts_cam.shape[0]):
         face_ok = in_front[b][faces].all(dim=1)
         if use_numba:
-            threads = config.threads or torch.get_num_threads()
-            log_sum = _NumbaLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, threads)
+            blocks = config.threads or torch.get_num_threads()
+            log_sum = _NumbaLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, blocks)
         else:
-            log_sum = _SoftSilhouetteLogSum.apply(verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, max_pairs)
+            log_sum = _SoftSilhouetteLogSum.apply(
+                verts_px[b], faces[face_ok], H, W, sigma_px, blur_px, max_pairs, config.threads
+            )
         images.append(-torch.expm1(log_sum).view(H, W))
     return torch.stack(images)
 
@@ -327,8 +337,8 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, max_pairs):
-        with torch.no_grad(), _intra_op_threads(NATIVE_THREADS, verts_px.device):
+    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, max_pairs, threads):
+        with torch.no_grad(), _intra_op_threads(threads, verts_px.device):
             plan = plan_chunks(verts_px[faces], height=height, width=width, blur_px=blur_px, max_pairs=max_pairs)
             tri_all = verts_px[faces[plan.face_ids]]  # (Fk, 3, 2) in plan order
             log_sum = torch.zeros(height * width, dtype=verts_px.dtype, device=verts_px.device)
@@ -339,21 +349,21 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
                 log_sum.index_add_(0, pixel_index(chunk, width).view(-1), term.view(-1))
         ctx.save_for_backward(verts_px, faces)
         ctx.plan = plan
-        ctx.consts = (width, sigma_px, blur_px)
+        ctx.consts = (width, sigma_px, blur_px, threads)
         return log_sum
 
     @staticmethod
     def backward(ctx, grad_log_sum):
         if not ctx.needs_input_grad[0]:
-            return (None,) * 7
+            return (None,) * 8
         verts_px, faces = ctx.saved_tensors
-        width, sigma_px, blur_px = ctx.consts
+        width, sigma_px, blur_px, threads = ctx.consts
         plan = ctx.plan
         grad_log_sum = grad_log_sum.contiguous()
         plan_faces = faces[plan.face_ids]
         tri_all = verts_px.detach()[plan_faces]
         grad_tri = torch.empty_like(tri_all)
-        with _intra_op_threads(NATIVE_THREADS, verts_px.device):
+        with _intra_op_threads(threads, verts_px.device):
             for chunk in plan.chunks:
                 grad_tri[chunk.start : chunk.stop] = _chunk_grad_tri(
                     tri_all[chunk.start : chunk.stop],
@@ -364,7 +374,7 @@ class _SoftSilhouetteLogSum(torch.autograd.Function):
                 )
         grad_verts = torch.zeros_like(verts_px)
         grad_verts.index_add_(0, plan_faces.view(-1), grad_tri.view(-1, 2))
-        return grad_verts, None, None, None, None, None, None
+        return grad_verts, None, None, None, None, None, None, None
 
 
 class _NumbaLogSum(torch.autograd.Function):
@@ -372,47 +382,43 @@ class _NumbaLogSum(torch.autograd.Function):
     the compiled loops of :mod:`~resihmr_dr.render.silhouette_numba` (CPU).
 
     Only the projected triangles are kept for the backward pass, which revisits each face's pixels.
+    ``blocks``: the faces are split into this many contiguous runs, run in parallel on Numba's
+    threads (so at most ``blocks`` of them work); no thread setting is changed.
     """
 
     @staticmethod
-    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, threads):
-        import numba
-
+    def forward(ctx, verts_px, faces, height, width, sigma_px, blur_px, blocks):
         from resihmr_dr.render import silhouette_numba as kernels
 
         tri = verts_px.detach()[faces].numpy()  # (F, 3, 2)
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            log_sum = kernels.log_sum_forward(
-                tri, height, width, 1.0 / sigma_px, blur_px, threads, kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE
-            )
-        finally:
-            numba.set_num_threads(before)
+        log_sum = kernels.log_sum_forward(
+            tri, height, width, 1.0 / sigma_px, blur_px, blocks, kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE
+        )
         ctx.save_for_backward(faces)
         ctx.tri = tri
-        ctx.consts = (height, width, sigma_px, blur_px, threads, verts_px.shape[0])
+        ctx.consts = (height, width, sigma_px, blur_px, blocks, verts_px.shape[0])
         return torch.from_numpy(log_sum).to(verts_px.dtype)
 
     @staticmethod
     def backward(ctx, grad_log_sum):
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
-        import numba
-
         from resihmr_dr.render import silhouette_numba as kernels
 
         (faces,) = ctx.saved_tensors
-        height, width, sigma_px, blur_px, threads, n_verts = ctx.consts
+        height, width, sigma_px, blur_px, blocks, n_verts = ctx.consts
         grad_s = grad_log_sum.detach().to(torch.float64).contiguous().numpy()
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            grad_tri = kernels.log_sum_backward(
-                ctx.tri, grad_s, height, width, 1.0 / sigma_px, blur_px, kernels.SOFTPLUS_VALUE, kernels.SOFTPLUS_SLOPE
-            )
-        finally:
-            numba.set_num_threads(before)
+        grad_tri = kernels.log_sum_backward(
+            ctx.tri,
+            grad_s,
+            height,
+            width,
+            1.0 / sigma_px,
+            blur_px,
+            blocks,
+            kernels.SOFTPLUS_VALUE,
+            kernels.SOFTPLUS_SLOPE,
+        )
         grad_tri = torch.from_numpy(grad_tri).to(grad_log_sum.dtype)
         grad_verts = torch.zeros(n_verts, 2, dtype=grad_log_sum.dtype)
         grad_verts.index_add_(0, faces.reshape(-1), grad_tri.view(-1, 2))

@@ -152,9 +152,70 @@ def log_sum_forward(tri, height, width, inv_sigma, blur, blocks, table_value, ta
     return total
 
 
+@numba.njit(cache=True, inline="always")
+def _face_gradient(tri, grad_sum, grad, f, height, width, inv_sigma, blur, radius, table_value, table_slope):
+    """Write face f's (3, 2) gradient into ``grad[f]`` (see :func:`log_sum_backward`)."""
+    px0, py0, px1, py1, sgn = _face_setup(tri, f, height, width, radius)
+    if px0 > px1:
+        return
+    ax0, ay0, ax1, ay1, ax2, ay2, ex0, ey0, ex1, ey1, ex2, ey2, il0, il1, il2 = _face_edges(tri, f)
+    g0x = g0y = g1x = g1y = g2x = g2y = 0.0
+    for py in range(py0, py1 + 1):
+        for px in range(px0, px1 + 1):
+            gp = grad_sum[py * width + px]
+            if gp == 0.0:
+                continue
+            wx, wy = px - ax0, py - ay0
+            t0 = min(max((wx * ex0 + wy * ey0) * il0, 0.0), 1.0)
+            rx0, ry0 = wx - t0 * ex0, wy - t0 * ey0
+            inside = (wy * ex0 - wx * ey0) * sgn > 0.0
+            wx, wy = px - ax1, py - ay1
+            t1 = min(max((wx * ex1 + wy * ey1) * il1, 0.0), 1.0)
+            rx1, ry1 = wx - t1 * ex1, wy - t1 * ey1
+            inside = inside and (wy * ex1 - wx * ey1) * sgn > 0.0
+            wx, wy = px - ax2, py - ay2
+            t2 = min(max((wx * ex2 + wy * ey2) * il2, 0.0), 1.0)
+            rx2, ry2 = wx - t2 * ex2, wy - t2 * ey2
+            inside = inside and (wy * ex2 - wx * ey2) * sgn > 0.0
+            d0 = rx0 * rx0 + ry0 * ry0
+            d1 = rx1 * rx1 + ry1 * ry1
+            d2 = rx2 * rx2 + ry2 * ry2
+            dmin = min(d0, d1, d2)
+            signed = -dmin if inside else dmin
+            if signed >= blur:
+                continue
+            coef = -2.0 * inv_sigma * _sigmoid_neg(signed * inv_sigma, table_value, table_slope) * gp
+            if inside:
+                coef = -coef
+            # Ties between edges share the gradient.
+            n0, n1, n2 = d0 == dmin, d1 == dmin, d2 == dmin
+            coef /= n0 + n1 + n2
+            if n0:  # edge (a0, a1)
+                g0x += (1.0 - t0) * coef * rx0
+                g0y += (1.0 - t0) * coef * ry0
+                g1x += t0 * coef * rx0
+                g1y += t0 * coef * ry0
+            if n1:  # edge (a1, a2)
+                g1x += (1.0 - t1) * coef * rx1
+                g1y += (1.0 - t1) * coef * ry1
+                g2x += t1 * coef * rx1
+                g2y += t1 * coef * ry1
+            if n2:  # edge (a2, a0)
+                g2x += (1.0 - t2) * coef * rx2
+                g2y += (1.0 - t2) * coef * ry2
+                g0x += t2 * coef * rx2
+                g0y += t2 * coef * ry2
+    grad[f, 0, 0], grad[f, 0, 1] = g0x, g0y
+    grad[f, 1, 0], grad[f, 1, 1] = g1x, g1y
+    grad[f, 2, 0], grad[f, 2, 1] = g2x, g2y
+
+
 @numba.njit(cache=True, parallel=True)
-def log_sum_backward(tri, grad_sum, height, width, inv_sigma, blur, table_value, table_slope):
+def log_sum_backward(tri, grad_sum, height, width, inv_sigma, blur, blocks, table_value, table_slope):
     """(F, 3, 2) float64 gradient of sum_p grad_sum[p] * S_p with respect to ``tri``.
+
+    The faces are split into ``blocks`` contiguous runs run in parallel; each face's gradient is
+    its own sum, so the result does not depend on ``blocks`` or the schedule.
 
     For the nearest point c = a + t (b - a) of the nearest edge (a, b) and r = p - c:
     d logsigmoid(x)/dx = sigmoid(-x), x = +-|r|^2 / sigma (+ outside), d|r|^2/dc = -2 r, and
@@ -163,58 +224,7 @@ def log_sum_backward(tri, grad_sum, height, width, inv_sigma, blur, table_value,
     n_faces = tri.shape[0]
     radius = math.sqrt(blur)
     grad = np.zeros((n_faces, 3, 2), dtype=np.float64)
-    for f in numba.prange(n_faces):
-        px0, py0, px1, py1, sgn = _face_setup(tri, f, height, width, radius)
-        if px0 > px1:
-            continue
-        ax0, ay0, ax1, ay1, ax2, ay2, ex0, ey0, ex1, ey1, ex2, ey2, il0, il1, il2 = _face_edges(tri, f)
-        g0x = g0y = g1x = g1y = g2x = g2y = 0.0
-        for py in range(py0, py1 + 1):
-            for px in range(px0, px1 + 1):
-                gp = grad_sum[py * width + px]
-                if gp == 0.0:
-                    continue
-                wx, wy = px - ax0, py - ay0
-                t0 = min(max((wx * ex0 + wy * ey0) * il0, 0.0), 1.0)
-                rx0, ry0 = wx - t0 * ex0, wy - t0 * ey0
-                inside = (wy * ex0 - wx * ey0) * sgn > 0.0
-                wx, wy = px - ax1, py - ay1
-                t1 = min(max((wx * ex1 + wy * ey1) * il1, 0.0), 1.0)
-                rx1, ry1 = wx - t1 * ex1, wy - t1 * ey1
-                inside = inside and (wy * ex1 - wx * ey1) * sgn > 0.0
-                wx, wy = px - ax2, py - ay2
-                t2 = min(max((wx * ex2 + wy * ey2) * il2, 0.0), 1.0)
-                rx2, ry2 = wx - t2 * ex2, wy - t2 * ey2
-                inside = inside and (wy * ex2 - wx * ey2) * sgn > 0.0
-                d0 = rx0 * rx0 + ry0 * ry0
-                d1 = rx1 * rx1 + ry1 * ry1
-                d2 = rx2 * rx2 + ry2 * ry2
-                dmin = min(d0, d1, d2)
-                signed = -dmin if inside else dmin
-                if signed >= blur:
-                    continue
-                coef = -2.0 * inv_sigma * _sigmoid_neg(signed * inv_sigma, table_value, table_slope) * gp
-                if inside:
-                    coef = -coef
-                # Ties between edges share the gradient.
-                n0, n1, n2 = d0 == dmin, d1 == dmin, d2 == dmin
-                coef /= n0 + n1 + n2
-                if n0:  # edge (a0, a1)
-                    g0x += (1.0 - t0) * coef * rx0
-                    g0y += (1.0 - t0) * coef * ry0
-                    g1x += t0 * coef * rx0
-                    g1y += t0 * coef * ry0
-                if n1:  # edge (a1, a2)
-                    g1x += (1.0 - t1) * coef * rx1
-                    g1y += (1.0 - t1) * coef * ry1
-                    g2x += t1 * coef * rx1
-                    g2y += t1 * coef * ry1
-                if n2:  # edge (a2, a0)
-                    g2x += (1.0 - t2) * coef * rx2
-                    g2y += (1.0 - t2) * coef * ry2
-                    g0x += t2 * coef * rx2
-                    g0y += t2 * coef * ry2
-        grad[f, 0, 0], grad[f, 0, 1] = g0x, g0y
-        grad[f, 1, 0], grad[f, 1, 1] = g1x, g1y
-        grad[f, 2, 0], grad[f, 2, 1] = g2x, g2y
+    for blk in numba.prange(blocks):
+        for f in range(blk * n_faces // blocks, (blk + 1) * n_faces // blocks):
+            _face_gradient(tri, grad_sum, grad, f, height, width, inv_sigma, blur, radius, table_value, table_slope)
     return grad

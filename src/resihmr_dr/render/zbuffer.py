@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.camera import IN_FRONT_DEPTH_M, PinholeCamera
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,17 @@ def rasterize(
     """Nearest face at each pixel centre (pixel (i, j) centre at x = j, y = i).
 
     verts_cam: (V, 3) camera frame (OpenCV, metres); faces: (F, 3) long. Faces with a vertex
-    behind the camera (z <= 1 mm) are skipped. ``max_pairs`` bounds the (face, pixel) pairs held
-    in memory at once (PyTorch path). ``use_numba``: the compiled CPU kernel where it imports
-    (equal results; of equally near faces it keeps the first, the PyTorch path any).
+    not in front of the camera (z <= ``camera.IN_FRONT_DEPTH_M``, 1 mm) are skipped.
+    ``max_pairs`` bounds the (face, pixel) pairs held in memory at once (PyTorch path).
+    ``use_numba``: the compiled CPU kernel where it imports (equal results; of equally near faces
+    it keeps the first, the PyTorch path any).
     """
     if verts_cam.ndim != 2 or verts_cam.shape[1] != 3:
         raise ValueError(f"verts_cam must be (V, 3), got {tuple(verts_cam.shape)}")
     height, width = camera.height, camera.width
     verts = verts_cam.detach().to(torch.float64)
     faces = faces.to(verts.device).long()
-    front = (verts[faces, 2] > 1e-3).all(dim=1)
+    front = (verts[faces, 2] > IN_FRONT_DEPTH_M).all(dim=1)
     face_ids = torch.nonzero(front).flatten()
     xy = camera.project(verts)  # (V, 2) px
     tri = xy[faces[face_ids]]  # (F', 3, 2)

@@ -16,6 +16,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "stages",
         (
             "fit.anthropometry",
+            "fit.fit_metrics",
             "fit.intact",
             "fit.losses",
             "fit.measures",
@@ -31,7 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),  # fmt: skip
     ("pipeline", ("fit.pipeline", "config", "results", "outputs")),
-    ("drivers", ("batch", "lightning")),
+    ("drivers", ("failures", "jobs", "batch", "lightning")),
     ("interfaces", ("cli", "eval")),
 )
 # The package itself (``__version__``, lazy public names) and subpackages' ``__init__`` files.

@@ -112,10 +112,10 @@ class PersonFit:
     residual_mask_tpose == residual_mask); pred_keypoints_px: (25, 2) the fit's LDpose keypoints
     (residual endpoints: the caps' tips); metrics: the Table-1 metrics and the quality verdict
     (``fit.fit_metrics.FitMetrics``); stump / stump_tpose: per residual limb measurements in the
-    pose and the T-pose. params: the final body (refined
-    where the refinement ran); intact_params: the intact-body fit it started from;
-    lambda_intact: per residual limb, RAFO's λ on the intact fit's segment (where the first cut
-    was made); limbs: per residual limb, its joints, tip and λ on the written mesh.
+    pose and the T-pose. params: the final body (refined where the refinement ran);
+    intact_params: the intact-body fit it started from; lambda_intact: per residual limb, RAFO's
+    λ on the intact fit's segment (where the first cut was made); limbs: per residual limb, its
+    joints, tip and λ on the written mesh.
     """
 
     ann_id: int

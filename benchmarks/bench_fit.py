@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    from resihmr_dr.batch import fit_loaded, load_person, write_fitted
     from resihmr_dr.body.factory import build_body_model
     from resihmr_dr.config import load_config
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.data.sample import sample_annotations_path
     from resihmr_dr.eval.synth import generate_dataset
+    from resihmr_dr.jobs import fit_loaded, load_person
+    from resihmr_dr.outputs import write_person
 
     config = load_config(args.config)
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +88,12 @@ def main(argv: list[str] | None = None) -> None:
         # imports, first allocations).
         warm_inputs = load_person(datasets[0], datasets[0].people[0], body=body)
         t0 = time.perf_counter()
-        write_fitted(fit_loaded(warm_inputs, body=body, config=config.fit), warm_inputs, out_dir=root / "warm-up")
+        write_person(
+            fit_loaded(warm_inputs, body=body, config=config.fit),
+            root / "warm-up",
+            image_rgb=warm_inputs.image_rgb,
+            mask=warm_inputs.mask,
+        )
         print(f"  warm-up (the sample, untimed): {time.perf_counter() - t0:.1f} s", flush=True)
 
         rows: list[tuple[str, dict[str, float]]] = []
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 inputs = load_person(dataset, person, body=body)
                 fit = fit_loaded(inputs, body=body, config=config.fit)
                 t0 = time.perf_counter()
-                write_fitted(fit, inputs, out_dir=root / "fit" / label)
+                write_person(fit, root / "fit" / label, image_rgb=inputs.image_rgb, mask=inputs.mask)
                 rows.append((f"{label} {inputs.folder}", _row(fit, time.perf_counter() - t0)))
                 print(
                     f"  {inputs.folder}: " + ", ".join(f"{c} {_fmt(c, v)}" for c, v in rows[-1][1].items()), flush=True

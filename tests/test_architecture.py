@@ -16,6 +16,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "stages",
         (
             "fit.anthropometry",
+            "fit.fit_metrics",
             "fit.intact",
             "fit.intact_camera",
             "fit.intact_config",
@@ -34,7 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),  # fmt: skip
     ("pipeline", ("fit.pipeline", "config", "results", "outputs")),
-    ("drivers", ("batch", "lightning")),
+    ("drivers", ("failures", "jobs", "batch", "lightning")),
     ("interfaces", ("cli", "eval")),
 )
 # The package itself (``__version__``, lazy public names) and subpackages' ``__init__`` files.

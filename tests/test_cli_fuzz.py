@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_robustness import FAST_YAML, assert_no_incomplete_folder
 
-from resihmr_dr.batch import FAILURES_FILE
 from resihmr_dr.cli import main
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.images import load_rgb_image
 from resihmr_dr.data.masks import png_mask_size, read_png_mask
 from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.failures import FAILURES_FILE
 
 SAMPLE_DIR = sample_annotations_path().parent
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -15,17 +15,17 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger
 
 import resihmr_dr
-from resihmr_dr.batch import FAILURES_FILE
 from resihmr_dr.config import load_config
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.failures import FAILURES_FILE, FailureStage
+from resihmr_dr.jobs import plan_fit
 from resihmr_dr.lightning import (
     PART_SUFFIX,
     LDposeDataModule,
     PeopleSampler,
     PersonWriter,
     ResihmrFitModule,
-    plan_fit,
 )
 from resihmr_dr.outputs import OUTPUT_FILES
 
@@ -101,7 +101,7 @@ def test_module_and_writer_in_one_process(anny_body, tmp_path):
     out = tmp_path / "out"
     dataset = load_annotations(annotations, on_error="collect")
     data = LDposeDataModule(dataset, body=anny_body, out_dir=out)
-    assert [p.ann_id for _, p in data.plan.todo] == [1, 2] and not data.plan.skipped
+    assert [job.person.ann_id for job in data.plan.todo] == [1, 2] and not data.plan.skipped
 
     writer = PersonWriter(out, plan=data.plan)
     trainer = pl.Trainer(
@@ -121,9 +121,9 @@ def test_module_and_writer_in_one_process(anny_body, tmp_path):
     assert summary is not None
     assert summary.written == ["image1_ann1"] and summary.skipped == []
     assert complete_folders(out) == ["image1_ann1"]
-    assert [(f["ann_id"], f["stage"]) for f in summary.failures] == [(2, "load")]
-    assert "missing2.png" in summary.failures[0]["reason"]
-    assert json.loads((out / FAILURES_FILE).read_text()) == json.loads(json.dumps(summary.failures, default=str))
+    assert [(f.ann_id, f.stage) for f in summary.failures] == [(2, FailureStage.LOAD)]
+    assert "missing2.png" in summary.failures[0].reason
+    assert json.loads((out / FAILURES_FILE).read_text()) == [f.to_dict() for f in summary.failures]
     assert not list(out.glob(f"*{PART_SUFFIX}"))
 
     # Per-stage losses in the CSV log: the intact stages and the refinement terms, per iteration.
@@ -139,9 +139,9 @@ def test_module_and_writer_in_one_process(anny_body, tmp_path):
 
     # A second plan skips the finished person (and keeps the load failure); overwrite refits it.
     again = plan_fit(load_annotations(annotations, on_error="collect"), out_dir=out, overwrite=False)
-    assert again.skipped == ["image1_ann1"] and [p.ann_id for _, p in again.todo] == [2]
+    assert again.skipped == ("image1_ann1",) and [job.person.ann_id for job in again.todo] == [2]
     everything = plan_fit(load_annotations(annotations, on_error="collect"), out_dir=out, overwrite=True)
-    assert [p.ann_id for _, p in everything.todo] == [1, 2]
+    assert [job.person.ann_id for job in everything.todo] == [1, 2]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,8 @@ from resihmr_dr.config import ConfigError, OutputConfig, load_config
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, LimbStatus
 from resihmr_dr.data.sample import sample_annotations_path
 from resihmr_dr.fit.pipeline import fit_person
-from resihmr_dr.lightning import FitPlan, PersonWriter
+from resihmr_dr.jobs import FitPlan
+from resihmr_dr.lightning import PersonWriter
 from resihmr_dr.outputs import (
     KEYPOINT_RESULTS_FILE,
     OUTPUT_FILES,
@@ -150,8 +151,8 @@ def test_read_person_returns_what_was_written(smplx_case):
         np.testing.assert_allclose(read, written)
     assert limb.rafo_accepted == state.rafo.accepted
     assert person.stump == fit.stump and person.stump_tpose == fit.stump_tpose
-    assert person.metrics["quality"] == json.loads(json.dumps(fit.metrics["quality"]))
-    assert person.quality_ok is fit.metrics["quality"]["ok"]
+    assert person.metrics["quality"] == json.loads(json.dumps(fit.metrics.quality.to_dict()))
+    assert person.quality_ok is fit.metrics.quality.ok
     assert person.seconds == pytest.approx(fit.seconds)
     # The meshes, coloured as mesh.ply (residual limb red), from the record and from the fit.
     for mesh in (person.to_trimesh(), fit.to_trimesh()):
@@ -334,7 +335,7 @@ def test_keypoint_results_are_coco_results_of_the_written_keypoints(smplx_case, 
     results = json.loads((out / KEYPOINT_RESULTS_FILE).read_text())
     (entry,) = results
     assert (entry["image_id"], entry["category_id"], entry["ann_id"]) == (fit.image_id, 1, fit.ann_id)
-    assert entry["score"] == (1.0 if fit.metrics["quality"]["ok"] else 0.0)
+    assert entry["score"] == (1.0 if fit.metrics.quality.ok else 0.0)
     kp = np.asarray(entry["keypoints"], dtype=np.float64).reshape(25, 3)
     np.testing.assert_allclose(kp[:, :2], predicted_keypoints_coco(fit)[:, :2])
     (limb,) = fit.limbs

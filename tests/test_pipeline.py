@@ -13,11 +13,12 @@ import torch
 import trimesh
 from synthetic_people import CAMERA, anny_pose, make_person, stumped_person
 
-from resihmr_dr.batch import FAILURES_FILE, fit_dataset
+from resihmr_dr.batch import fit_dataset
 from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import KEYPOINT_INDEX, LimbStatus
 from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.failures import FAILURES_FILE, FailureStage
 from resihmr_dr.fit.intact_config import IntactFitConfig, StageWeights
 from resihmr_dr.fit.pipeline import PipelineConfig, fit_person
 from resihmr_dr.fit.refine import RefineConfig
@@ -76,7 +77,7 @@ def test_single_residual_limb_round_trip(anny_body, params, limb, status, lam):
     # Without a mask the mesh keeps the intact fit's limb and the tip sits at RAFO's λ on it, so
     # the tip misses the keypoint by as much as RAFO moved the anchor (measured 2.8-14 px here);
     # the silhouette refinement poses the limb onto it (test_params_describe_the_written_mesh).
-    assert fit.metrics["intact"] < 3.0 and fit.metrics["res_limb"] < 20.0
+    assert fit.metrics.intact_px < 3.0 and fit.metrics.res_limb_px < 20.0
     _check_mesh(fit)
     # The other side's limbs keep every vertex, where the fitted body put it.
     other = "right" if limb.startswith("left") else "left"
@@ -158,9 +159,9 @@ def test_batch_records_degenerate_people_and_keeps_the_rest(anny_body, tmp_path)
     out = tmp_path / "out"
     summary = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
     assert "image1_ann2" in summary.written
-    failed = {f["ann_id"]: f for f in summary.failures}
-    assert 1 in failed and failed[1]["stage"] == "fit"
-    assert any(word in failed[1]["reason"].lower() for word in ("shoulder", "torso", "hip"))
+    failed = {f.ann_id: f for f in summary.failures}
+    assert 1 in failed and failed[1].stage == FailureStage.FIT
+    assert any(word in failed[1].reason.lower() for word in ("shoulder", "torso", "hip"))
     # A line of keypoints either fails with a reason or is fitted; it never crashes the batch.
     assert (3 in failed) != ("image1_ann3" in summary.written)
     assert not (out / "image1_ann1").exists()
@@ -169,7 +170,7 @@ def test_batch_records_degenerate_people_and_keeps_the_rest(anny_body, tmp_path)
     # A rerun skips the finished people and retries (and again records) the failed ones.
     again = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
     assert "image1_ann2" in again.skipped and again.written == []
-    assert {f["ann_id"] for f in again.failures} == set(failed)
+    assert {f.ann_id for f in again.failures} == set(failed)
 
 
 def test_smplx_body_round_trip(tmp_path_factory):
@@ -199,7 +200,7 @@ def test_imported_initial_fit_skips_the_intact_stages(anny_body, params):
     person, _ = make_person(anny_body, params, {"left_leg": (S.TRANSFEMORAL, 0.6)})
     fit = fit_person(body=anny_body, person=person, camera=CAMERA, init=params, config=FAST)
     assert fit.intact.stages == ()  # refine_iters = 0 by default: the import is used as is
-    assert fit.metrics["intact"] < 1.0  # the true parameters reproject exactly
+    assert fit.metrics.intact_px < 1.0  # the true parameters reproject exactly
     (result,) = fit.rafo
     assert abs(result.lam - 0.6) < 0.02  # the joints are the true ones: only RAFO's own error
 

@@ -31,16 +31,18 @@ from resihmr_dr.atomic import (
     exclusive_lock,
     remove_stale_partials,
 )
-from resihmr_dr.batch import FAILURES_FILE, finished_metrics, fit_dataset
+from resihmr_dr.batch import fit_dataset
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.cli import main
 from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, NUM_KEYPOINTS, LimbStatus
 from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.failures import FAILURES_FILE, FailureStage
 from resihmr_dr.fit.intact_config import IntactFitConfig, StageWeights
 from resihmr_dr.fit.measures import mask_iou
 from resihmr_dr.fit.pipeline import PipelineConfig
 from resihmr_dr.fit.quality import QualityConfig, check_quality, keypoint_threshold_px, mesh_problems
+from resihmr_dr.jobs import finished_metrics
 from resihmr_dr.outputs import KEYPOINT_RESULTS_FILE, OUTPUT_FILES
 from resihmr_dr.render.zbuffer import rasterize
 
@@ -121,9 +123,9 @@ def _clean_inputs():
 
 def test_quality_of_a_clean_fit_is_ok():
     quality = check_quality(**_clean_inputs())
-    assert quality["ok"] and quality["problems"] == []
-    assert quality["keypoint_error_px"] == pytest.approx(math.sqrt(2))
-    assert quality["keypoint_threshold_px"] == pytest.approx(0.05 * math.hypot(100, 500))
+    assert quality.ok and quality.problems == ()
+    assert quality.keypoint_error_px == pytest.approx(math.sqrt(2))
+    assert quality.keypoint_threshold_px == pytest.approx(0.05 * math.hypot(100, 500))
 
 
 @pytest.mark.parametrize(
@@ -156,8 +158,8 @@ def test_quality_flags_each_kind_of_non_convergence(change, needle):
     inputs = _clean_inputs()
     change(inputs)
     quality = check_quality(**inputs)
-    assert not quality["ok"]
-    assert any(needle in p for p in quality["problems"]), quality["problems"]
+    assert not quality.ok
+    assert any(needle in p for p in quality.problems), quality.problems
 
 
 def test_keypoint_threshold_scales_with_the_person_and_has_a_floor():
@@ -204,14 +206,14 @@ def test_non_converged_fit_is_written_flagged_and_fails_the_batch(anny_body, sam
     summary, out = runs["strict"]
     assert summary.written == ["image1_ann1"] and not summary.ok
     (failure,) = summary.failures
-    assert failure["stage"] == "quality" and "above the threshold" in failure["reason"]
+    assert failure.stage == FailureStage.QUALITY and "above the threshold" in failure.reason
     metrics = json.loads((out / "image1_ann1" / "metrics.json").read_text())
     assert metrics["quality"]["ok"] is False and metrics["quality"]["problems"]
     assert json.loads((out / FAILURES_FILE).read_text())[0]["stage"] == "quality"
     assert_no_incomplete_folder(out)
     # A rerun skips the folder but still reports it: a flagged fit never turns into a good one.
     again = fit_dataset(dataset, body=anny_body, out_dir=out, config=STRICT, progress=False)
-    assert again.skipped == ["image1_ann1"] and [f["stage"] for f in again.failures] == ["quality"]
+    assert again.skipped == ["image1_ann1"] and [f.stage for f in again.failures] == [FailureStage.QUALITY]
     assert (out / FAILURES_FILE).exists()
     # With the default thresholds the same fit is good.
     good, good_out = runs["default"]
@@ -570,22 +572,22 @@ def test_keypoint_check_flags_exactly_the_errors_above_the_threshold(offset_px, 
     config = QualityConfig(max_keypoint_error_frac=frac)
     quality = check_quality(**inputs, config=config)
     threshold = max(3.0, frac * math.hypot(100.0, height_px))
-    assert quality["keypoint_threshold_px"] == pytest.approx(threshold)
-    assert quality["keypoint_error_px"] == pytest.approx(offset_px, abs=1e-9)
-    assert quality["ok"] == (offset_px <= quality["keypoint_threshold_px"])
+    assert quality.keypoint_threshold_px == pytest.approx(threshold)
+    assert quality.keypoint_error_px == pytest.approx(offset_px, abs=1e-9)
+    assert quality.ok == (offset_px <= quality.keypoint_threshold_px)
 
 
 def test_an_unexpected_error_in_one_person_is_recorded_not_raised(anny_body, tmp_path, monkeypatch):
-    from resihmr_dr import batch
+    from resihmr_dr import jobs
 
     def broken(**kwargs):
         raise TypeError("a bug in a stage")
 
-    monkeypatch.setattr(batch, "fit_person", broken)
+    monkeypatch.setattr(jobs, "fit_person", broken)
     dataset = load_annotations(sample_dataset_file(tmp_path, 2))
     summary = fit_dataset(dataset, body=anny_body, out_dir=tmp_path / "out", config=FAST, progress=False)
-    assert [f["stage"] for f in summary.failures] == ["fit", "fit"]
-    assert all("TypeError: a bug in a stage" in f["reason"] and "Traceback" in f["traceback"] for f in summary.failures)
+    assert [f.stage for f in summary.failures] == [FailureStage.FIT, FailureStage.FIT]
+    assert all("TypeError: a bug in a stage" in f.reason and "Traceback" in f.traceback for f in summary.failures)
     assert assert_no_incomplete_folder(tmp_path / "out") == []
 
 

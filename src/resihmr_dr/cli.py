@@ -14,6 +14,7 @@ from resihmr_dr import __version__
 
 if TYPE_CHECKING:
     from resihmr_dr.config import OutputConfig
+    from resihmr_dr.failures import Failure
 
 DESCRIPTION = """\
 resihmr-dr recovers an anatomically faithful 3D body mesh of a person with limb loss from a
@@ -293,8 +294,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import dataclasses
 
     from resihmr_dr.atomic import exclusive_lock, remove_stale_partials
-    from resihmr_dr.batch import FAILURES_FILE
     from resihmr_dr.data.annotations import load_annotations
+    from resihmr_dr.failures import FAILURES_FILE
     from resihmr_dr.lightning import LDposeDataModule, env_global_rank
 
     config = _config_from_args(args)
@@ -320,16 +321,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         summary = _predict(args, data=data, fit_config=fit_config)
     if summary is None:  # not global rank 0: rank 0 reports
         return 0
-    summary.seconds = time.perf_counter() - start
+    summary = dataclasses.replace(summary, seconds=time.perf_counter() - start)
     print(
         f"{len(summary.written)} fitted, {len(summary.skipped)} skipped (already done), "
         f"{len(summary.failures)} failed in {summary.seconds:.1f} s -> {args.out}"
     )
-    for failure in summary.failures:
-        print(f"FAILED annotation {failure['ann_id']} ({failure['stage']}): {failure['reason']}", file=sys.stderr)
+    _print_failures(summary.failures)
     if summary.failures:
         print(f"see {args.out / FAILURES_FILE}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _print_failures(failures: Sequence[Failure]) -> None:
+    """One ``FAILED`` line per ``failures.Failure`` on stderr."""
+    for failure in failures:
+        print(f"FAILED annotation {failure.ann_id} ({failure.stage.value}): {failure.reason}", file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace, *, data, fit_config):
@@ -402,8 +408,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     output = _output_from_args(args, config.output)
     summary = fit_dataset(dataset, body=body, out_dir=args.out, config=config.fit, overwrite=True, output=output)
-    for failure in summary.failures:
-        print(f"FAILED annotation {failure['ann_id']} ({failure['stage']}): {failure['reason']}", file=sys.stderr)
+    _print_failures(summary.failures)
     for name in summary.written:
         folder = args.out / name
         params = json.loads((folder / "params.json").read_text())

@@ -1,29 +1,35 @@
 """Fit an LDpose dataset with Lightning's ``Trainer.predict``: one CPU, one GPU, or many (DDP).
 
-* ``LDposeDataModule`` plans the run (people to fit; finished folders skipped unless
-  ``overwrite``; annotation load errors and flagged finished folders become failure records)
-  and serves the people to fit, each loaded by ``PersonDataset`` into a per-person dict.
-  Under DDP, ``PeopleSampler`` gives each rank distinct people (no padding, a rank may get
-  none); the writer also drops any person it has already handled.
+The plan and the per-person steps are ``resihmr_dr.jobs``' (as for ``batch.fit_dataset``);
+Lightning runs each step where it belongs:
+
+* ``LDposeDataModule`` plans the run (``jobs.plan_fit``: people to fit; finished folders
+  skipped unless ``overwrite``; annotation load errors and flagged finished folders become
+  failures) and serves the people to fit, each loaded by ``PersonDataset`` (``jobs.load_job``)
+  into a ``jobs.JobResult``. Under DDP, ``PeopleSampler`` gives each rank distinct people (no
+  padding, a rank may get none); the writer also drops any person it has already handled.
 * ``ResihmrFitModule.predict_step`` runs the staged fit (intact -> RAFO -> cap -> silhouette
-  refinement: ``fit_person``) for each person of a batch; no training. Per-stage losses go to
+  refinement: ``jobs.fit_job``) for each person of a batch; no training. Per-stage losses go to
   the Trainer's loggers (rank 0 logs live; the other ranks' rows are logged by rank 0 at the
   end).
-* ``PersonWriter`` writes each person's folder atomically as soon as its batch is done,
-  records failures in a per-rank part file, and rank 0 merges every part into
-  ``failures.json`` in the ``teardown`` hook after a barrier (every rank reaches it, also a
-  rank that got no person), then writes ``keypoints_results.json`` from every finished folder.
+* ``PersonWriter`` writes each person's folder atomically as soon as its batch is done
+  (``jobs.write_job``), records what its rank did in a per-rank part file (``RankPart``), and
+  rank 0 merges every part into ``failures.json`` in the ``teardown`` hook after a barrier
+  (every rank reaches it, also a rank that got no person), then writes
+  ``keypoints_results.json`` from every finished folder.
 
 The output folder's lock and the stale-partial cleanup belong to the launching process (global
-rank 0), see ``resihmr_dr.cli``; the per-person steps are ``resihmr_dr.batch``'s.
+rank 0), see ``resihmr_dr.cli``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -31,22 +37,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from resihmr_dr.atomic import atomic_write_json
-from resihmr_dr.batch import (
-    BatchSummary,
-    exception_failure,
-    finished_status,
-    fit_loaded,
-    load_error_failures,
-    load_person,
-    write_failures,
-    write_fitted,
-)
 from resihmr_dr.body.base import BodyModel
 from resihmr_dr.config import OutputConfig
 from resihmr_dr.data.annotations import load_annotations
-from resihmr_dr.data.records import LDposeDataset, PersonAnnotation
+from resihmr_dr.data.records import LDposeDataset
+from resihmr_dr.failures import Failure, write_failures
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
-from resihmr_dr.outputs import person_category_id, person_folder_name, write_keypoint_results
+from resihmr_dr.jobs import FitPlan, Job, JobLog, JobResult, RunSummary, fit_job, load_job, plan_fit, write_job
+from resihmr_dr.outputs import write_keypoint_results
 
 PART_PREFIX = ".rank"
 PART_SUFFIX = ".partial-fit.json"  # hidden and stale-partial shaped: a killed run's parts are cleaned up
@@ -66,85 +64,25 @@ def part_path(out_dir: Path, rank: int) -> Path:
 
 
 # --------------------------------------------------------------------------- data
-@dataclass
-class FitPlan:
-    """Who to fit: ``todo`` (dataset position, person) in dataset order; ``skipped`` folder
-    names already done; ``failures`` (dataset position, record) known before fitting (load errors
-    of the annotation file at position -1, flagged finished folders at theirs); ``people``: every
-    valid person of the annotation file and ``category_id`` their COCO category (for
-    ``keypoints_results.json``); ``output``: the mesh exports every folder gets."""
-
-    todo: list[tuple[int, PersonAnnotation]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failures: list[tuple[int, dict]] = field(default_factory=list)
-    people: tuple[PersonAnnotation, ...] = ()
-    category_id: int = 1
-    output: OutputConfig = field(default_factory=OutputConfig)
-
-
-def plan_fit(
-    dataset: LDposeDataset,
-    *,
-    out_dir: Path,
-    overwrite: bool,
-    output: OutputConfig = OutputConfig(),
-    fit_config: PipelineConfig | None = None,
-    body_name: str | None = None,
-) -> FitPlan:
-    """The same decisions ``batch.fit_dataset`` makes before fitting each person (with
-    ``fit_config``, folders fitted with other settings are fitted again)."""
-    plan = FitPlan(
-        failures=[(-1, f) for f in load_error_failures(dataset)],
-        people=tuple(dataset.people),
-        category_id=person_category_id(dataset.categories),
-        output=output,
-    )
-    for position, person in enumerate(dataset.people):
-        if not overwrite:
-            done, failure = finished_status(out_dir, person, output=output, fit_config=fit_config, body_name=body_name)
-            if done:
-                plan.skipped.append(person_folder_name(person))
-                if failure is not None:
-                    plan.failures.append((position, failure))
-                continue
-        plan.todo.append((position, person))
-    return plan
-
-
 class PersonDataset(Dataset):
     """Map-style dataset over the people to fit (DistributedSampler-compatible).
 
-    Item ``i``: ``{"position": int (in the annotation file), "folder": str, "inputs":
-    PersonInputs | None (image, mask, camera, keypoints via inputs.person, init), "failure":
-    dict | None}``; a loading error becomes a ``load`` failure record, never an exception.
+    Item ``i``: job ``i`` loaded (``jobs.load_job``: its ``inputs``, or a ``load`` failure,
+    never an exception).
     """
 
-    def __init__(self, dataset: LDposeDataset, todo: list[tuple[int, PersonAnnotation]], *, body: BodyModel) -> None:
+    def __init__(self, dataset: LDposeDataset, todo: Sequence[Job], *, body: BodyModel) -> None:
         self.dataset = dataset
-        self.todo = list(todo)
+        self.todo = tuple(todo)
         self.body = body
 
     def __len__(self) -> int:
         return len(self.todo)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> JobResult:
         if not 0 <= index < len(self.todo):
             raise IndexError(f"person index {index} out of range [0, {len(self.todo)})")
-        position, person = self.todo[index]
-        item = {
-            "position": position,
-            "folder": person_folder_name(person),
-            "person": person,
-            "inputs": None,
-            "failure": None,
-        }
-        try:
-            item["inputs"] = load_person(self.dataset, person, body=self.body)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # noqa: BLE001 - a bad person is a failure record
-            item["failure"] = exception_failure(person, stage="load", err=err)
-        return item
+        return load_job(self.todo[index], dataset=self.dataset, body=self.body)
 
 
 class PeopleSampler(DistributedSampler):
@@ -167,8 +105,8 @@ class PeopleSampler(DistributedSampler):
         return self.num_samples
 
 
-def collate_people(items: list[dict]) -> list[dict]:
-    """Keep the per-person dicts as they are (images differ in size; no stacking)."""
+def collate_people(items: list[JobResult]) -> list[JobResult]:
+    """Keep the loaded people as they are (images differ in size; no stacking)."""
     return list(items)
 
 
@@ -256,7 +194,10 @@ class LDposeDataModule(pl.LightningDataModule):
 
 
 # --------------------------------------------------------------------------- model
-def loss_rows(fit: PersonFit, *, position: int) -> list[tuple[int, dict[str, float]]]:
+LossRow = tuple[int, dict[str, float]]  # (step = iteration, logger metrics)
+
+
+def loss_rows(fit: PersonFit, *, position: int) -> list[LossRow]:
     """Logger rows (step = iteration) of one person's per-stage losses: ``intact/<stage>`` for
     each intact-fit stage and ``refine/<term>`` for each refinement loss term; every row carries
     ``person`` (its position in the annotation file)."""
@@ -270,7 +211,7 @@ def loss_rows(fit: PersonFit, *, position: int) -> list[tuple[int, dict[str, flo
     return [(step, {"person": float(position)} | row) for step, row in sorted(rows.items())]
 
 
-def log_rows(trainer: pl.Trainer, rows: list[tuple[int, dict[str, float]]]) -> None:
+def log_rows(trainer: pl.Trainer, rows: Sequence[LossRow]) -> None:
     """Send rows to every logger of ``trainer`` (loggers write on global rank 0 only)."""
     for logger in trainer.loggers:
         for step, metrics in rows:
@@ -302,29 +243,48 @@ class ResihmrFitModule(pl.LightningModule):
         if self.body.device != self.device:  # e.g. each DDP rank's own GPU
             self._body[0] = self.body.to(self.device)
 
-    def predict_step(self, batch: list[dict], batch_idx: int = 0) -> list[dict]:
-        """For each person: ``{"position", "folder", "person", "inputs", "fit": PersonFit | None,
-        "failure": dict | None, "loss_rows"}`` (a load or fit failure has no fit)."""
+    def predict_step(self, batch: list[JobResult], batch_idx: int = 0) -> list[JobResult]:
+        """Each loaded person of ``batch`` fitted (``jobs.fit_job``: its ``fit``, or a ``fit``
+        failure; a person that failed to load is passed on as it is)."""
         results = []
         for item in batch:
-            result = dict(item) | {"fit": None, "loss_rows": []}
-            if item["failure"] is None:
-                try:
-                    with torch.enable_grad():
-                        result["fit"] = fit_loaded(item["inputs"], body=self.body, config=self.config)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as err:  # noqa: BLE001 - one person's failure never stops the batch
-                    result["failure"] = exception_failure(item["person"], stage="fit", err=err)
-            if result["fit"] is not None:
-                result["loss_rows"] = loss_rows(result["fit"], position=item["position"])
-                if self._trainer is not None and self.trainer.is_global_zero:
-                    log_rows(self.trainer, result["loss_rows"])
+            with torch.enable_grad():
+                result = fit_job(item, body=self.body, config=self.config)
+            if result.fit is not None and self._trainer is not None and self.trainer.is_global_zero:
+                log_rows(self.trainer, loss_rows(result.fit, position=result.job.position))
             results.append(result)
         return results
 
 
 # --------------------------------------------------------------------------- writer
+@dataclass(frozen=True)
+class RankPart:
+    """What one rank did, as its part file holds it: (position, folder) of each folder written,
+    (position, failure) of each failure, and the loss rows rank 0 logs for it at the end (none
+    for rank 0, which logs live)."""
+
+    written: tuple[tuple[int, str], ...] = ()
+    failures: tuple[tuple[int, Failure], ...] = ()
+    rows: tuple[LossRow, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The part file's JSON object: ``written``, ``failures`` (``Failure.to_dict`` records) and ``rows``."""
+        return {
+            "written": [[position, folder] for position, folder in self.written],
+            "failures": [[position, failure.to_dict()] for position, failure in self.failures],
+            "rows": [[step, row] for step, row in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RankPart:
+        """The part of a ``to_dict`` object (read back from a part file)."""
+        return cls(
+            written=tuple((int(position), str(folder)) for position, folder in data["written"]),
+            failures=tuple((int(position), Failure.from_dict(record)) for position, record in data["failures"]),
+            rows=tuple((int(step), dict(row)) for step, row in data["rows"]),
+        )
+
+
 class PersonWriter(BasePredictionWriter):
     """Writes each fitted person's folder atomically (with ``plan.output``'s mesh exports) as its
     batch ends and records failures.
@@ -341,44 +301,29 @@ class PersonWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
         self.plan = plan
-        self.written: list[tuple[int, str]] = []
-        self.failures: list[tuple[int, dict]] = []
-        self.rows: list[tuple[int, dict[str, float]]] = []
+        self.job_log = JobLog()  # not "log": Lightning sets callback.log
+        self.rows: list[LossRow] = []
         self._seen: set[str] = set()
-        self.summary: BatchSummary | None = None
+        self.summary: RunSummary | None = None
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):  # noqa: ANN001, D102
-        for result in prediction:
-            if result["folder"] in self._seen:  # a repeated sample: handled once only
+        for fitted in prediction:
+            if fitted.job.folder in self._seen:  # a repeated sample: handled once only
                 continue
-            self._seen.add(result["folder"])
-            position = result["position"]
-            if result["fit"] is not None:
-                try:
-                    outcome = write_fitted(
-                        result["fit"], result["inputs"], out_dir=self.out_dir, output=self.plan.output
-                    )
-                except KeyboardInterrupt:
-                    raise
-                except Exception as err:  # noqa: BLE001
-                    self.failures.append((position, exception_failure(result["person"], stage="write", err=err)))
-                else:
-                    self.written.append((position, outcome.folder))
-                    if outcome.failure is not None:
-                        self.failures.append((position, outcome.failure))
-                    if not trainer.is_global_zero:
-                        self.rows.extend(result["loss_rows"])
-            else:
-                self.failures.append((position, result["failure"]))
+            self._seen.add(fitted.job.folder)
+            result = write_job(fitted, out_dir=self.out_dir, output=self.plan.output)
+            self.job_log.add(result)
+            if result.written and not trainer.is_global_zero:
+                self.rows.extend(loss_rows(result.fit, position=result.job.position))
             self._save_part(trainer.global_rank)
             if trainer.world_size == 1:  # keep failures.json current, as batch.fit_dataset does
-                write_failures(
-                    self.out_dir, [f for _, f in sorted(self.plan.failures + self.failures, key=lambda pf: pf[0])]
-                )
+                write_failures(self.out_dir, self.plan.all_failures(self.job_log.failures))
 
     def _save_part(self, rank: int) -> None:
-        part = {"written": self.written, "failures": self.failures, "rows": self.rows}
-        atomic_write_json(part_path(self.out_dir, rank), part, indent=None)
+        part = RankPart(
+            written=tuple(self.job_log.written), failures=tuple(self.job_log.failures), rows=tuple(self.rows)
+        )
+        atomic_write_json(part_path(self.out_dir, rank), part.to_dict(), indent=None)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._save_part(trainer.global_rank)
@@ -386,29 +331,25 @@ class PersonWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             self.summary = self.merge(world_size=trainer.world_size, trainer=trainer)
 
-    def merge(self, *, world_size: int, trainer: pl.Trainer | None = None) -> BatchSummary:
+    def merge(self, *, world_size: int, trainer: pl.Trainer | None = None) -> RunSummary:
         """Merge every rank's part (rank 0 only) into the run's summary and ``failures.json``, and
         write ``keypoints_results.json``."""
-        written: list[tuple[int, str]] = []
-        failures = list(self.plan.failures)
+        merged = JobLog()
         seen: set[str] = set()
         for rank in range(world_size):
             path = part_path(self.out_dir, rank)
             if not path.is_file():
                 continue
-            part = json.loads(path.read_text())
-            for position, folder in part["written"]:
+            part = RankPart.from_dict(json.loads(path.read_text()))
+            for position, folder in part.written:
                 if folder not in seen:
                     seen.add(folder)
-                    written.append((position, folder))
-            failures.extend((position, record) for position, record in part["failures"])
-            if trainer is not None and rank != 0 and part["rows"]:
-                log_rows(trainer, [(step, row) for step, row in part["rows"]])
+                    merged.written.append((position, folder))
+            merged.failures.extend(part.failures)
+            if trainer is not None and rank != 0 and part.rows:
+                log_rows(trainer, part.rows)
             path.unlink()
-        failures.sort(key=lambda pf: pf[0])
-        summary = BatchSummary(
-            written=[f for _, f in sorted(written)], skipped=list(self.plan.skipped), failures=[f for _, f in failures]
-        )
+        summary = self.plan.summary(merged)
         write_failures(self.out_dir, summary.failures)
         write_keypoint_results(
             self.out_dir, self.plan.people, category_id=self.plan.category_id, output=self.plan.output

@@ -323,6 +323,6 @@ def write_person(
         save_report(tmp / "report.png", fit=fit, image_rgb=image_rgb, mask=mask)
         atomic_write_json(
             tmp / "metrics.json",
-            fit.metrics | {"seconds": fit.seconds, "stage_seconds": dataclasses.asdict(fit.stage_seconds)},
+            fit.metrics.to_dict() | {"seconds": fit.seconds, "stage_seconds": dataclasses.asdict(fit.stage_seconds)},
         )
     return final

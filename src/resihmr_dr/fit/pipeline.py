@@ -19,6 +19,7 @@ from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.init_fit import InitialFit
 from resihmr_dr.data.ldpose import Limb, LimbStatus
 from resihmr_dr.data.records import PersonAnnotation
+from resihmr_dr.fit.fit_metrics import FitMetrics, RefinementMetrics
 from resihmr_dr.fit.intact import IntactFitResult, fit_intact
 from resihmr_dr.fit.intact_config import IntactFitConfig
 from resihmr_dr.fit.intact_problem import FitInputError
@@ -111,11 +112,12 @@ class PersonFit:
     faces: (F', 3); residual_mask: (V',) bool m_r. verts_tpose: (V', 3) the same mesh in the
     T-pose (model frame; the posed cut replayed, so faces_tpose == faces and
     residual_mask_tpose == residual_mask); pred_keypoints_px: (25, 2) the fit's LDpose keypoints
-    (residual endpoints: the caps' tips); metrics: Table-1 metrics; stump / stump_tpose: per
-    residual limb measurements in the pose and the T-pose. params: the final body (refined
-    where the refinement ran); intact_params: the intact-body fit it started from;
-    lambda_intact: per residual limb, RAFO's λ on the intact fit's segment (where the first cut
-    was made); limbs: per residual limb, its joints, tip and λ on the written mesh.
+    (residual endpoints: the caps' tips); metrics: the Table-1 metrics and the quality verdict
+    (``fit.fit_metrics.FitMetrics``); stump / stump_tpose: per residual limb measurements in the
+    pose and the T-pose. params: the final body (refined where the refinement ran);
+    intact_params: the intact-body fit it started from; lambda_intact: per residual limb, RAFO's
+    λ on the intact fit's segment (where the first cut was made); limbs: per residual limb, its
+    joints, tip and λ on the written mesh.
     """
 
     ann_id: int
@@ -138,7 +140,7 @@ class PersonFit:
     pred_keypoints_px: np.ndarray
     stump: tuple[StumpGeometry, ...]
     stump_tpose: tuple[StumpGeometry, ...]
-    metrics: dict
+    metrics: FitMetrics
     root_model: np.ndarray  # (3,) root joint in the model frame (undoes the global transform)
     refinement: RefineResult | None  # the silhouette refinement, None where it did not run
     seconds: float
@@ -171,10 +173,10 @@ class PersonFit:
 
     def __repr__(self) -> str:
         limbs = ", ".join(f"{s.limb.name} {s.status.value} λ={s.lam:.2f}" for s in self.limbs) or "no residual limb"
-        iou = self.metrics.get("mask_iou")
+        iou = self.metrics.mask_iou
         return (
             f"PersonFit(ann_id={self.ann_id}, image_id={self.image_id}, body={self.body_name!r}, {limbs}, "
-            f"keypoint error {self.metrics['body']:.1f} px"
+            f"keypoint error {self.metrics.body_px:.1f} px"
             + (f", mask IoU {iou:.3f}" if iou is not None else "")
             + f", {len(self.verts_cam)} vertices, {self.seconds:.1f} s)"
         )
@@ -220,7 +222,7 @@ def fit_person(
 
     Deterministic: torch's global RNG is seeded with ``config.seed`` for the fit and restored
     afterwards, so the same inputs, config and seed give the same outputs on the same machine.
-    ``metrics["quality"]`` says whether the fit converged (see ``resihmr_dr.fit.quality``).
+    ``metrics.quality`` says whether the fit converged (see ``resihmr_dr.fit.quality``).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -403,27 +405,27 @@ def _fit_person(
         coco_cam=posed.coco_kp[0].double().cpu().numpy(),
         endpoints_cam={s.limb.endpoint_index(s.status): s.tip_cam for s in limbs},
     )
-    metrics = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
+    errors_px = keypoint_mpjpe_px(pred_px=pred_kp, gt_px=keypoints)
+    iou = None
     if mask is not None:
         rendered = rasterize(verts_cam=torch.as_tensor(verts_cam), faces=torch.as_tensor(faces), camera=camera).mask
-        metrics["mask_iou"] = mask_iou(rendered.numpy(), mask)
-    metrics["intact_fit_converged"] = bool(intact.converged)
-    metrics["rafo_accepted"] = [bool(r.accepted) for r in rafo]
-    if refined is not None:
-        metrics["refinement"] = {
-            "iterations": refined.iterations,
-            "recuts": refined.recuts,
-            "stop_reasons": [s.outcome.reason.value for s in refined.stages],
-            "depth_drift_m": refined.depth_drift_m,
-            "seconds": refined.seconds,
-        }
-    metrics["quality"] = check_quality(
-        keypoints_px=keypoints,
-        pred_keypoints_px=pred_kp,
-        losses=intact.stage_losses,
-        params={k: np.asarray(v, dtype=np.float64) for k, v in params.to_dict().items()},
-        meshes={"posed mesh": (verts_cam, faces), "T-pose mesh": (verts_tpose, faces_tpose)},
-        config=config.quality,
+        iou = mask_iou(rendered.numpy(), mask)
+    metrics = FitMetrics(
+        body_px=errors_px["body"],
+        res_limb_px=errors_px["res_limb"],
+        intact_px=errors_px["intact"],
+        mask_iou=iou,
+        intact_fit_converged=bool(intact.converged),
+        rafo_accepted=tuple(bool(r.accepted) for r in rafo),
+        refinement=RefinementMetrics.of(refined) if refined is not None else None,
+        quality=check_quality(
+            keypoints_px=keypoints,
+            pred_keypoints_px=pred_kp,
+            losses=intact.stage_losses,
+            params={k: np.asarray(v, dtype=np.float64) for k, v in params.to_dict().items()},
+            meshes={"posed mesh": (verts_cam, faces), "T-pose mesh": (verts_tpose, faces_tpose)},
+            config=config.quality,
+        ),
     )
     clock.done("measure")
     return PersonFit(

@@ -8,7 +8,8 @@ A fit is flagged (never silently written as good) when:
 * the cut-and-capped mesh (posed or T-pose) is not watertight, not winding-consistent, or has
   no positive volume (the stump measurements would be meaningless).
 
-Pure functions on arrays; ``resihmr_dr.fit.pipeline`` calls :func:`check_quality`.
+Pure functions on arrays; ``resihmr_dr.fit.pipeline`` calls :func:`check_quality`, whose
+:class:`Quality` is ``metrics.json``'s ``quality`` entry.
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ class QualityConfig:
             raise ValueError(f"max_keypoint_error_frac must be > 0, got {self.max_keypoint_error_frac}")
         if not (math.isfinite(self.min_keypoint_error_px) and self.min_keypoint_error_px >= 0):
             raise ValueError(f"min_keypoint_error_px must be >= 0, got {self.min_keypoint_error_px}")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The verdict of the non-convergence checks: ``ok`` (no problem found), the problems (one
+    sentence each), the mean error (px) of the labelled COCO keypoints (NaN when none is labelled)
+    and the threshold (px) it was held to."""
+
+    ok: bool
+    problems: tuple[str, ...]
+    keypoint_error_px: float
+    keypoint_threshold_px: float
+
+    def to_dict(self) -> dict:
+        """``metrics.json``'s ``quality`` entry: ``{"ok", "problems", "keypoint_error_px",
+        "keypoint_threshold_px"}``."""
+        return {
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "keypoint_error_px": self.keypoint_error_px,
+            "keypoint_threshold_px": self.keypoint_threshold_px,
+        }
 
 
 def person_size_px(keypoints_px: np.ndarray) -> float:
@@ -85,9 +108,8 @@ def check_quality(
     params: dict[str, np.ndarray],
     meshes: dict[str, tuple[np.ndarray, np.ndarray]],
     config: QualityConfig = QualityConfig(),
-) -> dict:
-    """The ``quality`` entry of ``metrics.json``: ``{"ok", "problems", "keypoint_error_px",
-    "keypoint_threshold_px"}``.
+) -> Quality:
+    """Run every check on a finished fit.
 
     keypoints_px: (25, 3) annotation ``[x, y, v]``; pred_keypoints_px: (25, 2) the fit's
     keypoints (pixels); losses: stage name -> per-iteration losses; params: name -> array of the
@@ -117,9 +139,4 @@ def check_quality(
     if config.check_mesh:
         for name, (verts, faces) in meshes.items():
             problems.extend(mesh_problems(verts, faces, name=name))
-    return {
-        "ok": not problems,
-        "problems": problems,
-        "keypoint_error_px": error,
-        "keypoint_threshold_px": threshold,
-    }
+    return Quality(ok=not problems, problems=tuple(problems), keypoint_error_px=error, keypoint_threshold_px=threshold)

@@ -110,10 +110,10 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
     residual = ", ".join(
         f"{r.limb_name} {r.status.value} λ={r.lam:.2f}{'' if r.accepted else ' (fallback)'}" for r in fit.rafo
     )
-    iou = fit.metrics.get("mask_iou")
+    iou = fit.metrics.mask_iou
     fig.suptitle(
         f"image {fit.image_id} / annotation {fit.ann_id} — {residual or 'no residual limb'} — "
-        f"keypoint error {fit.metrics['body']:.1f} px" + (f", mask IoU {iou:.3f}" if iou is not None else ""),
+        f"keypoint error {fit.metrics.body_px:.1f} px" + (f", mask IoU {iou:.3f}" if iou is not None else ""),
         fontsize=9,
     )
     # Fixed margins (the panels have no axes to lay out; tight_layout costs ~0.5 s a figure).

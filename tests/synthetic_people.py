@@ -22,8 +22,8 @@ from resihmr_dr.fit.refine import RefineConfig
 FAST_PIPELINE = PipelineConfig(
     intact=IntactFitConfig(
         stages=(
-            StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=8),
-            StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=15),
+            StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, iterations=8),
+            StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=15),
         ),
         camera_yaw_starts_deg=(0.0,),
     ),

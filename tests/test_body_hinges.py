@@ -14,13 +14,11 @@ from resihmr_dr.body.hinges import HINGE_JOINTS, flexion_angles
 
 
 @pytest.fixture(scope="module")
-def smplx_body(tmp_path_factory):
-    from smplx_tiny import write_tiny_smplx
-
+def smplx_body(tiny_smplx):
+    """A fresh adapter (the hinge tests check what one instance finds and caches)."""
     from resihmr_dr.body.smplx_model import SmplxBody
 
-    tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_hinges"))
-    return SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
+    return SmplxBody(tiny_smplx.root, vertex_ids=tiny_smplx.vertex_ids)
 
 
 def test_flexion_angles_are_the_rest_flexion_plus_the_rotation_about_the_axis():

@@ -46,13 +46,13 @@ CHUMPY_PICKLE = b"\x80\x02cchumpy.ch\nCh\nq\x00)\x81q\x01."
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_smplx(tmp_path_factory.mktemp("smplx_models"))
+def tiny(tiny_smplx):
+    return tiny_smplx
 
 
 @pytest.fixture(scope="module")
-def body(tiny):
-    return SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
+def body(tiny_smplx_body):
+    return tiny_smplx_body
 
 
 @pytest.fixture(scope="module")

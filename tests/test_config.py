@@ -63,6 +63,10 @@ def test_partial_nested_key_keeps_the_parents_default(tmp_path):
         ("fit:\n  rafo:\n    accept_px: fifteen\n", "fit.rafo.accept_px"),
         ("fit:\n  cap:\n    num_rings: 0\n", "fit.cap"),
         ("fit:\n  intact:\n    stages:\n    - pose_prior: 1.0\n", "fit.intact.stages[0]"),
+        # Keys renamed after 0.2.0 name their new spelling.
+        ("fit:\n  rafo:\n    max_iter: 50\n", "'max_iter' is now 'iterations'"),
+        ("fit:\n  intact:\n    camera_max_iters: 5\n", "'camera_max_iters' is now 'camera_iterations'"),
+        ("fit:\n  intact:\n    refine_iters: 5\n", "'refine_iters' is now 'refine_iterations'"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path, text, needle):

@@ -39,9 +39,9 @@ CAMERA = PinholeCamera(fx=1500.0, fy=1500.0, cx=500.0, cy=500.0, width=1000, hei
 # A shorter schedule (3 stages, 50 iterations) for the tests that check behaviour, not accuracy.
 FAST = IntactFitConfig(
     stages=(
-        StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=5),
-        StageWeights(pose_prior=57.4, shape_prior=10.0, angle_limit=100.0, max_iters=15),
-        StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=30),
+        StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, iterations=5),
+        StageWeights(pose_prior=57.4, shape_prior=10.0, angle_limit=100.0, iterations=15),
+        StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=30),
     )
 )
 K = KEYPOINT_INDEX
@@ -234,13 +234,8 @@ def test_intact_targets_masks_missing_and_replaced_joints():
 
 
 @pytest.fixture(scope="module")
-def smplx_body(tmp_path_factory):
-    from smplx_tiny import write_tiny_smplx
-
-    from resihmr_dr.body.smplx_model import SmplxBody
-
-    tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_fit"))
-    return SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
+def smplx_body(tiny_smplx_body):
+    return tiny_smplx_body
 
 
 # --------------------------------------------------------------------------- round trips
@@ -293,7 +288,7 @@ def test_missing_limb_keypoints_never_pull(anny_body):
         *keypoints[K["left_hip"], :2] + (5.0, 60.0),
         2.0,
     )
-    short = IntactFitConfig(stages=FAST.stages[-1:], camera_max_iters=10)
+    short = IntactFitConfig(stages=FAST.stages[-1:], camera_iterations=10)
     a = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=short)
     moved = keypoints.copy()
     moved[[K["left_knee"], K["left_ankle"]], :2] = ((-5e4, 7e5), (1e9, -3e3))
@@ -320,8 +315,8 @@ def test_close_shoulders_try_both_orientations(anny_body):
     gap = np.linalg.norm(keypoints[K["left_shoulder"], :2] - keypoints[K["right_shoulder"], :2])
     assert gap < 25.0
     short = IntactFitConfig(
-        stages=(StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=15),),
-        camera_max_iters=10,
+        stages=(StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=15),),
+        camera_iterations=10,
     )
     result = fit_intact(body=anny_body, keypoints_px=keypoints, camera=CAMERA, config=short)
     assert any("both orientations" in w for w in result.warnings)
@@ -379,7 +374,7 @@ def test_imported_init_is_kept_or_refined(anny_body):
         keypoints_px=keypoints,
         camera=CAMERA,
         init=off,
-        config=IntactFitConfig(refine_iters=15),
+        config=IntactFitConfig(refine_iterations=15),
     )
     assert [s.name for s in refined.stages] == ["refine"]
     assert refined.keypoint_error_px < 0.3 * start_error
@@ -413,8 +408,8 @@ def test_degenerate_inputs_raise_clear_errors_or_flag(anny_body):
     line = keypoints.copy()
     line[:17, 0] = 500.0
     short = IntactFitConfig(
-        stages=(StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=5),),
-        camera_max_iters=5,
+        stages=(StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=5),),
+        camera_iterations=5,
     )
     with torch.no_grad():  # callers may hold a no_grad context: the fit enables grad itself
         result = fit_intact(body=anny_body, keypoints_px=line, camera=CAMERA, config=short)

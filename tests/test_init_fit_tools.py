@@ -22,8 +22,6 @@ from smplx.lbs import batch_rodrigues
 from smplx.vertex_joint_selector import VertexJointSelector
 
 # tests/ is on sys.path under pytest's default (prepend) import mode: no package needed.
-from smplx_tiny import write_tiny_smplx  # noqa: E402
-
 from resihmr_dr.body.smplx_model import JOINT_SELECTION, NUM_BODY_POSE_JOINTS, SmplxBody
 from resihmr_dr.camera import project_points
 from resihmr_dr.data.errors import DataError
@@ -190,8 +188,8 @@ def test_neither_translation_names_both_keys(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny_smplx(tmp_path_factory.mktemp("smplx_models"))
+def tiny(tiny_smplx):
+    return tiny_smplx
 
 
 def test_smplifyx_frame_matches_ours(tmp_path, tiny):

@@ -33,8 +33,8 @@ SAMPLE_DIR = sample_annotations_path().parent
 FAST_YAML = """fit:
   intact:
     stages:
-    - {{pose_prior: 404.0, shape_prior: 100.0, angle_limit: 300.0, max_iters: 6}}
-    - {{pose_prior: 4.78, shape_prior: 5.0, angle_limit: 50.0, max_iters: 15}}
+    - {{pose_prior: 404.0, shape_prior: 100.0, angle_limit: 300.0, iterations: 6}}
+    - {{pose_prior: 4.78, shape_prior: 5.0, angle_limit: 50.0, iterations: 15}}
   refine: {{iterations: {refine}}}
 """
 

@@ -40,8 +40,8 @@ EXPORT = OutputConfig(mesh_format="obj", mesh_frame="y-up", units="mm")
 FAST_YAML = """fit:
   intact:
     stages:
-    - {pose_prior: 404.0, shape_prior: 100.0, angle_limit: 300.0, max_iters: 6}
-    - {pose_prior: 4.78, shape_prior: 5.0, angle_limit: 50.0, max_iters: 15}
+    - {pose_prior: 404.0, shape_prior: 100.0, angle_limit: 300.0, iterations: 6}
+    - {pose_prior: 4.78, shape_prior: 5.0, angle_limit: 50.0, iterations: 15}
   refine: {iterations: 2}
 """
 

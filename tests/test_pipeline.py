@@ -28,8 +28,8 @@ from resihmr_dr.fit.refine import RefineConfig
 FAST = PipelineConfig(
     intact=IntactFitConfig(
         stages=(
-            StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=10),
-            StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=25),
+            StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, iterations=10),
+            StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=25),
         )
     ),
     refine=RefineConfig(iterations=3, image_size=96, roi_size=64),
@@ -173,15 +173,11 @@ def test_batch_records_degenerate_people_and_keeps_the_rest(anny_body, tmp_path)
     assert {f.ann_id for f in again.failures} == set(failed)
 
 
-def test_smplx_body_round_trip(tmp_path_factory):
+def test_smplx_body_round_trip(tiny_smplx_body):
     """The same pipeline on the SMPL-X adapter (a small SMPL-X-format model made by the tests)."""
     import torch
-    from smplx_tiny import write_tiny_smplx
 
-    from resihmr_dr.body.smplx_model import SmplxBody
-
-    tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_pipeline"))
-    body = SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids)
+    body = tiny_smplx_body
     params = body.default_params(1, depth_m=3.2)
     pose = torch.zeros_like(params.body_pose)
     pose[0, body.pose_joint_names.index("left_shoulder"), 2] = -0.9  # arms down from the T-pose
@@ -199,7 +195,7 @@ def test_smplx_body_round_trip(tmp_path_factory):
 def test_imported_initial_fit_skips_the_intact_stages(anny_body, params):
     person, _ = make_person(anny_body, params, {"left_leg": (S.TRANSFEMORAL, 0.6)})
     fit = fit_person(body=anny_body, person=person, camera=CAMERA, init=params, config=FAST)
-    assert fit.intact.stages == ()  # refine_iters = 0 by default: the import is used as is
+    assert fit.intact.stages == ()  # refine_iterations = 0 by default: the import is used as is
     assert fit.metrics.intact_px < 1.0  # the true parameters reproject exactly
     (result,) = fit.rafo
     assert abs(result.lam - 0.6) < 0.02  # the joints are the true ones: only RAFO's own error

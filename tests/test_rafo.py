@@ -470,8 +470,8 @@ def test_bad_inputs_raise_clear_errors(scenes):
         RafoConfig(lam_min=0.5, lam_max=0.4)
     with pytest.raises(ValueError, match="reproj_sigma_m"):
         RafoConfig(reproj_sigma_m=0.0)
-    with pytest.raises(ValueError, match="max_iter"):
-        RafoConfig(max_iter=0)
+    with pytest.raises(ValueError, match="iterations"):
+        RafoConfig(iterations=0)
 
 
 def test_solve_time_per_limb(scenes):

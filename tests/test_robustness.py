@@ -49,8 +49,8 @@ from resihmr_dr.render.zbuffer import rasterize
 # test_pipeline's FAST schedule, shorter still: on noise-free keypoints the intact error is
 # ~1.5 px (measured on the sample) instead of ~0.7 px, and the fit ~25 % faster.
 FAST_STAGES = (
-    StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=6),
-    StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=15),
+    StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, iterations=6),
+    StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=15),
 )
 # The silhouette refinement (when the pipeline has one) is tested on its own; these tests are about
 # batches and inputs, so it is off, except for a few iterations in the determinism test.
@@ -65,8 +65,8 @@ FAST = PipelineConfig(intact=IntactFitConfig(stages=FAST_STAGES), **_refine(0))
 FAST_YAML = """fit:
   intact:
     stages:
-    - {pose_prior: 404.0, shape_prior: 100.0, angle_limit: 300.0, max_iters: 6}
-    - {pose_prior: 4.78, shape_prior: 5.0, angle_limit: 50.0, max_iters: 15}
+    - {pose_prior: 404.0, shape_prior: 100.0, angle_limit: 300.0, iterations: 6}
+    - {pose_prior: 4.78, shape_prior: 5.0, angle_limit: 50.0, iterations: 15}
 """ + ("  refine: {iterations: 0}\n" if _HAS_REFINE else "")
 SAMPLE_DIR = sample_annotations_path().parent
 
@@ -602,7 +602,7 @@ def test_resume_refits_people_fitted_with_other_settings(anny_body, tmp_path):
     recorded = json.loads((out / "image1_ann1" / "params.json").read_text())["provenance"]
     assert recorded["body_model"] == "anny" and recorded["seed"] == FAST.seed
     assert recorded["package_version"] == resihmr_dr.__version__ and len(recorded["fit_config_sha256"]) == 64
-    assert recorded["fit_config"]["intact"]["stages"][0]["max_iters"] == FAST_STAGES[0].max_iters
+    assert recorded["fit_config"]["intact"]["stages"][0]["iterations"] == FAST_STAGES[0].iterations
     same = fit_dataset(dataset, body=anny_body, out_dir=out, config=FAST, progress=False)
     assert same.skipped == ["image1_ann1"] and same.written == []
     other = dataclasses.replace(FAST, seed=FAST.seed + 1)

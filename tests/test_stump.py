@@ -497,14 +497,11 @@ def test_segment_tables():
     assert batched_anchor.shape == (1, 3)
 
 
-def test_tiny_smplx_body_every_residual_type(tmp_path_factory):
+def test_tiny_smplx_body_every_residual_type(tiny_smplx):
     """The SMPL-X path: a body made of separate closed tubes (tests/smplx_tiny.py), bent limbs."""
-    from smplx_tiny import write_tiny_smplx
-
     from resihmr_dr.body.smplx_model import SmplxBody
 
-    tiny = write_tiny_smplx(tmp_path_factory.mktemp("smplx_stump"))
-    body = SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids, dtype=torch.float64)
+    body = SmplxBody(tiny_smplx.root, vertex_ids=tiny_smplx.vertex_ids, dtype=torch.float64)
     shape = torch.zeros(1, body.num_shape, dtype=torch.float64)
     pose = 0.3 * torch.randn(
         1, body.num_pose_joints, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64

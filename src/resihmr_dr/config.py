@@ -99,6 +99,16 @@ class ResihmrConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
+# Keys renamed after 0.2.0 (every iteration cap is ``iterations``, prefixed by its stage where needed):
+# an old file gets an error naming the new key.
+RENAMED_KEYS: dict[str, str] = {
+    "max_iters": "iterations",
+    "max_iter": "iterations",
+    "camera_max_iters": "camera_iterations",
+    "refine_iters": "refine_iterations",
+}
+
+
 def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: str = "", base: T | None = None) -> T:
     """Build dataclass ``cls`` from nested dicts, checking keys and scalar types.
 
@@ -111,6 +121,9 @@ def from_dict(cls: type[T], data: Any, *, source: str = "<config>", key_path: st
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
+    renamed = [f"{key!r} is now {RENAMED_KEYS[key]!r}" for key in unknown if RENAMED_KEYS.get(key) in fields]
+    if renamed:
+        raise ConfigError(f"{where}: renamed key(s): {'; '.join(renamed)}")
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
     missing = sorted(

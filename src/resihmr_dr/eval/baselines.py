@@ -136,7 +136,7 @@ def refit(
     """The pipeline run again from a finished intact fit (``params``, used as is): RAFO, cut and
     cap, and the silhouette refinement when ``refine`` (with ``config.refine``'s settings).
     ``seconds`` of the prediction: ``intact_seconds`` plus this run."""
-    config = dataclasses.replace(config, intact=dataclasses.replace(config.intact, refine_iters=0))  # used as is
+    config = dataclasses.replace(config, intact=dataclasses.replace(config.intact, refine_iterations=0))  # used as is
     if not refine:
         config = dataclasses.replace(config, refine=dataclasses.replace(config.refine, iterations=0))
     fit = fit_person(body=body, person=person, camera=camera, mask=mask, init=params, config=config)

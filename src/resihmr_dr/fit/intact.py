@@ -13,7 +13,7 @@ Stages (DESIGN.md §3):
     under a schedule of weights (``IntactFitConfig.stages``, :mod:`~resihmr_dr.fit.intact_config`),
     each stage minimised by L-BFGS with a strong-Wolfe line search under a convergence monitor.
 (c) alternatively: start from imported parameters (``init``), skip (a)/(b), and optionally
-    refine for ``refine_iters`` iterations with the last stage's weights.
+    refine for ``refine_iterations`` iterations with the last stage's weights.
 
 Only the intact COCO keypoints 0-16 with visibility > 0 are used; the residual endpoints 17-24
 are not targets here, but a present endpoint also removes the joints it replaces (and the ones
@@ -58,7 +58,7 @@ class IntactFitResult:
     params: fitted parameters (B = 1, detached); the body's own shape units (Anny phenotypes in
     [0, 1], SMPL-X betas). stages: every stage run, in order (for the kept orientation).
     converged: strict: no NaN/Inf *and* the last stage stopped on ftol/gtol (a last stage that
-    used up its ``max_iters``, as SMPLify-X's schedule usually does, gives False; ``aborted``
+    used up its ``iterations``, as SMPLify-X's schedule usually does, gives False; ``aborted``
     tells the NaN/Inf case apart). reason: how it ended.
     keypoint_error_px: mean 2D distance over the keypoints used (those with weight > 0).
     used_keypoints: indices (into 0-16) of the keypoints that pulled on the body.
@@ -101,7 +101,7 @@ def _pose_stage(problem: IntactProblem, state: FitState, weights: StageWeights, 
         name=name,
         params=[state.delta, state.transl, state.body_pose, state.shape_latent],
         objective=lambda: problem.stage_loss(state, weights),
-        monitor=cfg.monitor(weights.max_iters),
+        monitor=cfg.monitor(weights.iterations),
         history_size=cfg.history_size,
         lr=cfg.lr,
     )
@@ -170,7 +170,7 @@ def fit_intact(
     keypoints_px: (25, 3) LDpose keypoints ``[x, y, v]`` in pixels; only 0-16 with v > 0 are used.
     camera: the image's pinhole intrinsics (the camera sits at the origin of the camera frame).
     init: optional (B = 1) start parameters; given, stages (a)/(b) are skipped and
-    ``config.refine_iters`` iterations of the last stage's weights refine it.
+    ``config.refine_iterations`` iterations of the last stage's weights refine it.
     Raises FitInputError for unusable input (wrong shapes, non-finite visible keypoints, no
     visible shoulder/hip pair, a degenerate torso); a NaN/Inf during optimisation is not raised
     but reported (``converged=False`` and ``reason``) with the last finite parameters.
@@ -196,8 +196,8 @@ def fit_intact(
     if init is not None:
         state = _state_from_init(problem, init)
         stages: list[StageOutcome] = []
-        if config.refine_iters > 0:
-            refine = StageWeights(**{**config.stages[-1].__dict__, "max_iters": config.refine_iters})
+        if config.refine_iterations > 0:
+            refine = StageWeights(**{**config.stages[-1].__dict__, "iterations": config.refine_iterations})
             stages.append(_pose_stage(problem, state, refine, "refine"))
     else:
         if not used:

@@ -140,7 +140,7 @@ def _camera_stage(problem: IntactProblem, state: FitState, rest: RestBody) -> St
         name="camera",
         params=[state.delta, state.transl],
         objective=objective,
-        monitor=cfg.monitor(cfg.camera_max_iters),
+        monitor=cfg.monitor(cfg.camera_iterations),
         history_size=cfg.history_size,
         lr=cfg.lr,
     )

@@ -17,22 +17,22 @@ class StageWeights:
 
     data: keypoint term weight (times the image-size normalisation); pose_prior: L2 on
     body_pose (rad); shape_prior: L2 on the standardised shape; angle_limit: elbow/knee
-    hyper-extension hinge (rad); max_iters: L-BFGS iterations.
+    hyper-extension hinge (rad); iterations: L-BFGS iterations.
     """
 
     pose_prior: float
     shape_prior: float
     angle_limit: float
     data: float = 1.0
-    max_iters: int = 30
+    iterations: int = 30
 
     def __post_init__(self) -> None:
         for name in ("pose_prior", "shape_prior", "angle_limit", "data"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"StageWeights.{name} must be finite and >= 0, got {value}")
-        if self.max_iters < 0:
-            raise ValueError(f"StageWeights.max_iters must be >= 0, got {self.max_iters}")
+        if self.iterations < 0:
+            raise ValueError(f"StageWeights.iterations must be >= 0, got {self.iterations}")
 
 
 # SMPLify-X's body-pose prior [404, 404, 57.4, 4.78, 4.78] and shape [100, 50, 10, 5, 5] weights.
@@ -41,11 +41,11 @@ class StageWeights:
 # phenotypes divided by ``phenotype_sigma``). SMPLify-X's first stages keep the pose near rest
 # while the global placement settles; its last stages let the data dominate.
 DEFAULT_STAGES: tuple[StageWeights, ...] = (
-    StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, max_iters=10),
-    StageWeights(pose_prior=404.0, shape_prior=50.0, angle_limit=300.0, max_iters=10),
-    StageWeights(pose_prior=57.4, shape_prior=10.0, angle_limit=100.0, max_iters=20),
-    StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=30),
-    StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, max_iters=30),
+    StageWeights(pose_prior=404.0, shape_prior=100.0, angle_limit=300.0, iterations=10),
+    StageWeights(pose_prior=404.0, shape_prior=50.0, angle_limit=300.0, iterations=10),
+    StageWeights(pose_prior=57.4, shape_prior=10.0, angle_limit=100.0, iterations=20),
+    StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=30),
+    StageWeights(pose_prior=4.78, shape_prior=5.0, angle_limit=50.0, iterations=30),
 )
 
 
@@ -56,19 +56,19 @@ class IntactFitConfig:
     stages: the pose-and-shape schedule (stage (b)), one ``StageWeights`` per stage.
     rho_px: Geman-McClure scale. data_weight_ref_px: the keypoint term is scaled by
     ``(data_weight_ref_px / max(width, height))^2`` (SMPLify-X: 1000 / image height).
-    camera_max_iters / depth_prior_weight: the torso stage (a) and its pull to the initial depth
+    camera_iterations / depth_prior_weight: the torso stage (a) and its pull to the initial depth
     (``weight^2 * (t_z - z0)^2``, metres). flip_threshold_px: 2D shoulder distance below which the
     180°-turned orientation is also fitted. camera_yaw_starts_deg: stage (a) starts from each of
     these turns about the vertical axis (a torso alone cannot tell a turn to the left from one to
     the right) and keeps the one whose rest body best fits all keypoints (robust term: mostly the
     face decides). phenotype_sigma: Anny phenotypes' prior scale about
-    0.5. refine_iters: with ``init``, L-BFGS iterations of refinement (0: none).
+    0.5. refine_iterations: with ``init``, L-BFGS iterations of refinement (0: none).
     """
 
     stages: tuple[StageWeights, ...] = DEFAULT_STAGES
     rho_px: float = 100.0
     data_weight_ref_px: float = 1000.0
-    camera_max_iters: int = 30
+    camera_iterations: int = 30
     depth_prior_weight: float = 100.0
     flip_threshold_px: float = 25.0
     camera_yaw_starts_deg: tuple[float, ...] = (0.0, 45.0, -45.0)
@@ -77,7 +77,7 @@ class IntactFitConfig:
     gtol: float = 1e-7
     history_size: int = 30
     lr: float = 1.0
-    refine_iters: int = 0
+    refine_iterations: int = 0
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -91,11 +91,11 @@ class IntactFitConfig:
             raise ValueError(
                 f"IntactFitConfig.camera_yaw_starts_deg must be finite angles, got {self.camera_yaw_starts_deg}"
             )
-        for name in ("camera_max_iters", "refine_iters", "history_size"):
+        for name in ("camera_iterations", "refine_iterations", "history_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"IntactFitConfig.{name} must be >= 0, got {getattr(self, name)}")
 
-    def monitor(self, max_iters: int) -> MonitorConfig:
-        """The convergence settings of a stage of ``max_iters`` iterations (this config's ftol,
+    def monitor(self, iterations: int) -> MonitorConfig:
+        """The convergence settings of a stage of ``iterations`` iterations (this config's ftol,
         gtol)."""
-        return MonitorConfig(max_iters=max_iters, ftol=self.ftol, gtol=self.gtol)
+        return MonitorConfig(max_iters=iterations, ftol=self.ftol, gtol=self.gtol)

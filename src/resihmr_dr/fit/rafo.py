@@ -84,7 +84,7 @@ class RafoConfig:
         anchor_reproj_sigma_m: scale of the optional anchor-keypoint term (not in the paper),
             used only for inputs that carry ``anchor_px``; None disables it. It pins the anchor's
             image, which resolves the shift along the segment that one endpoint keypoint cannot.
-        max_iter: L-BFGS iteration limit per limb.
+        iterations: L-BFGS iteration limit per limb.
         tolerance_grad, tolerance_change: L-BFGS convergence stops (gradient / change of E).
         history_size: L-BFGS memory.
         accept_px: accept a solution whose endpoint reprojection error is below this (paper: 15 px).
@@ -104,7 +104,7 @@ class RafoConfig:
     length_sigma_m: float = 0.02
     anthro_sigma_frac: float | None = 0.25
     anchor_reproj_sigma_m: float | None = 0.01
-    max_iter: int = 100
+    iterations: int = 100
     tolerance_grad: float = 1e-9
     tolerance_change: float = 1e-12
     history_size: int = 20
@@ -134,7 +134,7 @@ class RafoConfig:
         for name in ("robust_scale_m", "anthro_sigma_frac", "anchor_reproj_sigma_m"):
             if getattr(self, name) is not None:
                 positive(name)
-        for name in ("max_iter", "history_size"):
+        for name in ("iterations", "history_size"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"RafoConfig.{name} must be an integer >= 1, got {value!r}")
@@ -484,7 +484,7 @@ def _solve_one(
     optimiser = torch.optim.LBFGS(
         [logit, offset],
         lr=1.0,
-        max_iter=config.max_iter,
+        max_iter=config.iterations,
         history_size=config.history_size,
         tolerance_grad=config.tolerance_grad,
         tolerance_change=config.tolerance_change,
@@ -548,7 +548,7 @@ def _solve_one(
             )
             shift = float((anchor - anchor0).norm())
             if optimum.reproj_error_px < config.accept_px and shift <= config.max_anchor_shift_m:
-                stop = "iteration limit reached" if iterations >= config.max_iter else "converged"
+                stop = "iteration limit reached" if iterations >= config.iterations else "converged"
                 reason = "; ".join([stop] + notes)
                 return dataclasses.replace(
                     optimum, accepted=True, reason=reason, solve_time_s=time.perf_counter() - start

@@ -399,7 +399,7 @@ def cut_and_cap(
             radius = float(np.linalg.norm(cut.verts[cut.boundary_loop] - centre, axis=1).mean())
             tip_height = max(tip_height, MIN_TIP_FRACTION * radius)
         capped = cap_cut(cut, config=config, tip_height=tip_height)
-        tips = [_map_index(cut.vertex_map, t) for t in tips] + [capped.tip_index]
+        tips = [kept_vertex_index(cut.vertex_map, t) for t in tips] + [capped.tip_index]
         steps.append(capped)
         cur_verts, cur_faces, cur_labels = capped.verts, capped.faces, capped.vertex_segment
     final = steps[-1]
@@ -487,7 +487,9 @@ def cut_and_cap_to_tips(
     )
 
 
-def _map_index(vertex_map: np.ndarray, old: int) -> int:
+def kept_vertex_index(vertex_map: np.ndarray, old: int) -> int:
+    """The new index of input vertex ``old`` after a cut (``LimbCut.vertex_map``: the input vertex
+    of each new vertex); CutError where the cut removed it."""
     new = np.flatnonzero(vertex_map == old)
     if len(new) != 1:
         raise CutError("a later cut removed an earlier cap (two cuts on overlapping segments?)")

@@ -21,6 +21,7 @@ from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.eval.limb_truth import LimbTruth, StumpMeasurements
 from resihmr_dr.eval.stump_shapes import StumpShape, atrophy_scale, build_stump, meridian
 from resihmr_dr.eval.synth.scene import ResidualSpec
+from resihmr_dr.stump.cap import kept_vertex_index
 from resihmr_dr.stump.cut import CutError, boundary_loops, cut_limb
 from resihmr_dr.stump.geometry import cross_section, stump_geometry
 
@@ -158,15 +159,6 @@ def _close_limb(
     )
 
 
-def _kept_index(vertex_map: np.ndarray, old: int) -> int:
-    """The new index of input vertex ``old`` after a cut (``vertex_map``: input vertex of each
-    new vertex); CutError where the cut removed it."""
-    new = np.flatnonzero(vertex_map == old)
-    if len(new) != 1:
-        raise CutError("a later cut removed an earlier stump (two cuts on overlapping segments?)")
-    return int(new[0])
-
-
 def make_stumped_mesh(
     *,
     verts_cam: np.ndarray,
@@ -195,7 +187,7 @@ def make_stumped_mesh(
             verts=verts, faces=faces, labels=labels, joints_cam=joints_cam, spec=spec, num_rings=num_rings
         )
         # Later cuts touch only other limbs but renumber the vertices they keep: follow the earlier tips.
-        tips = [_kept_index(step.vertex_map, tip) for tip in tips] + [step.apex]
+        tips = [kept_vertex_index(step.vertex_map, tip) for tip in tips] + [step.apex]
         source = np.where(step.vertex_map >= 0, source[np.maximum(step.vertex_map, 0)], -1)
         verts, faces, labels = step.verts, step.faces, step.vertex_segment
         closed.append(step)

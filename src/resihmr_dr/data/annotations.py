@@ -5,7 +5,7 @@ File layout::
     {"images": [{"id", "file_name", "width", "height", optional "camera" | "intrinsics" | "K"}],
      "annotations": [{"id", "image_id", "keypoints": [75 numbers], optional "num_keypoints",
                       "bbox" [x, y, w, h], "segmentation" (RLE or polygons) or "mask_path"/"mask"
-                      (a PNG), "init_fit" (an initial-fit file)}],
+                      (a PNG), "init_fit" (an initial-fit file), "person_id" (a string)}],
      "categories": [{"id", "name", optional "keypoints": the 25 names, "skeleton"}] (optional)}
 
 Keypoint triplets are read by position (:data:`~resihmr_dr.data.ldpose.KEYPOINT_NAMES` order). A
@@ -18,7 +18,14 @@ Coordinates are image pixels (``_px``): x right, y down, pixel (0, 0) at the top
 convention of :mod:`resihmr_dr.camera`). Camera intrinsics may be ``{"fx", "fy", "cx", "cy"}``,
 ``{"K": 3x3}`` or a bare 3x3 ``K``; without them,
 :meth:`~resihmr_dr.data.records.Intrinsics.default_for` gives SMPLify-X's default (focal 5000 px,
-principal point ``(W/2, H/2)``).
+principal point ``(W/2, H/2)``). A ``camera`` object may also give the camera's pose in a world
+frame shared by several images, ``"R"`` (3x3) and ``"t"`` (3): ``X_cam = R @ X_world + t``
+(:class:`~resihmr_dr.data.records.Extrinsics`).
+
+Several images of one person: annotations with the same ``person_id`` are one subject
+(:meth:`~resihmr_dr.data.records.LDposeDataset.subjects`), fitted jointly. Their residual limbs
+must agree (a limb residual in one image and intact or of another level in another is an error
+naming the person and both annotations), and a subject appears at most once per image.
 
 Relative file paths (masks, initial fits) resolve against the JSON's folder, then
 ``images_dir``; images resolve against ``images_dir`` (default: the JSON's folder).
@@ -49,7 +56,7 @@ from resihmr_dr.data.entries import parse_annotation, parse_image
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.jsonio import is_int, read_json, type_name
 from resihmr_dr.data.ldpose import NUM_KEYPOINTS, keypoint_names_problem
-from resihmr_dr.data.records import ImageRecord, LDposeDataset, PersonAnnotation
+from resihmr_dr.data.records import ImageRecord, LDposeDataset, PersonAnnotation, group_subjects
 
 __all__ = ["load_annotations"]
 
@@ -91,6 +98,53 @@ def _parse_categories(entries: list[Any], *, path: Path) -> tuple[Mapping[str, A
 
 def _duplicates(ids: list[Any]) -> set[int]:
     return {i for i, n in Counter(ids).items() if n > 1}
+
+
+def _subject_problems(people: list[PersonAnnotation], *, path: Path) -> list[tuple[set[int], DataError]]:
+    """Per subject (annotations sharing a ``person_id``) that cannot be one person: its annotation
+    ids and the error. The residual limbs must agree across its images (the status is derived from
+    which endpoint keypoints are labelled), and each image shows the person once."""
+    problems = []
+    for subject in group_subjects(people):
+        if not subject.multi_view:
+            continue
+        first = subject.people[0]
+        ids = {p.ann_id for p in subject.people}
+        seen: dict[int, int] = {}
+        for other in subject.people:
+            if other.image_id in seen:
+                problems.append(
+                    (
+                        ids,
+                        DataError(
+                            f"person {subject.person_id!r} appears twice in image {other.image_id} "
+                            f"(annotations {seen[other.image_id]} and {other.ann_id})",
+                            path=path,
+                            ann_id=other.ann_id,
+                            field="person_id",
+                        ),
+                    )
+                )
+                break
+            seen[other.image_id] = other.ann_id
+            differ = [n for n in first.limb_status if first.limb_status[n] != other.limb_status[n]]
+            if differ:
+                name = differ[0]
+                problems.append(
+                    (
+                        ids,
+                        DataError(
+                            f"person {subject.person_id!r}: {name} is {first.limb_status[name].value} in annotation "
+                            f"{first.ann_id} but {other.limb_status[name].value} in annotation {other.ann_id}; "
+                            "the residual limbs of one person must be labelled the same in every image",
+                            path=path,
+                            ann_id=other.ann_id,
+                            field="person_id",
+                        ),
+                    )
+                )
+                break
+    return problems
 
 
 def load_annotations(
@@ -197,6 +251,10 @@ def load_annotations(
             people.append(parse_annotation(entry, images=images, search_dirs=search_dirs))
         except DataError as err:
             report(err.with_context(path=path, ann_id=ann_id))
+
+    for bad_ids, err in _subject_problems(people, path=path):
+        report(err)
+        people = [p for p in people if p.ann_id not in bad_ids]
 
     return LDposeDataset(
         path=path,

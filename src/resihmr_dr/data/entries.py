@@ -20,7 +20,7 @@ from resihmr_dr.data.init_fit import SUPPORTED_SUFFIXES
 from resihmr_dr.data.jsonio import is_int, is_number, type_name
 from resihmr_dr.data.ldpose import NUM_KEYPOINTS
 from resihmr_dr.data.masks import MAX_SIDE_PX, MaskSource, PngMask, RleMask, parse_segmentation, png_mask_size
-from resihmr_dr.data.records import ImageRecord, Intrinsics, PersonAnnotation
+from resihmr_dr.data.records import Extrinsics, ImageRecord, Intrinsics, PersonAnnotation
 from resihmr_dr.data.status import derive_limb_status
 
 __all__ = ["OUTSIDE_MARGIN", "parse_annotation", "parse_image", "parse_keypoints"]
@@ -87,10 +87,31 @@ def parse_image(entry: Any) -> ImageRecord:
     camera_keys = [k for k in ("camera", "intrinsics", "K") if k in entry and entry[k] is not None]
     if len(camera_keys) > 1:
         raise DataError(f"give only one of {', '.join(camera_keys)}", field=camera_keys[0])
-    intrinsics = None
+    intrinsics = extrinsics = None
     if camera_keys:
         intrinsics = _parse_intrinsics(entry[camera_keys[0]], key=camera_keys[0])
-    return ImageRecord(id=image_id, file_name=file_name, width=width, height=height, intrinsics=intrinsics)
+        extrinsics = _parse_extrinsics(entry[camera_keys[0]], key=camera_keys[0])
+    return ImageRecord(
+        id=image_id, file_name=file_name, width=width, height=height, intrinsics=intrinsics, extrinsics=extrinsics
+    )
+
+
+def _parse_extrinsics(value: Any, *, key: str) -> Extrinsics | None:
+    """The camera's optional ``"R"`` (3x3) and ``"t"`` (3) in a shared world frame (both or neither)."""
+    if not isinstance(value, Mapping) or ("R" not in value and "t" not in value):
+        return None
+    if "R" not in value or "t" not in value:
+        missing = "t" if "R" in value else "R"
+        raise DataError(f"extrinsics need both 'R' and 't'; {missing!r} is missing", field=key)
+    for name in ("R", "t"):
+        flat = np.asarray(value[name], dtype=object).reshape(-1)
+        if not all(is_number(v) for v in flat):
+            raise DataError(f"{name!r} must be a list of numbers", field=key)
+    try:
+        return Extrinsics(R=np.asarray(value["R"], dtype=np.float64), t=np.asarray(value["t"], dtype=np.float64))
+    except (DataError, ValueError) as err:
+        reason = err.reason if isinstance(err, DataError) else f"'R'/'t' malformed: {err}"
+        raise DataError(reason, field=key) from None
 
 
 def parse_keypoints(value: Any, *, width: int, height: int) -> np.ndarray:
@@ -237,6 +258,9 @@ def parse_annotation(
     bbox = _parse_bbox(entry["bbox"]) if entry.get("bbox") is not None else None
     mask = _parse_mask(entry, record=record, search_dirs=search_dirs)
     init_fit_path = _parse_init_fit(entry.get("init_fit"), search_dirs=search_dirs)
+    person_id = entry.get("person_id")
+    if person_id is not None and (not isinstance(person_id, str) or not person_id.strip()):
+        raise DataError(f"expected a non-empty string, got {type_name(person_id)} {person_id!r:.40}", field="person_id")
     return PersonAnnotation(
         ann_id=ann_id,
         image_id=image_id,
@@ -245,4 +269,5 @@ def parse_annotation(
         bbox=bbox,
         mask=mask,
         init_fit_path=init_fit_path,
+        person_id=person_id,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from resihmr_dr.data.ldpose import DEFAULT_FOCAL_PX, Limb, LimbStatus
 from resihmr_dr.data.masks import MaskSource, PngMask
 from resihmr_dr.data.status import residual_limbs
 
-__all__ = ["Intrinsics", "ImageRecord", "PersonAnnotation", "LDposeDataset"]
+__all__ = ["Extrinsics", "Intrinsics", "ImageRecord", "PersonAnnotation", "Subject", "LDposeDataset", "group_subjects"]
 
 
 def _is_real(x: Any) -> bool:
@@ -84,15 +84,55 @@ class Intrinsics:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
 
+@dataclass(frozen=True, eq=False)
+class Extrinsics:
+    """A camera's pose in a world frame shared by several images: ``X_cam = R @ X_world + t``
+    (metres; OpenCV camera frame). R: (3, 3) float64 rotation; t: (3,) float64 (read-only)."""
+
+    R: np.ndarray
+    t: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name, shape in (("R", (3, 3)), ("t", (3,))):
+            try:
+                value = np.array(getattr(self, name), dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                raise DataError(f"{name!r} must be numbers of shape {shape}", field="camera") from None
+            if value.shape != shape:
+                raise DataError(f"{name!r} must have shape {shape}, got {value.shape}", field="camera")
+            if not np.all(np.isfinite(value)):
+                raise DataError(f"{name!r} has NaN or infinite entries", field="camera")
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        error = float(np.abs(self.R @ self.R.T - np.eye(3)).max())
+        if error > 1e-4 or np.linalg.det(self.R) <= 0:
+            raise DataError(
+                f"'R' must be a rotation matrix (orthonormal, determinant +1); |R R^T - I| = {error:.2g}, "
+                f"det = {np.linalg.det(self.R):.3g}",
+                field="camera",
+            )
+
+    @classmethod
+    def identity(cls) -> Extrinsics:
+        """The world frame itself."""
+        return cls(R=np.eye(3), t=np.zeros(3))
+
+    def to_camera(self, points_world: np.ndarray) -> np.ndarray:
+        """(N, 3) world points -> camera frame."""
+        return np.asarray(points_world) @ self.R.T + self.t
+
+
 @dataclass(frozen=True)
 class ImageRecord:
-    """One ``images`` entry. ``intrinsics`` is ``None`` when the file gives no camera."""
+    """One ``images`` entry. ``intrinsics`` is ``None`` when the file gives no camera;
+    ``extrinsics`` (the camera's ``R`` and ``t``) only where the file gives them."""
 
     id: int
     file_name: str
     width: int
     height: int
     intrinsics: Intrinsics | None = None
+    extrinsics: Extrinsics | None = None
 
     def intrinsics_or_default(self, focal_px: float = DEFAULT_FOCAL_PX) -> Intrinsics:
         """The given intrinsics, else :meth:`Intrinsics.default_for` this image's size."""
@@ -114,6 +154,8 @@ class PersonAnnotation:
         bbox: ``(x_px, y_px, w_px, h_px)`` or ``None``.
         mask: lazy mask source (RLE, polygons or a PNG path) or ``None``.
         init_fit_path: path of an initial body fit (see :func:`load_initial_fit`) or ``None``.
+        person_id: the subject this annotation shows (several images of one person share it),
+            or ``None`` (the annotation is a subject of its own).
     """
 
     ann_id: int
@@ -123,6 +165,7 @@ class PersonAnnotation:
     bbox: tuple[float, float, float, float] | None = None
     mask: MaskSource | None = None
     init_fit_path: Path | None = None
+    person_id: str | None = None
 
     @property
     def residual_limbs(self) -> list[tuple[Limb, LimbStatus]]:
@@ -154,6 +197,34 @@ class PersonAnnotation:
             return load_initial_fit(self.init_fit_path)
         except DataError as err:
             raise err.with_context(ann_id=self.ann_id) from None
+
+
+@dataclass(frozen=True, eq=False)
+class Subject:
+    """One person as the fit sees them: the annotations sharing a ``person_id`` (in file order),
+    or a single annotation without one (``person_id`` None)."""
+
+    person_id: str | None
+    people: tuple[PersonAnnotation, ...]
+
+    @property
+    def multi_view(self) -> bool:
+        """Whether the subject has more than one image."""
+        return len(self.people) > 1
+
+    @property
+    def key(self) -> str:
+        """A stable name: the person id, else ``ann<id>`` of the single annotation."""
+        return self.person_id if self.person_id is not None else f"ann{self.people[0].ann_id}"
+
+
+def group_subjects(people: Iterable[PersonAnnotation]) -> tuple[Subject, ...]:
+    """The subjects of ``people``, ordered by their first annotation in the file."""
+    groups: dict[str | int, list[PersonAnnotation]] = {}
+    for person in people:
+        key: str | int = person.person_id if person.person_id is not None else -1 - person.ann_id
+        groups.setdefault(key, []).append(person)
+    return tuple(Subject(group[0].person_id, tuple(group)) for group in groups.values())
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,6 +260,10 @@ class LDposeDataset:
             return self.images[image]
         except KeyError:
             raise DataError(f"unknown image id {image}", path=self.path) from None
+
+    def subjects(self) -> tuple[Subject, ...]:
+        """The people grouped by ``person_id`` (see :func:`group_subjects`)."""
+        return group_subjects(self.people)
 
     def image_of(self, person: PersonAnnotation) -> ImageRecord:
         """The :class:`ImageRecord` a person is in."""

@@ -56,7 +56,7 @@ from resihmr_dr.data.entries import parse_annotation, parse_image
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.jsonio import is_int, read_json, type_name
 from resihmr_dr.data.ldpose import NUM_KEYPOINTS, keypoint_names_problem
-from resihmr_dr.data.records import ImageRecord, LDposeDataset, PersonAnnotation, group_subjects
+from resihmr_dr.data.records import ImageRecord, LDposeDataset, PersonAnnotation, Subject, group_subjects
 
 __all__ = ["load_annotations"]
 
@@ -100,51 +100,34 @@ def _duplicates(ids: list[Any]) -> set[int]:
     return {i for i, n in Counter(ids).items() if n > 1}
 
 
-def _subject_problems(people: list[PersonAnnotation], *, path: Path) -> list[tuple[set[int], DataError]]:
-    """Per subject (annotations sharing a ``person_id``) that cannot be one person: its annotation
-    ids and the error. The residual limbs must agree across its images (the status is derived from
-    which endpoint keypoints are labelled), and each image shows the person once."""
-    problems = []
-    for subject in group_subjects(people):
-        if not subject.multi_view:
-            continue
-        first = subject.people[0]
-        ids = {p.ann_id for p in subject.people}
-        seen: dict[int, int] = {}
-        for other in subject.people:
-            if other.image_id in seen:
-                problems.append(
-                    (
-                        ids,
-                        DataError(
-                            f"person {subject.person_id!r} appears twice in image {other.image_id} "
-                            f"(annotations {seen[other.image_id]} and {other.ann_id})",
-                            path=path,
-                            ann_id=other.ann_id,
-                            field="person_id",
-                        ),
-                    )
-                )
-                break
-            seen[other.image_id] = other.ann_id
-            differ = [n for n in first.limb_status if first.limb_status[n] != other.limb_status[n]]
-            if differ:
-                name = differ[0]
-                problems.append(
-                    (
-                        ids,
-                        DataError(
-                            f"person {subject.person_id!r}: {name} is {first.limb_status[name].value} in annotation "
-                            f"{first.ann_id} but {other.limb_status[name].value} in annotation {other.ann_id}; "
-                            "the residual limbs of one person must be labelled the same in every image",
-                            path=path,
-                            ann_id=other.ann_id,
-                            field="person_id",
-                        ),
-                    )
-                )
-                break
-    return problems
+def _subject_problem(subject: Subject, *, path: Path) -> DataError | None:
+    """Why the annotations sharing one ``person_id`` cannot be one person, or None: the residual
+    limbs must agree across the images (the status is derived from which endpoint keypoints are
+    labelled), and each image shows the person once."""
+    first = subject.people[0]
+    seen: dict[int, int] = {}
+    for other in subject.people:
+        if other.image_id in seen:
+            return DataError(
+                f"person {subject.person_id!r} appears twice in image {other.image_id} "
+                f"(annotations {seen[other.image_id]} and {other.ann_id})",
+                path=path,
+                ann_id=other.ann_id,
+                field="person_id",
+            )
+        seen[other.image_id] = other.ann_id
+        differ = [n for n in first.limb_status if first.limb_status[n] != other.limb_status[n]]
+        if differ:
+            name = differ[0]
+            return DataError(
+                f"person {subject.person_id!r}: {name} is {first.limb_status[name].value} in annotation "
+                f"{first.ann_id} but {other.limb_status[name].value} in annotation {other.ann_id}; "
+                "the residual limbs of one person must be labelled the same in every image",
+                path=path,
+                ann_id=other.ann_id,
+                field="person_id",
+            )
+    return None
 
 
 def load_annotations(
@@ -252,9 +235,11 @@ def load_annotations(
         except DataError as err:
             report(err.with_context(path=path, ann_id=ann_id))
 
-    for bad_ids, err in _subject_problems(people, path=path):
-        report(err)
-        people = [p for p in people if p.ann_id not in bad_ids]
+    for subject in group_subjects(people):
+        err = _subject_problem(subject, path=path) if subject.multi_view else None
+        if err is not None:
+            report(err)
+            people = [p for p in people if p not in subject.people]
 
     return LDposeDataset(
         path=path,

@@ -108,10 +108,9 @@ def _parse_extrinsics(value: Any, *, key: str) -> Extrinsics | None:
         if not all(is_number(v) for v in flat):
             raise DataError(f"{name!r} must be a list of numbers", field=key)
     try:
-        return Extrinsics(R=np.asarray(value["R"], dtype=np.float64), t=np.asarray(value["t"], dtype=np.float64))
-    except (DataError, ValueError) as err:
-        reason = err.reason if isinstance(err, DataError) else f"'R'/'t' malformed: {err}"
-        raise DataError(reason, field=key) from None
+        return Extrinsics(R=value["R"], t=value["t"])
+    except DataError as err:
+        raise DataError(err.reason, field=key) from None  # under the key the file used
 
 
 def parse_keypoints(value: Any, *, width: int, height: int) -> np.ndarray:

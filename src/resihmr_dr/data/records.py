@@ -112,11 +112,6 @@ class Extrinsics:
                 field="camera",
             )
 
-    @classmethod
-    def identity(cls) -> Extrinsics:
-        """The world frame itself."""
-        return cls(R=np.eye(3), t=np.zeros(3))
-
     def to_camera(self, points_world: np.ndarray) -> np.ndarray:
         """(N, 3) world points -> camera frame."""
         return np.asarray(points_world) @ self.R.T + self.t

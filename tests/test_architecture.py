@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fit.intact_camera",
             "fit.intact_config",
             "fit.intact_problem",
+            "fit.intact_views",
             "fit.losses",
             "fit.measures",
             "fit.mesh_losses",
@@ -30,11 +31,12 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fit.refine",
             "fit.refine_config",
             "fit.refine_terms",
+            "fit.views",
             "stump",
             "render",
         ),
     ),  # fmt: skip
-    ("pipeline", ("fit.pipeline", "config", "results", "outputs")),
+    ("pipeline", ("fit.pipeline", "fit.subject", "config", "results", "outputs")),
     ("drivers", ("failures", "jobs", "batch", "lightning")),
     ("interfaces", ("cli", "eval")),
 )

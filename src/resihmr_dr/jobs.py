@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,23 +31,45 @@ from resihmr_dr.body.base import BodyModel, BodyParams
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.config import OutputConfig
 from resihmr_dr.data.errors import DataError
-from resihmr_dr.data.records import LDposeDataset, PersonAnnotation
+from resihmr_dr.data.records import Extrinsics, LDposeDataset, PersonAnnotation
 from resihmr_dr.failures import Failure, FailureStage
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig, fit_person, params_from_initial_fit
-from resihmr_dr.outputs import folder_complete, person_category_id, person_folder_name, same_provenance, write_person
+from resihmr_dr.fit.subject import SubjectFit, fit_subject
+from resihmr_dr.fit.views import ViewRig
+from resihmr_dr.outputs import (
+    folder_complete,
+    person_category_id,
+    person_folder_name,
+    same_provenance,
+    subject_complete,
+    subject_folder_name,
+    write_person,
+    write_subject,
+)
 
 
 # --------------------------------------------------------------------------- the plan
 @dataclass(frozen=True)
 class Job:
-    """One person to fit: its position among the annotation file's valid people and the person."""
+    """One person to fit: its position among the annotation file's valid people (its first
+    image's) and the person; ``views``: every image of a person seen in several (sharing a
+    ``person_id``; ``person`` is the first), fitted together (``fit.subject``), else empty."""
 
     position: int
     person: PersonAnnotation
+    views: tuple[PersonAnnotation, ...] = ()
+
+    @property
+    def multi_view(self) -> bool:
+        """Whether the job fits several images of one person."""
+        return len(self.views) > 1
 
     @property
     def folder(self) -> str:
-        """The person's output folder name (``outputs.person_folder_name``)."""
+        """The output folder name: ``outputs.person_folder_name``, or ``outputs.subject_folder_name``
+        for several images."""
+        if self.multi_view:
+            return subject_folder_name(self.person.person_id or "")
         return person_folder_name(self.person)
 
 
@@ -128,17 +150,19 @@ def plan_fit(
     todo: list[Job] = []
     skipped: list[str] = []
     failures = [(-1, Failure.from_load_error(err)) for err in dataset.errors]
-    for position, person in enumerate(dataset.people):
+    position_of = {person.ann_id: i for i, person in enumerate(dataset.people)}
+    max_views = fit_config.views.max_views if fit_config is not None else 0
+    for job in subject_jobs(dataset, position_of=position_of, max_views=max_views):
         if not overwrite:
-            done, failure = finished_status(
-                Path(out_dir), person, output=output, fit_config=fit_config, body_name=body_name
+            done, failure = finished_job_status(
+                Path(out_dir), job, output=output, fit_config=fit_config, body_name=body_name
             )
             if done:
-                skipped.append(person_folder_name(person))
+                skipped.append(job.folder)
                 if failure is not None:
-                    failures.append((position, failure))
+                    failures.append((job.position, failure))
                 continue
-        todo.append(Job(position=position, person=person))
+        todo.append(job)
     return FitPlan(
         todo=tuple(todo),
         skipped=tuple(skipped),
@@ -147,6 +171,46 @@ def plan_fit(
         category_id=person_category_id(dataset.categories),
         output=output,
     )
+
+
+def subject_jobs(dataset: LDposeDataset, *, position_of: dict[int, int], max_views: int = 0) -> list[Job]:
+    """The jobs of ``dataset`` in annotation-file order: one per image, except a person seen in
+    several images (a shared ``person_id``), who is one job of their first ``max_views`` images
+    (0: all)."""
+    jobs = []
+    for subject in dataset.subjects():
+        people = subject.people if max_views == 0 else subject.people[:max_views]
+        if len(people) > 1:
+            jobs.append(Job(position=position_of[people[0].ann_id], person=people[0], views=tuple(people)))
+        else:
+            jobs.extend(Job(position=position_of[p.ann_id], person=p) for p in people)
+    return sorted(jobs, key=lambda job: job.position)
+
+
+def finished_job_status(
+    out_dir: Path,
+    job: Job,
+    *,
+    output: OutputConfig = OutputConfig(),
+    fit_config: PipelineConfig | None = None,
+    body_name: str | None = None,
+) -> tuple[bool, Failure | None]:
+    """``finished_status`` of a job: for several images, the subject folder must be complete
+    (``outputs.subject_complete``) and each image's folder finished."""
+    if not job.multi_view:
+        return finished_status(out_dir, job.person, output=output, fit_config=fit_config, body_name=body_name)
+    folder = out_dir / job.folder
+    if not subject_complete(folder, job.views, output):
+        return False, None
+    failure = None
+    for person in job.views:
+        done, view_failure = finished_status(
+            folder / "views", person, output=output, fit_config=fit_config, body_name=body_name
+        )
+        if not done:
+            return False, None
+        failure = failure or view_failure
+    return True, failure
 
 
 def finished_status(
@@ -197,6 +261,7 @@ class PersonInputs:
     image_rgb: np.ndarray
     mask: np.ndarray | None
     init: BodyParams | None
+    extrinsics: Extrinsics | None = None  # the camera's R, t where the annotation file gives them
 
     @property
     def folder(self) -> str:
@@ -208,13 +273,16 @@ class PersonInputs:
 class JobResult:
     """What became of one job so far: its loaded inputs, its fit, whether its folder is written,
     and its failure (a ``quality`` failure comes with a written folder; any other means the job
-    stopped at that stage)."""
+    stopped at that stage). Several images of one person: ``view_inputs`` per image (``inputs``
+    the first's), ``subject`` the joint fit (``fit`` its first image's)."""
 
     job: Job
     inputs: PersonInputs | None = None
     fit: PersonFit | None = None
     written: bool = False
     failure: Failure | None = None
+    view_inputs: tuple[PersonInputs, ...] = ()
+    subject: SubjectFit | None = None
 
     def failed(self, stage: FailureStage, err: BaseException) -> JobResult:
         """This result stopped at ``stage`` by ``err``."""
@@ -232,7 +300,9 @@ def load_person(dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyM
     mask = dataset.mask(person)
     initial = dataset.initial_fit(person)
     init = params_from_initial_fit(body, initial) if initial is not None else None
-    return PersonInputs(person=person, camera=camera, image_rgb=image, mask=mask, init=init)
+    return PersonInputs(
+        person=person, camera=camera, image_rgb=image, mask=mask, init=init, extrinsics=record.extrinsics
+    )
 
 
 def fit_loaded(
@@ -250,6 +320,34 @@ def fit_loaded(
     )
 
 
+def fit_views_loaded(
+    views: Sequence[PersonInputs],
+    *,
+    body: BodyModel,
+    config: PipelineConfig,
+    on_stage: Callable[[str], None] | None = None,
+) -> SubjectFit:
+    """Fit several loaded images of one person together (``fit_subject``; what they share:
+    ``ViewRig.choose`` with ``config.views``)."""
+    rig = ViewRig.choose(
+        len(views),
+        extrinsics=[v.extrinsics for v in views],
+        same_pose=config.views.same_pose,
+        use_extrinsics=config.views.use_extrinsics,
+    )
+    return fit_subject(
+        body=body,
+        people=[v.person for v in views],
+        cameras=[v.camera for v in views],
+        masks=[v.mask for v in views],
+        inits=[v.init for v in views],
+        rig=rig,
+        person_id=views[0].person.person_id,
+        config=config,
+        on_stage=on_stage,
+    )
+
+
 def load_job(
     job: Job, *, dataset: LDposeDataset, body: BodyModel, on_stage: Callable[[str], None] | None = None
 ) -> JobResult:
@@ -257,10 +355,11 @@ def load_job(
     result = JobResult(job=job)
     try:
         _notify(on_stage, "load")
-        inputs = load_person(dataset, job.person, body=body)
+        views = tuple(load_person(dataset, person, body=body) for person in job.views)
+        inputs = views[0] if views else load_person(dataset, job.person, body=body)
     except Exception as err:  # noqa: BLE001 - one person's failure (even a bug) never stops the run
         return result.failed(FailureStage.LOAD, err)
-    return dataclasses.replace(result, inputs=inputs)
+    return dataclasses.replace(result, inputs=inputs, view_inputs=views)
 
 
 def fit_job(
@@ -275,6 +374,9 @@ def fit_job(
     if result.failure is not None or result.inputs is None or result.fit is not None:
         return result
     try:
+        if result.job.multi_view:
+            subject = fit_views_loaded(result.view_inputs, body=body, config=config, on_stage=on_stage)
+            return dataclasses.replace(result, fit=subject.views[0], subject=subject)
         fit = fit_loaded(result.inputs, body=body, config=config, on_stage=on_stage)
     except Exception as err:  # noqa: BLE001 - one person's failure (even a bug) never stops the run
         return result.failed(FailureStage.FIT, err)
@@ -296,12 +398,34 @@ def write_job(
     fit, inputs = result.fit, result.inputs
     try:
         _notify(on_stage, "write")
-        write_person(fit, out_dir, image_rgb=inputs.image_rgb, mask=inputs.mask, output=output)
+        if result.subject is not None:
+            views = result.view_inputs
+            write_subject(
+                result.subject,
+                out_dir,
+                images_rgb=[v.image_rgb for v in views],
+                masks=[v.mask for v in views],
+                output=output,
+            )
+        else:
+            write_person(fit, out_dir, image_rgb=inputs.image_rgb, mask=inputs.mask, output=output)
     except Exception as err:  # noqa: BLE001 - one person's failure (even a bug) never stops the run
         return result.failed(FailureStage.WRITE, err)
-    quality = fit.metrics.quality
-    failure = None if quality.ok else Failure.from_quality(result.job.person, quality.problems)
+    fits = result.subject.views if result.subject is not None else (fit,)
+    failure = next(
+        (
+            Failure.from_quality(f_person, f.metrics.quality.problems)
+            for f, f_person in zip(fits, _people(result))
+            if not f.metrics.quality.ok
+        ),
+        None,
+    )
     return dataclasses.replace(result, written=True, failure=failure)
+
+
+def _people(result: JobResult) -> tuple[PersonAnnotation, ...]:
+    """The annotations a job fits (its images' for several)."""
+    return result.job.views if result.job.multi_view else (result.job.person,)
 
 
 def run_one(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from resihmr_dr.config import OutputConfig, to_dict
 from resihmr_dr.data.ldpose import NUM_COCO_KEYPOINTS, NUM_KEYPOINTS
 from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig
+from resihmr_dr.fit.subject import SubjectFit
 from resihmr_dr.results import coco_keypoint_result, colored_trimesh
 
 OUTPUT_FILES = (
@@ -235,13 +237,17 @@ def write_keypoint_results(
     """Write ``out_dir/keypoints_results.json`` atomically: the COCO keypoint results (a list of
     ``{"image_id", "category_id", "keypoints", "score", "ann_id"}``, see
     ``results.coco_keypoint_result``) of every person of ``people`` whose folder is complete
-    (also those written by an earlier run), in ``people``'s order; ``[]`` when there is none."""
+    (also those written by an earlier run; an image fitted with the person's other images is read
+    from its subject folder), in ``people``'s order; ``[]`` when there is none."""
     out_dir = Path(out_dir)
-    records = [
-        coco_keypoint_result(out_dir / person_folder_name(person), category_id=category_id)
-        for person in people
-        if folder_complete(out_dir / person_folder_name(person), output)
-    ]
+    records = []
+    for person in people:
+        folders = [out_dir / person_folder_name(person)]
+        if person.person_id is not None:  # fitted with the person's other images
+            folders.append(subject_view_folder(out_dir, person.person_id, person))
+        done = [folder for folder in folders if folder_complete(folder, output)]
+        if done:
+            records.append(coco_keypoint_result(done[0], category_id=category_id))
     path = out_dir / KEYPOINT_RESULTS_FILE
     atomic_write_json(path, records, indent=None)
     return path
@@ -326,3 +332,97 @@ def write_person(
             fit.metrics.to_dict() | {"seconds": fit.seconds, "stage_seconds": dataclasses.asdict(fit.stage_seconds)},
         )
     return final
+
+
+SUBJECT_FILES = ("subject.json", "mesh_tpose.ply", "stump.json", "report.png")  # besides views/<person folder>/
+
+
+def subject_folder_name(person_id: str) -> str:
+    """``subject_<PERSON_ID>`` for a person seen in several images (characters other than letters,
+    digits, ``.``, ``_`` and ``-`` become ``_``)."""
+    return "subject_" + re.sub(r"[^A-Za-z0-9._-]", "_", person_id)
+
+
+def subject_view_folder(out_dir: str | Path, person_id: str, person: PersonAnnotation | PersonFit) -> Path:
+    """Where one image of a subject is written: ``<out>/subject_<id>/views/image<I>_ann<A>``."""
+    return Path(out_dir) / subject_folder_name(person_id) / "views" / person_folder_name(person)
+
+
+def subject_dict(subject: SubjectFit) -> dict:
+    """subject.json: the person, what the images shared, each image's folder and fit quality, and
+    the shared residual limbs (λ of view 0's mesh, T-pose measurements)."""
+    first = subject.views[0]
+    return {
+        "person_id": subject.person_id,
+        "mode": subject.rig.mode.value,
+        "num_views": len(subject.views),
+        "views": [
+            {
+                "image_id": fit.image_id,
+                "ann_id": fit.ann_id,
+                "folder": f"views/{person_folder_name(fit)}",
+                "body_px": fit.metrics.body_px,
+                "mask_iou": fit.metrics.mask_iou,
+                "lambda": [s.lam for s in fit.limbs],
+                "converged": fit.metrics.quality.ok,
+            }
+            for fit in subject.views
+        ],
+        "limbs": [
+            {"limb": s.limb.name, "status": s.status.value, "lambda": s.lam, "tpose": g.to_dict()}
+            for s, g in zip(first.limbs, first.stump_tpose)
+        ],
+        "joint_keypoint_fit": None
+        if subject.joint is None
+        else {
+            "keypoint_error_px": list(subject.joint.keypoint_error_px),
+            "stages": [
+                {"name": s.name, "iterations": s.iterations, "stop_reason": s.reason.value, "loss_last": s.final_loss}
+                for s in subject.joint.stages
+            ],
+        },
+        "seconds": subject.seconds,
+    }
+
+
+def write_subject(
+    subject: SubjectFit,
+    out_dir: str | Path,
+    *,
+    images_rgb: Sequence[np.ndarray | None],
+    masks: Sequence[np.ndarray | None],
+    output: OutputConfig = OutputConfig(),
+) -> Path:
+    """Write a person fitted from several images to ``out_dir/subject_<id>`` atomically: the shared
+    T-pose mesh, stump.json (T-pose, and each image's posed measurements), subject.json, a report
+    with every view, and each image's standard person folder under ``views/``. Returns the folder."""
+    from resihmr_dr.render.report import save_subject_report
+
+    if subject.person_id is None:
+        raise ValueError("a subject folder needs a person_id")
+    first = subject.views[0]
+    final = Path(out_dir) / subject_folder_name(subject.person_id)
+    with atomic_directory(final) as tmp:
+        for fit, image, mask in zip(subject.views, images_rgb, masks):
+            write_person(fit, tmp / "views", image_rgb=image, mask=mask, output=output)
+        colored_trimesh(first.verts_tpose, first.faces_tpose, first.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
+        atomic_write_json(
+            tmp / "stump.json",
+            {
+                "tpose": [s.to_dict() for s in first.stump_tpose],
+                "posed": {person_folder_name(fit): [s.to_dict() for s in fit.stump] for fit in subject.views},
+                "units": "metres, square metres, cubic metres",
+            },
+        )
+        save_subject_report(
+            tmp / "report.png", views=subject.views, images_rgb=images_rgb, title=f"person {subject.person_id}"
+        )
+        atomic_write_json(tmp / "subject.json", subject_dict(subject))
+    return final
+
+
+def subject_complete(folder: Path, views: Sequence[PersonAnnotation], output: OutputConfig = OutputConfig()) -> bool:
+    """Whether a subject folder holds its files and a complete folder for each of ``views``."""
+    if not all((folder / name).is_file() for name in SUBJECT_FILES):
+        return False
+    return all(folder_complete(folder / "views" / person_folder_name(p), output) for p in views)

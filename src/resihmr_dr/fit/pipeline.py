@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +27,7 @@ from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou, predicted_keypo
 from resihmr_dr.fit.quality import QualityConfig, check_quality
 from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
 from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, refine
+from resihmr_dr.fit.views import ViewsConfig
 from resihmr_dr.mesh_export import colored_trimesh, export_vertices, pytorch3d_meshes
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CapConfig, ResidualBody, cut_and_cap_to_tips, cut_spec
@@ -44,6 +45,7 @@ class PipelineConfig:
     num_stations: int = 10  # cross-section stations along each residual limb
     quality: QualityConfig = field(default_factory=QualityConfig)  # non-convergence checks
     refine: RefineConfig = field(default_factory=RefineConfig)  # silhouette refinement (needs a mask)
+    views: ViewsConfig = field(default_factory=ViewsConfig)  # several images of one person (fit.subject)
     seed: int = 0  # torch's RNG is seeded with it for each person (restored afterwards)
 
 
@@ -81,7 +83,7 @@ class StageSeconds:
         return self.intact + self.rafo + self.cut_cap + self.refine + self.measure
 
 
-class _StageClock:
+class StageClock:
     """Marks the end of each stage of one fit and reports progress (``on_stage(name)`` when a
     stage starts, if given)."""
 
@@ -91,15 +93,18 @@ class _StageClock:
         self.seconds: dict[str, float] = {}
 
     def start(self, name: str) -> None:
+        """Stage ``name`` starts (tells ``on_stage``)."""
         if self.on_stage is not None:
             self.on_stage(name)
 
     def done(self, name: str) -> None:
+        """Stage ``name`` ended: its seconds since the last mark are added to it."""
         now = time.perf_counter()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
         self.last = now
 
     def record(self) -> StageSeconds:
+        """The seconds per stage so far."""
         return StageSeconds(**self.seconds)
 
 
@@ -227,7 +232,7 @@ def fit_person(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return _fit_person(
-            body=body, person=person, camera=camera, mask=mask, init=init, config=config, clock=_StageClock(on_stage)
+            body=body, person=person, camera=camera, mask=mask, init=init, config=config, clock=StageClock(on_stage)
         )
 
 
@@ -239,7 +244,7 @@ def _fit_person(
     mask: np.ndarray | None,
     init: BodyParams | None,
     config: PipelineConfig,
-    clock: _StageClock,
+    clock: StageClock,
 ) -> PersonFit:
     start = time.perf_counter()
     keypoints = np.array(person.keypoints_px, dtype=np.float64)  # a writable copy
@@ -250,70 +255,35 @@ def _fit_person(
         posed = body(params)
         tpose = body.tpose(params)
     stature = float(stature_m(tpose.verts)[0])
-    joints_cam = posed.joints[0]
     clock.done("intact")
 
     clock.start("rafo")
-    rafo: tuple[RafoResult, ...] = ()
-    limb_inputs = inputs_from_joints(
-        joints_cam=joints_cam.double(),
-        joint_names=JOINT_NAMES,
-        keypoints_px=torch.as_tensor(keypoints),
-        status=dict(person.limb_status),
+    limb_inputs, rafo = solve_person_rafo(
+        person=person, keypoints=keypoints, posed=posed, camera=camera, stature=stature, config=config
     )
-    if limb_inputs:
-        rafo = tuple(solve_rafo(limb_inputs, camera=camera, body_height_m=stature, config=config.rafo))
     clock.done("rafo")
 
-    faces = body.faces.cpu().numpy()
-    verts_cam = posed.verts[0].cpu().numpy().astype(np.float64)
     lambda_intact: tuple[float, ...] = ()
-    stump: tuple[StumpGeometry, ...] = ()
-    stump_tpose: tuple[StumpGeometry, ...] = ()
-    residual_mask = np.zeros(len(verts_cam), dtype=bool)
     refined: RefineResult | None = None
-    limbs: list[LimbState] = []
+    residual: ResidualBody | None = None
+    normal_offsets = tip_heights = None
+    radial: list[RadialProfile] = []
     if rafo:
         clock.start("cut_cap")
         # RAFO may move the anchor joint; the mesh keeps the fitted body's joints, so the
         # endpoint is taken at RAFO's λ along the mesh's own segment (the refinement then poses
         # the limb onto the endpoint keypoint), and the cap's tip is placed there.
-        joints_np = joints_cam.cpu().numpy().astype(np.float64)
-        lams = []
-        for result, item in zip(rafo, limb_inputs):
-            anchor, target = limb_segment_joints(joints_np, item.limb, item.status)
-            lams.append(
-                _lambda_on_segment(
-                    endpoint=result.endpoint_cam.detach().cpu().numpy(),
-                    anchor=anchor,
-                    target=target,
-                    lam_min=config.rafo.lam_min,
-                    lam_max=config.rafo.lam_max,
-                )
-            )
-        specs = [cut_spec(joints=joints_np, limb=i.limb, status=i.status, lam=lam) for i, lam in zip(limb_inputs, lams)]
-        lambda_intact = tuple(lams)
-        residual: ResidualBody = cut_and_cap_to_tips(
-            verts=verts_cam,
-            faces=faces,
-            vertex_segment=body.vertex_segment.cpu().numpy(),
-            tips=specs,
-            config=config.cap,
-        )
-        normal_offsets = tip_heights = None
-        radial: list[RadialProfile] = []
+        joints_np = posed.joints[0].cpu().numpy().astype(np.float64)
+        lambda_intact = rafo_lambdas(rafo=rafo, limb_inputs=limb_inputs, joints_np=joints_np, config=config)
+        residual = cut_at(body=body, posed=posed, limb_inputs=limb_inputs, lams=lambda_intact, config=config)
         clock.done("cut_cap")
         if mask is not None and config.refine.enabled:
             clock.start("refine")
-            targets = [
-                ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))
-                for item in limb_inputs
-            ]
             refined = refine(
                 body=body,
                 params=params,
                 residual=residual,
-                targets=targets,
+                targets=residual_targets(limb_inputs, keypoints),
                 keypoints_px=keypoints,
                 camera=camera,
                 mask=mask,
@@ -330,6 +300,65 @@ def _fit_person(
                 posed = body(params)
                 tpose = body.tpose(params)
             clock.done("refine")
+
+    return measure_fit(
+        body=body,
+        person=person,
+        camera=camera,
+        mask=mask,
+        config=config,
+        intact=intact,
+        intact_params=intact.params,
+        params=params,
+        posed=posed,
+        tpose=tpose,
+        rafo=rafo,
+        limb_inputs=limb_inputs,
+        residual=residual,
+        lambda_intact=lambda_intact,
+        refined=refined,
+        normal_offsets=normal_offsets,
+        tip_heights=tip_heights,
+        radial=radial,
+        clock=clock,
+        start=start,
+    )
+
+
+def measure_fit(
+    *,
+    body: BodyModel,
+    person: PersonAnnotation,
+    camera: PinholeCamera,
+    mask: np.ndarray | None,
+    config: PipelineConfig,
+    intact: IntactFitResult,
+    intact_params: BodyParams,
+    params: BodyParams,
+    posed,
+    tpose,
+    rafo: tuple[RafoResult, ...],
+    limb_inputs,
+    residual: ResidualBody | None,
+    lambda_intact: tuple[float, ...],
+    refined: RefineResult | None,
+    normal_offsets,
+    tip_heights,
+    radial,
+    clock: StageClock,
+    start: float,
+) -> PersonFit:
+    """The written mesh's numbers (limbs, stump geometry, T-pose, keypoints, metrics, quality) as
+    a ``PersonFit``. ``residual``: the cut and capped body with this image's vertices (None
+    without a residual limb); ``posed`` / ``tpose``: ``body(params)`` and its T-pose."""
+    keypoints = np.array(person.keypoints_px, dtype=np.float64)
+    faces = body.faces.cpu().numpy()
+    verts_cam = posed.verts[0].cpu().numpy().astype(np.float64)
+    residual_mask = np.zeros(len(verts_cam), dtype=bool)
+    stump: tuple[StumpGeometry, ...] = ()
+    stump_tpose: tuple[StumpGeometry, ...] = ()
+    limbs: list[LimbState] = []
+    if residual is not None:
         clock.start("measure")
         verts_cam, faces, residual_mask = residual.verts, residual.faces, residual.residual_mask
         # Every number describes the written mesh: its joints, its tips.
@@ -366,7 +395,7 @@ def _fit_person(
     # The T-pose: the posed cut replayed on the T-pose body (same vertices and faces, so m_r
     # holds for both), each cap rebuilt along its T-pose limb axis with the refined cap shape.
     verts_tpose = tpose.verts[0].double()
-    if rafo:
+    if residual is not None:
         tpose_joints = tpose.joints[0].double().cpu().numpy()
         segments = [limb_segment_joints(tpose_joints, item.limb, item.status) for item in limb_inputs]
         with torch.no_grad():
@@ -436,7 +465,7 @@ def _fit_person(
         params=params,
         intact=intact,
         rafo=rafo,
-        intact_params=intact.params,
+        intact_params=intact_params,
         lambda_intact=lambda_intact,
         limbs=tuple(limbs),
         verts_cam=np.asarray(verts_cam, dtype=np.float64),
@@ -456,6 +485,65 @@ def _fit_person(
         stage_seconds=clock.record(),
         config=config,
     )
+
+
+def solve_person_rafo(
+    *,
+    person: PersonAnnotation,
+    keypoints: np.ndarray,
+    posed,
+    camera: PinholeCamera,
+    stature: float,
+    config: PipelineConfig,
+):
+    """(RAFO's inputs, its results) for the residual limbs of ``person`` on the posed body."""
+    limb_inputs = inputs_from_joints(
+        joints_cam=posed.joints[0].double(),
+        joint_names=JOINT_NAMES,
+        keypoints_px=torch.as_tensor(keypoints),
+        status=dict(person.limb_status),
+    )
+    if not limb_inputs:
+        return limb_inputs, ()
+    return limb_inputs, tuple(solve_rafo(limb_inputs, camera=camera, body_height_m=stature, config=config.rafo))
+
+
+def rafo_lambdas(*, rafo, limb_inputs, joints_np: np.ndarray, config: PipelineConfig) -> tuple[float, ...]:
+    """Per residual limb, RAFO's λ on the mesh's own segment (the point nearest its endpoint)."""
+    lams = []
+    for result, item in zip(rafo, limb_inputs):
+        anchor, target = limb_segment_joints(joints_np, item.limb, item.status)
+        lams.append(
+            _lambda_on_segment(
+                endpoint=result.endpoint_cam.detach().cpu().numpy(),
+                anchor=anchor,
+                target=target,
+                lam_min=config.rafo.lam_min,
+                lam_max=config.rafo.lam_max,
+            )
+        )
+    return tuple(lams)
+
+
+def cut_at(*, body: BodyModel, posed, limb_inputs, lams: Sequence[float], config: PipelineConfig) -> ResidualBody:
+    """The posed body cut and capped with each residual limb's tip at its λ."""
+    joints_np = posed.joints[0].cpu().numpy().astype(np.float64)
+    specs = [cut_spec(joints=joints_np, limb=i.limb, status=i.status, lam=lam) for i, lam in zip(limb_inputs, lams)]
+    return cut_and_cap_to_tips(
+        verts=posed.verts[0].cpu().numpy().astype(np.float64),
+        faces=body.faces.cpu().numpy(),
+        vertex_segment=body.vertex_segment.cpu().numpy(),
+        tips=specs,
+        config=config.cap,
+    )
+
+
+def residual_targets(limb_inputs, keypoints: np.ndarray) -> list[ResidualTarget]:
+    """The residual limbs with their endpoint keypoints (None where unlabelled)."""
+    return [
+        ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))
+        for item in limb_inputs
+    ]
 
 
 def _labelled_xy(keypoints_px: np.ndarray, index: int) -> np.ndarray | None:

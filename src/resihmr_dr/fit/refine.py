@@ -83,11 +83,21 @@ from resihmr_dr.fit.refine_terms import (
     outward_bounds,
     soft_floor,
 )
+from resihmr_dr.fit.views import ShareMode, ViewRig, params_in_camera, params_in_world, to_view
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap_to_tips
 from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles
 
 # RefineConfig and RefineWeights live in refine_config; they are this module's settings.
-__all__ = ["RefineConfig", "RefineResult", "RefineWeights", "ResidualTarget", "StageRecord", "refine"]
+__all__ = [
+    "RefineConfig",
+    "RefineResult",
+    "RefineView",
+    "RefineWeights",
+    "ResidualTarget",
+    "StageRecord",
+    "refine",
+    "refine_views",
+]
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,18 @@ class _Limb:
     radial: RadialProfile
 
 
+@dataclass(frozen=True)
+class RefineView:
+    """One image of the person as the refinement sees it: its camera, its person mask (H, W)
+    bool, its LDpose keypoints (25, 3) and, per residual limb (in the cuts' order), its endpoint
+    keypoint (2,) px or None where unlabelled."""
+
+    camera: PinholeCamera
+    mask: np.ndarray
+    keypoints_px: np.ndarray
+    endpoints_px: tuple[np.ndarray | None, ...]
+
+
 def refine(
     *,
     body: BodyModel,
@@ -197,30 +219,88 @@ def refine(
     ``targets`` are its residual limbs in the same order as ``residual.steps``; ``stature_m``:
     the person's stature (the anthropometric prior); ``cap``: the cap settings used for re-cuts;
     ``callback(stage, verts (V'', 3), faces (F'', 3))``, if given, sees the mesh at every
-    objective evaluation.
+    objective evaluation. One image of :func:`refine_views`.
+    """
+    view = RefineView(
+        camera=camera, mask=mask, keypoints_px=keypoints_px, endpoints_px=tuple(t.endpoint_px for t in targets)
+    )
+    return refine_views(
+        body=body,
+        params=[params],
+        residual=residual,
+        targets=targets,
+        views=[view],
+        rig=ViewRig(ShareMode.INDEPENDENT, 1),
+        stature_m=stature_m,
+        cap=cap,
+        config=config,
+        callback=callback,
+    )[0]
+
+
+def refine_views(
+    *,
+    body: BodyModel,
+    params: Sequence[BodyParams],
+    residual: ResidualBody,
+    targets: Sequence[ResidualTarget],
+    views: Sequence[RefineView],
+    rig: ViewRig,
+    stature_m: float,
+    cap: CapConfig = CapConfig(),
+    config: RefineConfig = RefineConfig(),
+    callback: Callable[[str, torch.Tensor, np.ndarray], None] | None = None,
+) -> tuple[RefineResult, ...]:
+    """Refine K images of one person together: one shape, one end and one cap per residual limb,
+    the poses and placements ``rig`` shares (``fit.views``), against every image's terms.
+
+    ``params``: per view, the body in that view's camera frame; ``residual`` was cut and capped on
+    view 0's mesh (its topology holds for every view: the cut is replayed on each view's body);
+    ``targets``: the residual limbs (their ``endpoint_px`` are unused: each view has its own);
+    the objective is the mean over the views of their per-image terms and body priors, plus the
+    caps' regularisers once (on view 0). Returns one result per view (each view's body, mesh,
+    λ and depth drift; the shared cap, stages and history). ``callback`` sees view 0's mesh.
     """
     start = time.perf_counter()
+    num_views = rig.num_views
+    if len(params) != num_views or len(views) != num_views:
+        raise ValueError(
+            f"need one body and one view per image: {len(params)} bodies, {len(views)} views, {num_views} images"
+        )
     if len(targets) != len(residual.steps):
         raise ValueError(f"need one target per cut: {len(targets)} targets, {len(residual.steps)} cuts")
     dtype, device = body.dtype, body.device
     kw = dict(dtype=dtype, device=device)
     w = config.weights
-    view = ViewTerms(
-        camera=camera,
-        mask=np.asarray(mask),
-        keypoints_px=keypoints_px,
-        endpoints_px=[t.endpoint_px for t in targets],
-        config=config,
-        dtype=dtype,
-        device=device,
-    )
+    view_terms = [
+        ViewTerms(
+            camera=v.camera,
+            mask=np.asarray(v.mask),
+            keypoints_px=v.keypoints_px,
+            endpoints_px=list(v.endpoints_px),
+            config=config,
+            dtype=dtype,
+            device=device,
+        )
+        for v in views
+    ]
+    extrinsics = [rig.view_extrinsics(k) for k in range(num_views)]
 
-    init = params.detach()
-    with torch.no_grad():
-        body0 = body(init)
-    j0 = body0.joints[0]
+    # The variables' start: each pose / placement slot from the first view that uses it (world
+    # frame when calibrated), one shape.
+    starts = [p.detach() for p in params]
+    if rig.mode is ShareMode.CALIBRATED:
+        starts = [params_in_world(body, p, e).detach() for p, e in zip(starts, rig.extrinsics)]
+    init_pose = [starts[next(k for k in range(num_views) if rig.pose_slot(k) == j)] for j in range(rig.num_pose_slots)]
+    init_place = [
+        starts[next(k for k in range(num_views) if rig.place_slot(k) == j)] for j in range(rig.num_place_slots)
+    ]
+    init_shape = starts[0].shape
     pelvis = JOINT_INDEX["pelvis"]
-    rel_depth0 = j0[:, 2] - j0[pelvis, 2]
+    with torch.no_grad():
+        bodies0 = [body(p.detach()) for p in params]
+    rel_depth0 = [b.joints[0][:, 2] - b.joints[0][pelvis, 2] for b in bodies0]
+    j0 = bodies0[0].joints[0]
     limbs = []
     segment_labels = body.vertex_segment.cpu().numpy()
     for step, target, tip_index in zip(residual.steps, targets, residual.tip_indices):
@@ -249,9 +329,12 @@ def refine(
                 radial=radial,
             )
         )
-    segments0 = [limb_segment_joints(j0, lb.target.limb, lb.target.status) for lb in limbs]
-    anchor0 = [a - j0[pelvis] for a, _ in segments0]
-    length0 = [float((b - a).norm()) for a, b in segments0]
+    anchor0, length0 = [], []
+    for out0 in bodies0:
+        joints0 = out0.joints[0]
+        segments0 = [limb_segment_joints(joints0, lb.target.limb, lb.target.status) for lb in limbs]
+        anchor0.append([a - joints0[pelvis] for a, _ in segments0])
+        length0.append([float((b - a).norm()) for a, b in segments0])
 
     # Optimised in scaled units (L-BFGS is then well conditioned): value = start + scale * u.
     scales = {
@@ -263,20 +346,33 @@ def refine(
         "offset": 0.003,
         "radial": 0.02,
     }
-    u_orient = torch.zeros(1, 3, **kw)
-    u_transl = torch.zeros(1, 3, **kw)
-    u_pose = torch.zeros_like(init.body_pose)
-    u_shape = torch.zeros_like(init.shape)
+    u_orient = [torch.zeros(1, 3, **kw) for _ in init_place]
+    u_transl = [torch.zeros(1, 3, **kw) for _ in init_place]
+    u_pose = [torch.zeros_like(p.body_pose) for p in init_pose]
+    u_shape = torch.zeros_like(init_shape)
     history: list[dict[str, float]] = []
     stages: list[StageRecord] = []
 
-    def current_params() -> BodyParams:
+    def current_params(k: int) -> BodyParams:
+        """View ``k``'s body (world frame when calibrated: ``view_body`` places it)."""
+        p, q = rig.pose_slot(k), rig.place_slot(k)
         return BodyParams(
-            global_orient=init.global_orient + scales["orient"] * u_orient,
-            body_pose=init.body_pose + scales["pose"] * u_pose,
-            shape=init.shape + scales["shape"] * u_shape,
-            transl=init.transl + scales["transl"] * u_transl,
+            global_orient=init_place[q].global_orient + scales["orient"] * u_orient[q],
+            body_pose=init_pose[p].body_pose + scales["pose"] * u_pose[p],
+            shape=init_shape + scales["shape"] * u_shape,
+            transl=init_place[q].transl + scales["transl"] * u_transl[q],
         )
+
+    def view_bodies() -> list[BodyOutput]:
+        """Every view's posed body in its camera frame (one body evaluation per distinct slot pair)."""
+        done: dict[tuple[int, int], BodyOutput] = {}
+        outs = []
+        for k in range(num_views):
+            key = (rig.pose_slot(k), rig.place_slot(k))
+            if key not in done:
+                done[key] = body(current_params(k))
+            outs.append(to_view(done[key], extrinsics[k]))
+        return outs
 
     def radial_coefficients(state: _Stage) -> list[torch.Tensor]:
         return [lb.radial.coefficients + scales["radial"] * u for lb, u in zip(limbs, state.u_radial)]
@@ -292,16 +388,14 @@ def refine(
             coefficients=radial_coefficients(state),
         )
 
-    def mesh(state: _Stage, fixed_body: BodyOutput | None):
-        """The posed body, the capped mesh (V'', 3) and each cap's axis, offsets and tip height."""
-        out = body(current_params()) if fixed_body is None else fixed_body
-        joints = out.joints[0]
-        axes, offsets, heights = [], [], []
+    def mesh(state: _Stage, fixed_bodies: list[BodyOutput] | None):
+        """Per view: the posed body, the capped mesh (V'', 3), each cap's axis and the body's
+        vertices with the radius profiles; and the caps' offsets and tip heights (shared)."""
+        outs = view_bodies() if fixed_bodies is None else fixed_bodies
+        offsets, heights = [], []
         for lb, u_tip, u_off, inward, shape in zip(
             limbs, state.u_tips, state.u_offsets, state.inward, state.ring_shape
         ):
-            a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
-            axes.append((b - a) / (b - a).norm())
             height = soft_floor(
                 lb.tip_height + scales["tip"] * u_tip, config.min_tip_fraction * lb.radius, softness=0.1 * lb.radius
             )
@@ -309,57 +403,69 @@ def refine(
             raw = lb.raw_offsets + scales["offset"] * u_off
             outward = outward_bounds(height, *shape, max_m=config.max_offset_fraction * lb.radius)
             offsets.append(bounded_offsets(raw, inward_m=inward, outward_m=outward))
-        moved = body_verts(out, state)
-        verts = state.residual.replay(moved, normal_offsets=offsets, tip_heights=heights, axes=axes)
-        return out, verts, axes, offsets, heights, moved
+        per_view = []
+        for out in outs:
+            joints = out.joints[0]
+            axes = []
+            for lb in limbs:
+                a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
+                axes.append((b - a) / (b - a).norm())
+            moved = body_verts(out, state)
+            verts = state.residual.replay(moved, normal_offsets=offsets, tip_heights=heights, axes=axes)
+            per_view.append(_ViewMesh(out=out, verts=verts, axes=axes, verts_body=moved))
+        return per_view, offsets, heights
 
     def evaluate(
-        state: _Stage, fixed_body: BodyOutput | None
+        state: _Stage, fixed_bodies: list[BodyOutput] | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        out, verts, axes, offsets, heights, verts_body = mesh(state, fixed_body)
-        tips = [verts[i] for i in state.residual.tip_indices]
+        per_view, offsets, heights = mesh(state, fixed_bodies)
         # With the body fixed only the caps move, and the stump windows see them: the whole-body
         # silhouette and keypoint terms are constant then and are not evaluated.
         weights = w if state.body_free else dataclasses.replace(w, silhouette=0.0, keypoints=0.0)
-        terms = view.terms(verts=verts, faces=state.faces, body=out, tips=tips, weights=weights)
-        # Body priors (RAFO's alpha and mu, the anthropometric prior, the depth anchor).
-        if state.body_free:
-            terms.update(
-                body_terms(
-                    out=out,
-                    limbs=limbs,
-                    anchor0=anchor0,
-                    length0=length0,
-                    rel_depth0=rel_depth0,
-                    u_pose=u_pose,
-                    u_shape=u_shape,
-                    scales=scales,
-                    config=config,
+        view_dicts = []
+        for k, (vm, terms_k) in enumerate(zip(per_view, view_terms)):
+            tips = [vm.verts[i] for i in state.residual.tip_indices]
+            terms = terms_k.terms(verts=vm.verts, faces=state.faces, body=vm.out, tips=tips, weights=weights)
+            # Body priors (RAFO's alpha and mu, the anthropometric prior, the depth anchor).
+            if state.body_free:
+                terms.update(
+                    body_terms(
+                        out=vm.out,
+                        limbs=limbs,
+                        anchor0=anchor0[k],
+                        length0=length0[k],
+                        rel_depth0=rel_depth0[k],
+                        u_pose=u_pose[rig.pose_slot(k)],
+                        u_shape=u_shape,
+                        scales=scales,
+                        config=config,
+                    )
                 )
-            )
+            view_dicts.append(terms)
+        terms = view_dicts[0] if num_views == 1 else _mean_terms(view_dicts)
         if state.cap_free:
             terms.update(
                 cap_terms(
-                    verts=verts,
+                    verts=per_view[0].verts,
                     offsets=offsets,
                     state=state,
-                    axes=axes,
+                    axes=per_view[0].axes,
                     heights=heights,
                     config=config,
-                    verts_body=verts_body,
+                    verts_body=per_view[0].verts_body,
                     radial=radial_coefficients(state),
                 )
             )
-        return sum(terms.values()), terms, verts
+        return sum(terms.values()), terms, per_view[0].verts
 
     def run_stage(name: str, state: _Stage) -> None:
         fixed = None
         if not state.body_free:
             with torch.no_grad():
-                fixed = body(current_params())
+                fixed = view_bodies()
         free = list(state.u_tips) + (list(state.u_offsets) + state.u_radial if state.cap_free else [])
         if state.body_free:
-            free += [u_orient, u_transl, u_pose, u_shape]
+            free += [*u_orient, *u_transl, *u_pose, u_shape]
         for t in free:
             t.requires_grad_(True)
 
@@ -374,8 +480,8 @@ def refine(
             return total
 
         with torch.no_grad():
-            verts = mesh(state, fixed)[1]
-            view.set_windows(verts_cam=verts.cpu().double().numpy(), limb_masks=state.residual.limb_masks)
+            for vm, terms_k in zip(mesh(state, fixed)[0], view_terms):
+                terms_k.set_windows(verts_cam=vm.verts.cpu().double().numpy(), limb_masks=state.residual.limb_masks)
             first = evaluate(state, fixed)[1]
         outcome = minimize_lbfgs(
             name=name,
@@ -405,10 +511,6 @@ def refine(
             for u in state.u_radial:
                 u.zero_()
 
-    def stage_mesh(state: _Stage) -> torch.Tensor:
-        with torch.no_grad():
-            return mesh(state, body(current_params()))[1]
-
     recuts = 0
     state = _Stage.build(residual, limbs, body_free=config.refine_body, cap_free=False, kw=kw)
     if config.refine_body:
@@ -419,48 +521,71 @@ def refine(
         if attempt == config.max_recuts:
             break
         with torch.no_grad():
-            posed_now = body(current_params())
-            verts_body = body_verts(posed_now, state)
+            posed_now = view_bodies()
+            view0 = mesh(state, posed_now)[0][0]
         residual, changed = _recut_moved(
             body=body,
-            posed=posed_now,
-            verts_body=verts_body,
+            posed=posed_now[0],
+            verts_body=view0.verts_body,
             residual=residual,
             limbs=limbs,
             cap=cap,
-            verts_now=stage_mesh(state),
+            verts_now=view0.verts,
             config=config,
         )
         if not changed:
             break
         recuts += 1
 
+    results = []
     with torch.no_grad():
-        p = current_params()
         state = _Stage.build(residual, limbs, body_free=False, cap_free=True, kw=kw)
-        out, verts, _, offsets, heights, _ = mesh(state, body(p))
-        joints = out.joints[0]
-        lambda_tip = []
-        for lb, tip_index in zip(limbs, residual.tip_indices):
-            a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
-            seg = b - a
-            lambda_tip.append(float((verts[tip_index] - a) @ seg / seg.square().sum()))
-        rel_depth = joints[:, 2] - joints[pelvis, 2]
-        drift = float((rel_depth - rel_depth0).abs().max())
-    return RefineResult(
-        params=p.detach(),
-        residual=residual,
-        normal_offsets=tuple(o.detach() for o in offsets),
-        tip_heights=tuple(float(h) for h in heights),
-        radial=tuple(lb.radial for lb in limbs),
-        verts_cam=verts.detach().cpu().double().numpy(),
-        lambda_tip=tuple(lambda_tip),
-        stages=tuple(stages),
-        history=history,
-        recuts=recuts,
-        depth_drift_m=drift,
-        seconds=time.perf_counter() - start,
-    )
+        per_view, offsets, heights = mesh(state, view_bodies())
+        for k, vm in enumerate(per_view):
+            joints = vm.out.joints[0]
+            lambda_tip = []
+            for lb, tip_index in zip(limbs, residual.tip_indices):
+                a, b = limb_segment_joints(joints, lb.target.limb, lb.target.status)
+                seg = b - a
+                lambda_tip.append(float((vm.verts[tip_index] - a) @ seg / seg.square().sum()))
+            rel_depth = joints[:, 2] - joints[pelvis, 2]
+            p = current_params(k)
+            if extrinsics[k] is not None:
+                p = params_in_camera(body, p, extrinsics[k])
+            results.append(
+                RefineResult(
+                    params=p.detach(),
+                    residual=residual,
+                    normal_offsets=tuple(o.detach() for o in offsets),
+                    tip_heights=tuple(float(h) for h in heights),
+                    radial=tuple(lb.radial for lb in limbs),
+                    verts_cam=vm.verts.detach().cpu().double().numpy(),
+                    lambda_tip=tuple(lambda_tip),
+                    stages=tuple(stages),
+                    history=history,
+                    recuts=recuts,
+                    depth_drift_m=float((rel_depth - rel_depth0[k]).abs().max()),
+                    seconds=time.perf_counter() - start,
+                )
+            )
+    return tuple(results)
+
+
+@dataclass(frozen=True)
+class _ViewMesh:
+    """One view's mesh at one evaluation: its posed body, the capped mesh (V'', 3), each cap's
+    axis and the body's vertices with the radius profiles (V, 3)."""
+
+    out: BodyOutput
+    verts: torch.Tensor
+    axes: list[torch.Tensor]
+    verts_body: torch.Tensor
+
+
+def _mean_terms(per_view: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each term's sum over the views divided by their number (a term a view lacks counts 0)."""
+    names = list(dict.fromkeys(name for terms in per_view for name in terms))
+    return {name: sum(terms[name] for terms in per_view if name in terms) / len(per_view) for name in names}
 
 
 @dataclass

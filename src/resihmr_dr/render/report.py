@@ -141,3 +141,49 @@ def save_cross_sections(path: str | Path, *, posed, tpose) -> None:
         axes[0].legend(fontsize=7)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.9, wspace=0.28)
     fig.savefig(path, pil_kwargs=PNG_OPTIONS)
+
+
+def save_subject_report(path: str | Path, *, views, images_rgb, title: str) -> None:
+    """Every view of one person in one figure: per image its input with the keypoints and the
+    fitted mesh over it (residual limb in red), and the shared T-pose. ``views``: the images'
+    fits (``PersonFit``); ``images_rgb``: per view (H, W, 3) uint8 or None."""
+    panels = []
+    for fit, image in zip(views, images_rgb):
+        rgb = face_colours(len(fit.faces), fit.faces, fit.residual_mask)
+        base = np.zeros((fit.camera.height, fit.camera.width, 3), np.uint8) if image is None else image
+        iou = fit.metrics.mask_iou
+        label = f"image {fit.image_id}" + (f" IoU {iou:.3f}" if iou is not None else "")
+        panels.append((f"{label}: input", base.astype(np.float64) / 255.0, fit))
+        panels.append(
+            (
+                f"image {fit.image_id}: fit",
+                overlay(image_rgb=base, verts_cam=fit.verts_cam, faces=fit.faces, face_rgb=rgb, camera=fit.camera),
+                None,
+            )
+        )
+    first = views[0]
+    panels.append(
+        (
+            "T-pose (shared)",
+            render_view(
+                verts_model=torch.as_tensor(first.verts_tpose),
+                faces=torch.as_tensor(first.faces_tpose),
+                face_rgb=face_colours(len(first.faces_tpose), first.faces_tpose, first.residual_mask_tpose),
+                yaw_deg=0.0,
+                size=(480, 480),
+            ),
+            None,
+        )
+    )
+    fig = Figure(figsize=(2.6 * len(panels), 4.2), dpi=110)
+    axes = fig.subplots(1, len(panels))
+    for ax, (name, img, with_kp) in zip(axes, panels):
+        ax.imshow(np.clip(img, 0, 1))
+        if with_kp is not None:
+            draw_keypoints(ax, with_kp.keypoints_px)
+        ax.set_title(name, fontsize=8)
+        ax.set_axis_off()
+    limbs = ", ".join(f"{s.limb.name} {s.status.value} λ={s.lam:.2f}" for s in first.limbs)
+    fig.suptitle(f"{title} — {len(views)} images — {limbs or 'no residual limb'}", fontsize=9)
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.01, top=0.86, wspace=0.03)
+    fig.savefig(path, pil_kwargs=PNG_OPTIONS)

@@ -1,0 +1,154 @@
+"""The joint keypoint fit of several images of one person (before RAFO).
+
+Each image is first fitted on its own (``fit.intact.fit_intact``); this stage then fits all of
+them together: one body shape, the poses and placements the :class:`~resihmr_dr.fit.views.ViewRig`
+shares (one pose for simultaneous views; one world placement and each camera's extrinsics when
+calibrated), against the sum of every image's robust keypoint term (``fit.losses``), with the
+pose, shape and hyper-extension priors of the schedule's last stage counted once per optimised
+pose. Two L-BFGS phases: the placements alone (the views' starts disagree on the shared pose and
+shape), then everything.
+
+Frames: each view's keypoints in its own pixels; its body in its own camera frame, or in the world
+frame carried into the camera by its extrinsics (``fit.views.to_view``'s map).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import roma
+import torch
+
+from resihmr_dr.body.base import JOINT_INDEX, BodyModel, BodyParams
+from resihmr_dr.camera import PinholeCamera
+from resihmr_dr.fit.intact_config import IntactFitConfig
+from resihmr_dr.fit.intact_problem import intact_targets, shape_space, to_camera
+from resihmr_dr.fit.losses import hyperextension_penalty, keypoint_data_term, l2_prior
+from resihmr_dr.fit.monitor import StageOutcome, minimize_lbfgs
+from resihmr_dr.fit.views import ShareMode, ViewRig, params_in_camera, params_in_world
+
+__all__ = ["JointIntactResult", "fit_intact_views"]
+
+
+@dataclass(frozen=True)
+class JointIntactResult:
+    """params: per view, the jointly fitted body in that view's camera frame (B = 1, detached;
+    one shape for all); stages: the two phases' outcomes; keypoint_error_px: per view, the mean 2D
+    distance over its used keypoints."""
+
+    params: tuple[BodyParams, ...]
+    stages: tuple[StageOutcome, ...]
+    keypoint_error_px: tuple[float, ...]
+
+    @property
+    def converged(self) -> bool:
+        """The last phase stopped on its tolerances."""
+        return bool(self.stages[-1].reason.converged)
+
+
+@torch.enable_grad()
+def fit_intact_views(
+    *,
+    body: BodyModel,
+    keypoints_px: Sequence[np.ndarray],
+    cameras: Sequence[PinholeCamera],
+    starts: Sequence[BodyParams],
+    rig: ViewRig,
+    config: IntactFitConfig = IntactFitConfig(),
+    iterations: int = 60,
+) -> JointIntactResult:
+    """Fit the views of one person jointly (module docstring).
+
+    keypoints_px: per view (25, 3) LDpose ``[x, y, v]``; cameras: per view its intrinsics;
+    starts: per view its own fit (camera frame), e.g. ``fit_intact``'s; iterations: the L-BFGS cap
+    of each phase.
+    """
+    k = rig.num_views
+    if not (len(keypoints_px) == len(cameras) == len(starts) == k):
+        raise ValueError(
+            f"need {k} keypoint sets, cameras and starts, got {len(keypoints_px)}, {len(cameras)}, {len(starts)}"
+        )
+    kw = dict(device=body.device, dtype=body.dtype)
+    space = shape_space(body, config)
+    weights = config.stages[-1]
+    targets, masks = [], []
+    for kp in keypoints_px:
+        target, w = intact_targets(kp)
+        targets.append(torch.as_tensor(target, **kw)[None])
+        masks.append(torch.as_tensor(w, **kw)[None])
+    data_scales = [(config.data_weight_ref_px / max(c.width, c.height)) ** 2 for c in cameras]
+
+    # Starts: each slot from the first view that uses it (calibrated: view 0 in the world frame).
+    placed = [
+        params_in_world(body, s, rig.extrinsics[i]) if rig.mode is ShareMode.CALIBRATED else s
+        for i, s in enumerate(starts)
+    ]
+    first_of_pose = [next(i for i in range(k) if rig.pose_slot(i) == j) for j in range(rig.num_pose_slots)]
+    first_of_place = [next(i for i in range(k) if rig.place_slot(i) == j) for j in range(rig.num_place_slots)]
+    shape_latent = (
+        space.to_latent(torch.stack([s.shape.to(**kw) for s in starts]).mean(0)).detach().requires_grad_(True)
+    )
+    poses = [placed[i].body_pose.to(**kw).detach().clone().requires_grad_(True) for i in first_of_pose]
+    rot0 = [roma.rotvec_to_rotmat(placed[i].global_orient.to(**kw)).detach() for i in first_of_place]
+    deltas = [torch.zeros(1, 3, **kw, requires_grad=True) for _ in first_of_place]
+    transls = [placed[i].transl.to(**kw).detach().clone().requires_grad_(True) for i in first_of_place]
+    ext = [
+        (torch.as_tensor(e.R.copy(), **kw), torch.as_tensor(e.t.copy(), **kw)) if e is not None else None
+        for e in (rig.view_extrinsics(i) for i in range(k))
+    ]
+
+    def view_keypoints(i: int) -> torch.Tensor:
+        shape = space.from_latent(shape_latent)
+        joints, coco = body.keypoints_model(poses[rig.pose_slot(i)], shape)
+        q = rig.place_slot(i)
+        rot = roma.rotvec_to_rotmat(deltas[q]) @ rot0[q]
+        points = to_camera(coco, joints[:, JOINT_INDEX["pelvis"]], rot, transls[q])
+        if ext[i] is not None:
+            points = points @ ext[i][0].T + ext[i][1]
+        return cameras[i].project(points)
+
+    def objective() -> torch.Tensor:
+        loss = torch.zeros((), **kw)
+        for i in range(k):
+            data = keypoint_data_term(view_keypoints(i), targets[i], masks[i], rho=config.rho_px)
+            loss = loss + (weights.data**2) * data_scales[i] * data.sum()
+        for pose in poses:
+            loss = loss + (weights.pose_prior**2) * l2_prior(pose).sum()
+            loss = loss + (weights.angle_limit**2) * hyperextension_penalty(body.joint_hinges.flexion(pose)).sum()
+        shape = space.from_latent(shape_latent)
+        return loss + (weights.shape_prior**2) * l2_prior(shape, mean=space.mean, scale=space.scale).sum()
+
+    stages = []
+    for name, free in (("views placement", [*deltas, *transls]), ("views", [*deltas, *transls, *poses, shape_latent])):
+        stages.append(
+            minimize_lbfgs(
+                name=name,
+                params=free,
+                objective=objective,
+                monitor=config.monitor(iterations),
+                history_size=config.history_size,
+                lr=config.lr,
+            )
+        )
+
+    with torch.no_grad():
+        shape = space.from_latent(shape_latent).detach().clone()
+        params, errors = [], []
+        for i in range(k):
+            q = rig.place_slot(i)
+            p = BodyParams(
+                global_orient=roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(deltas[q]) @ rot0[q]).detach().clone(),
+                body_pose=poses[rig.pose_slot(i)].detach().clone(),
+                shape=shape,
+                transl=transls[q].detach().clone(),
+            )
+            if rig.mode is ShareMode.CALIBRATED:
+                p = params_in_camera(body, p, rig.extrinsics[i])
+            params.append(p)
+            used = masks[i][0] > 0
+            dist = (view_keypoints(i)[0] - targets[i][0]).norm(dim=-1)
+            errors.append(float(dist[used].mean()) if bool(used.any()) else math.nan)
+    return JointIntactResult(params=tuple(params), stages=tuple(stages), keypoint_error_px=tuple(errors))

@@ -186,7 +186,6 @@ def fitted_view0(anny_body, tmp_path_factory):
     return root
 
 
-@pytest.mark.slow
 def test_rows_carry_the_person_and_view_and_the_table_scores_view_0(anny_body, fitted_view0, tmp_path, capsys):
     config = ResihmrConfig(fit=FAST_PIPELINE)
     scored = {}

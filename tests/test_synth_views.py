@@ -52,16 +52,16 @@ def test_the_ring_turns_the_body_about_its_vertical_axis_through_the_centre():
     centre = np.array([0.1, -0.2, 3.5])
     ring = camera_ring(global_orient=orient, centre_cam=centre, views=4, yaw_step_deg=90.0)
     assert [v.name for v in ring] == ["yaw000", "yaw090", "yaw180", "yaw270"]
-    assert np.array_equal(ring[0].R, np.eye(3)) and np.array_equal(ring[0].t, np.zeros(3))
+    assert np.array_equal(ring[0].extrinsics.R, np.eye(3)) and np.array_equal(ring[0].extrinsics.t, np.zeros(3))
     up = body_up_cam(orient)
     for view in ring:
-        assert np.allclose(view.R @ view.R.T, np.eye(3)) and np.linalg.det(view.R) == pytest.approx(1.0)
+        rot = view.extrinsics.R  # a rotation (Extrinsics checks it)
         assert np.allclose(view.to_camera(centre[None])[0], centre)  # the centre stays put
-        assert np.allclose(view.R @ up, up)  # the vertical axis too
+        assert np.allclose(rot @ up, up)  # the vertical axis too
         # The body seen by view k is the body turned k * 90 degrees more (view_orient's yaw).
         turned = _rotmat(view_orient(yaw_deg=20.0 + view.yaw_deg, pitch_deg=9.0))
         assert np.allclose(_rotmat(view_global_orient(orient, view)), turned, atol=1e-12)
-    assert math.degrees(math.acos((np.trace(ring[1].R) - 1) / 2)) == pytest.approx(90.0)
+    assert math.degrees(math.acos((np.trace(ring[1].extrinsics.R) - 1) / 2)) == pytest.approx(90.0)
     assert view_name(-90.0) == "yaw270" and view_name(359.7) == "yaw000"
 
 

@@ -190,7 +190,7 @@ def generate_views(
     return tuple(out)
 
 
-def _perturbed(body: BodyModel, posed: _Posed, rng: np.random.Generator, *, max_tries: int, view) -> _Posed:
+def _perturbed(body: BodyModel, posed: _Posed, rng: np.random.Generator, *, max_tries: int, view: ViewCamera) -> _Posed:
     """View 0's person with a perturbed pose (``--view-pose vary``), posed and cut in view 0's
     camera frame (its translation kept); redrawn where a cut fails."""
     transl = posed.params.transl[0].double().numpy()

@@ -28,6 +28,7 @@ import numpy as np
 import roma
 import torch
 
+from resihmr_dr.data.records import Extrinsics
 from resihmr_dr.eval.limb_truth import LimbTruth
 from resihmr_dr.eval.synth.stumped import StumpedMesh
 
@@ -65,21 +66,20 @@ POSE_PERTURBATION_RAD = 0.12
 @dataclass(frozen=True, eq=False)
 class ViewCamera:
     """One view of the ring: its index, the yaw it adds (degrees), its name (``yaw090``) and its
-    extrinsics ``X_cam = R @ X_world + t`` (R: (3, 3), t: (3,) metres; world = view 0's camera)."""
+    camera's extrinsics ``X_cam = R @ X_world + t`` (world = view 0's camera frame)."""
 
     index: int
     yaw_deg: float
     name: str
-    R: np.ndarray
-    t: np.ndarray
+    extrinsics: Extrinsics
 
     def to_camera(self, points_world: np.ndarray) -> np.ndarray:
         """(N, 3) world (view 0 camera) points -> this view's camera frame."""
-        return np.asarray(points_world, dtype=np.float64) @ self.R.T + self.t
+        return self.extrinsics.to_camera(np.asarray(points_world, dtype=np.float64))
 
     def extrinsics_dict(self) -> dict[str, list]:
         """``{"R": 3x3 nested list, "t": 3 list}``, the LDpose camera's extrinsics fields."""
-        return {"R": self.R.tolist(), "t": self.t.tolist()}
+        return {"R": self.extrinsics.R.tolist(), "t": self.extrinsics.t.tolist()}
 
 
 def view_name(yaw_deg: float) -> str:
@@ -133,9 +133,7 @@ def camera_ring(
             turn = _rotmat(np.array([0.0, math.radians(yaw), 0.0]))  # about the model's vertical axis
             rot = rot0 @ turn @ rot0.T
             transl = centre - rot @ centre
-        rot.setflags(write=False)
-        transl.setflags(write=False)
-        ring.append(ViewCamera(index=k, yaw_deg=yaw, name=view_name(yaw), R=rot, t=transl))
+        ring.append(ViewCamera(index=k, yaw_deg=yaw, name=view_name(yaw), extrinsics=Extrinsics(R=rot, t=transl)))
     return tuple(ring)
 
 
@@ -144,7 +142,7 @@ def view_global_orient(global_orient: np.ndarray, view: ViewCamera) -> np.ndarra
 
     With the ring turning about the pelvis (the root the body model rotates about), the body's
     ``transl`` is the same in every view."""
-    return roma.rotmat_to_rotvec(torch.as_tensor(view.R @ _rotmat(global_orient))).numpy()
+    return roma.rotmat_to_rotvec(torch.as_tensor(view.extrinsics.R @ _rotmat(global_orient))).numpy()
 
 
 def _move_limb(limb: LimbTruth, view: ViewCamera) -> LimbTruth:
@@ -152,7 +150,7 @@ def _move_limb(limb: LimbTruth, view: ViewCamera) -> LimbTruth:
     λ and lengths are rigid invariants and stay)."""
 
     def move(point: np.ndarray) -> np.ndarray:
-        return view.R @ point + view.t
+        return view.extrinsics.R @ point + view.extrinsics.t
 
     return dataclasses.replace(
         limb,
@@ -160,7 +158,7 @@ def _move_limb(limb: LimbTruth, view: ViewCamera) -> LimbTruth:
         target_cam=move(limb.target_cam),
         endpoint_cam=move(limb.endpoint_cam),
         cut_point_cam=move(limb.cut_point_cam),
-        axis_cam=view.R @ limb.axis_cam,
+        axis_cam=view.extrinsics.R @ limb.axis_cam,
     )
 
 

@@ -395,7 +395,7 @@ def write_markdown(
         *_method_table(result, TABLE_2D, seconds=True),
         "",
         "3D, against the true mesh (endpoint and surface distances after moving the fitted anchor joint onto "
-        "the true one; body vertex error after Procrustes alignment):",
+        "the true one, the absolute endpoint error without; body vertex error after Procrustes alignment):",
         "",
         *_method_table(result, TABLE_3D, seconds=False),
         "",

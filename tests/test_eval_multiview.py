@@ -9,6 +9,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from resihmr_dr.data.annotations import load_annotations
 from resihmr_dr.data.ldpose import NUM_KEYPOINTS
 from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.eval.benchmark import ID_COLUMNS, evaluate, write_csv
+from resihmr_dr.eval.groundtruth import GroundTruthError, load_ground_truth
 from resihmr_dr.eval.prediction import PredictionError, find_person_folder
 from resihmr_dr.eval.scores import LIMB_METRICS, score_prediction
 from resihmr_dr.eval.synth import generate_dataset
@@ -111,6 +113,26 @@ def test_ann_ids_scores_only_those_annotations(anny_body, two_people_two_views, 
     assert "person_id" in ID_COLUMNS and "view" in ID_COLUMNS
 
 
+def test_a_view_s_ground_truth_reads_back_and_a_bad_field_is_named(two_people_two_views, tmp_path):
+    truth = load_ground_truth(two_people_two_views)
+    assert [(truth[i].person_id, truth[i].view, truth[i].view_name) for i in (1, 2, 3, 4)] == [
+        ("p0001", 0, "yaw000"),
+        ("p0001", 1, "yaw090"),
+        ("p0002", 0, "yaw000"),
+        ("p0002", 1, "yaw090"),
+    ]
+    assert np.array_equal(truth[1].extrinsics.R, np.eye(3)) and not truth[3].extrinsics.t.any()
+    for field, value in (("extrinsics", {"R": [[2, 0, 0], [0, 1, 0], [0, 0, 1]], "t": [0, 0, 0]}), ("view", "one")):
+        bad = tmp_path / field
+        shutil.copytree(two_people_two_views, bad)
+        path = bad / "gt" / "000002_2" / "gt.json"
+        data = json.loads(path.read_text())
+        data[field] = value
+        path.write_text(json.dumps(data))
+        with pytest.raises(GroundTruthError, match=rf"000002_2/gt.json: field '{field}'"):
+            load_ground_truth(bad)
+
+
 def test_the_table_of_given_rows(tmp_path):
     table = _table_module()
     rows = [
@@ -163,8 +185,6 @@ def test_the_table_rejects_bad_fits(tmp_path, two_people_two_views, capsys):
 def fitted_view0(anny_body, tmp_path_factory):
     """One person seen twice; view 0 fitted and written as `fit` does, then laid out as a single
     person (``flat``) and as a view of its subject (``subject``)."""
-    import shutil
-
     from resihmr_dr.batch import fit_dataset
 
     root = tmp_path_factory.mktemp("mv_fit")

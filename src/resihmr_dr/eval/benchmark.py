@@ -19,7 +19,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,12 @@ from resihmr_dr.eval.prediction import (
     FittedFolder,
     Prediction,
     PredictionError,
+    find_person_folder,
     pose_body,
     prediction_from_folder,
     read_fitted_folder,
 )
 from resihmr_dr.eval.scores import LIMB_METRICS, PERSON_METRICS, score_prediction
-from resihmr_dr.outputs import person_folder_name
 
 __all__ = [
     "GROUPS",
@@ -59,7 +59,19 @@ PERSON_KEYS = {key for key, _, _ in PERSON_METRICS} | {"seconds"}
 # Grouping column -> (title, the metrics shown per group).
 GROUP_METRICS = ("endpoint_err_mm", "length_err_mm", "volume_err_pct", "stump_dist_mean_mm")
 GROUPS: dict[str, str] = {"type": "residual type", "shape": "stump shape", "noise_px": "keypoint noise (px)"}
-ID_COLUMNS = ("method", "ann_id", "image_id", "limb", "type", "status", "shape", "noise_px", "quality_ok")
+ID_COLUMNS = (
+    "method",
+    "ann_id",
+    "image_id",
+    "person_id",
+    "view",
+    "limb",
+    "type",
+    "status",
+    "shape",
+    "noise_px",
+    "quality_ok",
+)
 
 
 @dataclass
@@ -85,16 +97,21 @@ def evaluate(
     methods: Sequence[str] = METHODS,
     sweep=None,
     limit: int | None = None,
+    ann_ids: Collection[int] | None = None,
     progress: bool = True,
     partial_csv: str | Path | None = None,
 ) -> EvalResult:
     """Score ``methods`` (a subset of ``METHODS``) for every person of ``gt_dir``.
 
-    pred_dir: the output folder of ``resihmr-dr fit`` run on ``gt_dir/annotations.json``.
+    pred_dir: the output folder of ``resihmr-dr fit`` run on ``gt_dir/annotations.json``: a
+    person's folder is ``image{I}_ann{A}`` or, for a view of a multi-view subject,
+    ``subject_<person_id>/views/image{I}_ann{A}`` (:func:`find_person_folder`).
     config: the ``ResihmrConfig`` the fit used (default: the built-in defaults); the refitted
     methods (``resihmr``, the sweep) use its ``fit`` section. sweep: a ``SweepSpec``; adds one
     method per value, ``ours`` refitted with the value. body: a BodyModel (default: built from
-    ``config.body``). limit: the first N people only. partial_csv: rewritten after each person.
+    ``config.body``). limit: the first N people only. ann_ids: score only these annotations
+    (ValueError naming those without ground truth or annotation), e.g. view 0 of every
+    multi-view subject. partial_csv: rewritten after each person.
     A person whose folder is missing or unreadable, or a method that raises, is recorded in
     ``failures`` and the others go on.
     """
@@ -116,7 +133,14 @@ def evaluate(
     config = ResihmrConfig() if config is None else config
     truth = load_ground_truth(gt_dir)
     dataset = load_annotations(gt_dir / "annotations.json")
-    people = [p for p in dataset.people if p.ann_id in truth][: limit or None]
+    people = [p for p in dataset.people if p.ann_id in truth]
+    if ann_ids is not None:
+        wanted = set(ann_ids)
+        unknown_ids = sorted(wanted - {p.ann_id for p in people})
+        if unknown_ids:
+            raise ValueError(f"{gt_dir}: no annotated person with ground truth has ann_id {unknown_ids}")
+        people = [p for p in people if p.ann_id in wanted]
+    people = people[: limit or None]
     if not people:
         raise ValueError(f"{gt_dir}: no annotated person has ground truth in gt/index.json")
     sweep_configs = [] if sweep is None else expand_sweep(sweep, config)
@@ -134,7 +158,7 @@ def evaluate(
             mask = dataset.mask(person)
             if mask is None:
                 raise DataError(f"{gt_dir / 'annotations.json'}: annotation {person.ann_id} has no person mask")
-            fitted = _read_folder(pred_dir / person_folder_name(person), body=body)
+            fitted = _read_folder(find_person_folder(pred_dir, person.image_id, person.ann_id), body=body)
         except DataError as err:  # nothing to score this person with (PredictionError is one)
             failures.extend({"method": m, "ann_id": person.ann_id, "reason": str(err)} for m in labels)
             continue
@@ -162,6 +186,8 @@ def evaluate(
                 "method": method,
                 "ann_id": person.ann_id,
                 "image_id": person.image_id,
+                "person_id": gt.person_id if gt.person_id is not None else person.person_id,
+                "view": gt.view,
                 "noise_px": gt.noise_px,
                 "quality_ok": fitted.quality_ok,
             }
@@ -184,10 +210,8 @@ def _sweep_method(sweep, value: float) -> str:
 
 
 def _read_folder(folder: Path, *, body) -> FittedFolder:
-    """The fitted folder of one person; PredictionError if it is missing, unreadable or fitted
-    with another body model."""
-    if not folder.is_dir():
-        raise PredictionError("no fitted folder (not fitted, or its fit failed: see failures.json)", path=folder)
+    """The fitted folder of one person; PredictionError if it is unreadable or fitted with
+    another body model."""
     fitted = read_fitted_folder(folder)
     if fitted.body_name != body.name:
         raise PredictionError(
@@ -290,6 +314,7 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
 TABLE_2D = ("kp_body_px", "kp_res_limb_px", "kp_intact_px", "mask_iou", "stump_iou")
 TABLE_3D = (
     "endpoint_err_mm",
+    "endpoint_abs_err_mm",
     "length_err_mm",
     "length_err_pct",
     "volume_err_pct",
@@ -370,7 +395,7 @@ def write_markdown(
         *_method_table(result, TABLE_2D, seconds=True),
         "",
         "3D, against the true mesh (endpoint and surface distances after moving the fitted anchor joint onto "
-        "the true one; body vertex error after Procrustes alignment):",
+        "the true one, the absolute endpoint error without; body vertex error after Procrustes alignment):",
         "",
         *_method_table(result, TABLE_3D, seconds=False),
         "",

@@ -53,6 +53,12 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         help="also refit ours once per value of a sweep YAML, e.g. configs/ablations/mask_weight.yaml",
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N people")
+    parser.add_argument(
+        "--ann-ids",
+        type=_ann_ids,
+        default=None,
+        help="score only these comma-separated annotation ids (e.g. view 0 of every multi-view person)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_eval_command)
     return parser
@@ -80,6 +86,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
             methods=methods,
             sweep=sweep,
             limit=args.limit,
+            ann_ids=args.ann_ids,
             progress=not args.no_progress,
             partial_csv=out / "eval.csv",
         )
@@ -94,12 +101,25 @@ def run_eval_command(args: argparse.Namespace) -> int:
     return 1 if result.failures else 0
 
 
+def _ann_ids(text: str) -> tuple[int, ...]:
+    """'1,3,5' -> (1, 3, 5)."""
+    try:
+        ids = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated annotation ids, got {text!r}") from None
+    if not ids:
+        raise argparse.ArgumentTypeError("expected at least one annotation id")
+    return ids
+
+
 def _command_line(args: argparse.Namespace) -> str:
     """The ``resihmr-dr eval`` command that reproduces this run (for the table's caption)."""
     parts = ["resihmr-dr", "eval", "--pred", str(args.pred), "--gt", str(args.gt)]
     for flag, value in (("--config", args.config), ("--sweep", args.sweep), ("--limit", args.limit)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.ann_ids is not None:
+        parts += ["--ann-ids", ",".join(str(i) for i in args.ann_ids)]
     from resihmr_dr.eval.baselines import METHODS
 
     if args.methods != ",".join(METHODS):

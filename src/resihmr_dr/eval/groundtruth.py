@@ -20,6 +20,7 @@ from resihmr_dr.body.base import SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.errors import DataError
 from resihmr_dr.data.jsonio import read_json_object
+from resihmr_dr.data.records import Extrinsics
 from resihmr_dr.eval.limb_truth import LimbTruth
 
 __all__ = ["GroundTruth", "GroundTruthError", "load_ground_truth"]
@@ -39,7 +40,10 @@ class GroundTruth:
     the clean LDpose keypoints ``[x, y, v]``; limbs: the residual limbs' truth (``gt.json``'s
     ``residual_limbs``: limb, status, type, shape, lambda, anchor_cam, endpoint_cam, measurements, ...);
     body_model: the body model that made it; noise_px: the keypoint noise written for this
-    person; info: the rest of ``gt.json`` (pose, view, ...).
+    person; info: the rest of ``gt.json`` (pose, view, ...); person_id, view, view_name,
+    extrinsics: a multi-view person's id, this view's index and name (``yaw090``) and its
+    camera's extrinsics (world: view 0's camera frame); a single-view sample's are None, 0,
+    None, None.
     """
 
     ann_id: int
@@ -53,6 +57,10 @@ class GroundTruth:
     body_model: str
     noise_px: float
     info: dict
+    person_id: str | None = None
+    view: int = 0
+    view_name: str | None = None
+    extrinsics: Extrinsics | None = None
 
     def limb_region(self, limb: LimbTruth) -> np.ndarray:
         """(V,) bool: the vertices of ``limb``'s residual segment (stump included)."""
@@ -70,6 +78,33 @@ class GroundTruth:
         for limb in self.limbs:
             keep &= ~self.limb_region(limb)
         return keep
+
+
+def _view_fields(gt: dict, *, path: Path) -> dict:
+    """``person_id``, ``view``, ``view_name`` and ``extrinsics`` of a multi-view sample's
+    ``gt.json`` (one with a ``person_id``), else the single view's defaults; GroundTruthError
+    naming the field where one is malformed."""
+    person_id = gt.get("person_id")
+    if person_id is None:
+        return {}
+    if not isinstance(person_id, str) or not person_id:
+        raise GroundTruthError(f"expected a non-empty string, got {person_id!r:.40}", path=path, field="person_id")
+    view = gt.get("view")
+    if isinstance(view, bool) or not isinstance(view, int) or view < 0:
+        raise GroundTruthError(
+            f"expected the view's index (an integer >= 0), got {view!r:.40}", path=path, field="view"
+        )
+    name = gt.get("view_name")
+    if not isinstance(name, str):
+        raise GroundTruthError(f"expected a string, got {name!r:.40}", path=path, field="view_name")
+    extrinsics = gt.get("extrinsics")
+    if not isinstance(extrinsics, dict) or set(extrinsics) != {"R", "t"}:
+        raise GroundTruthError("expected {'R': 3x3, 't': 3}", path=path, field="extrinsics")
+    try:
+        camera = Extrinsics(R=extrinsics["R"], t=extrinsics["t"])
+    except DataError as err:
+        raise GroundTruthError(err.reason, path=path, field="extrinsics") from None
+    return {"person_id": person_id, "view": view, "view_name": name, "extrinsics": camera}
 
 
 def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
@@ -108,6 +143,7 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
             PinholeCamera(**gt["camera"])
         except (KeyError, ValueError, TypeError, AttributeError, OSError) as err:
             raise GroundTruthError(f"unreadable ground truth ({type(err).__name__}: {err})", path=gt_path) from None
+        views = _view_fields(gt, path=gt_path)
         verts = np.asarray(mesh.vertices, dtype=np.float64)
         noise = gt.get("noise_px", default_noise)
         out[ann_id] = GroundTruth(
@@ -126,6 +162,7 @@ def load_ground_truth(data_dir: str | Path) -> dict[int, GroundTruth]:
                 for k, v in gt.items()
                 if k not in ("residual_limbs", "joints_cam", "keypoints_px", "keypoints_clean_px")
             },
+            **views,
         )
         if len(out[ann_id].vertex_segment) != len(verts):
             raise GroundTruthError(

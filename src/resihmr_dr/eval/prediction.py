@@ -30,6 +30,7 @@ __all__ = [
     "FittedFolder",
     "Prediction",
     "PredictionError",
+    "find_person_folder",
     "pose_body",
     "prediction_from_fit",
     "prediction_from_folder",
@@ -163,6 +164,28 @@ class FittedFolder:
             intact_seconds=person.intact_seconds,
             quality_ok=person.quality_ok,
         )
+
+
+def find_person_folder(pred_root: str | Path, image_id: int, ann_id: int) -> Path:
+    """The folder ``resihmr-dr fit`` wrote for annotation ``ann_id`` in image ``image_id`` under
+    ``pred_root``: a single person's ``image{I}_ann{A}`` (``outputs.person_folder_name``) or a
+    view of a multi-view subject, ``subject_<person_id>/views/image{I}_ann{A}``.
+
+    PredictionError (naming the folder) when there is none, or more than one (both layouts, or
+    two subjects claiming the annotation).
+    """
+    root = Path(pred_root)
+    name = f"image{image_id}_ann{ann_id}"  # outputs.person_folder_name of the annotation
+    found = [folder for folder in (root / name, *sorted(root.glob(f"subject_*/views/{name}"))) if folder.is_dir()]
+    if not found:
+        raise PredictionError(
+            f"no fitted folder {name} nor subject_*/views/{name} (not fitted, or its fit failed: see failures.json)",
+            path=root,
+        )
+    if len(found) > 1:
+        listed = ", ".join(str(folder.relative_to(root)) for folder in found)
+        raise PredictionError(f"annotation {ann_id} has {len(found)} fitted folders ({listed}); keep one", path=root)
+    return found[0]
 
 
 def read_fitted_folder(folder: str | Path) -> FittedFolder:

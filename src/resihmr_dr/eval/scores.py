@@ -12,7 +12,11 @@
 - ``endpoint_err_mm``: the predicted limb's end (its vertex farthest along the fitted axis
   J_a -> J_t) against the true stump tip, after moving the fitted anchor joint J_a onto the true
   one (anchor alignment takes out the single-view depth/translation ambiguity, ~10-20 cm, that
-  would otherwise swamp the limb);
+  would otherwise swamp the limb), so it measures the limb's own length and direction from its
+  anchor, not where the body stands;
+- ``endpoint_abs_err_mm``: the same end against the true tip with no alignment, in the camera
+  frame: it adds the fitted body's placement (the depth a single view cannot pin down), and is
+  what several calibrated views can improve;
 - ``length_err_mm``: |predicted - true| residual length (anchor to end, along each own axis);
   ``length_err_pct``: the same as a percentage of the intact segment |J_t - J_a|
   (|fraction_pred - fraction_true| x 100; free of the body's scale);
@@ -99,6 +103,7 @@ PERSON_METRICS: tuple[tuple[str, str, bool], ...] = (
 LIMB_METRICS: tuple[tuple[str, str, bool], ...] = (
     ("stump_iou", "stump-region IoU", True),
     ("endpoint_err_mm", "endpoint error (mm)", False),
+    ("endpoint_abs_err_mm", "endpoint error, absolute (mm)", False),
     ("length_err_mm", "residual length error (mm)", False),
     ("length_err_pct", "residual length error (% segment)", False),
     ("volume_err_pct", "stump volume error (%)", False),
@@ -360,6 +365,7 @@ def _limb_scores(
     dist = symmetric_surface_distance(pred.verts_cam + shift, faces, gt.verts, faces_gt)
     scores = {
         "endpoint_err_mm": float(np.linalg.norm(tip + shift - tip_gt)) * 1000,
+        "endpoint_abs_err_mm": float(np.linalg.norm(tip - tip_gt)) * 1000,
         "length_err_mm": abs(length - true.length_m) * 1000,
         "length_err_pct": abs(length / segment - true.length_fraction) * 100,
         "volume_err_pct": abs(volume - true.volume_m3) / true.volume_m3 * 100,

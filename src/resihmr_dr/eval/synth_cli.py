@@ -18,6 +18,8 @@ RESIDUAL_TYPES: tuple[str, ...] = tuple(
     for status in ("transhumeral", "transradial", "transfemoral", "transtibial")
     for side in ("left", "right")
 )
+# resihmr_dr.eval.synth.views.VIEW_POSES, for the same reason.
+VIEW_POSES: tuple[str, ...] = ("same", "vary")
 
 
 def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -64,6 +66,27 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         default=0.0,
         help="image intensity noise std in [0, 1] units",
     )
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        help="images per person (default 1): one body seen by cameras turned --view-yaw-step apart about its "
+        "vertical axis; the annotations share a person_id and the cameras carry extrinsics R, t",
+    )
+    parser.add_argument(
+        "--view-yaw-step",
+        type=float,
+        default=90.0,
+        metavar="DEG",
+        help="degrees between neighbouring views (default 90)",
+    )
+    parser.add_argument(
+        "--view-pose",
+        choices=VIEW_POSES,
+        default="same",
+        help="same: one pose in every view (simultaneous cameras; default); vary: the pose perturbed per view "
+        "(shape and stumps the same)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_synth)
     return parser
@@ -90,11 +113,14 @@ def run_synth(args: argparse.Namespace) -> int:
         raise SystemExit("synth: --drop-prob must lie in [0, 1]")
     if args.image_size < 64:
         raise SystemExit("synth: --image-size must be >= 64")
+    if args.views < 1:
+        raise SystemExit("synth: --views must be >= 1")
     # Imports torch and the renderer: only once the options are checked.
-    from resihmr_dr.eval.synth import generate_dataset, parse_types
+    from resihmr_dr.eval.synth import generate_dataset, parse_types, view_yaws
 
     try:
         types = parse_types(args.types)
+        view_yaws(args.views, args.view_yaw_step)
     except ValueError as err:
         raise SystemExit(f"synth: {err}") from None
     path = generate_dataset(
@@ -106,7 +132,11 @@ def run_synth(args: argparse.Namespace) -> int:
         drop_prob=args.drop_prob,
         image_size=args.image_size,
         image_noise=args.image_noise,
+        views=args.views,
+        view_yaw_step_deg=args.view_yaw_step,
+        view_pose=args.view_pose,
         progress=not args.no_progress,
     )
-    print(f"wrote {args.count} people to {path}")
+    views = f" ({args.views} views each)" if args.views > 1 else ""
+    print(f"wrote {args.count} people{views} to {path}")
     return 0

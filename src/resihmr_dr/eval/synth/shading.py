@@ -21,19 +21,20 @@ from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.eval.synth.stumped import StumpedMesh
 from resihmr_dr.render.zbuffer import rasterize, shade
 
-__all__ = ["PersonRender", "render_person"]
+__all__ = ["Clothing", "PersonRender", "draw_clothing", "render_person"]
 
 
 @dataclass(frozen=True)
 class PersonRender:
     """image: (H, W, 3) uint8; mask: (H, W) bool person mask; depth_m: (H, W) float64 depth of
     the nearest surface (inf = background); background: its kind ("plain", "gradient",
-    "texture")."""
+    "texture"); clothing: the person's look as rendered."""
 
     image: np.ndarray
     mask: np.ndarray
     depth_m: np.ndarray
     background: str
+    clothing: Clothing
 
 
 def render_person(
@@ -44,19 +45,23 @@ def render_person(
     camera: PinholeCamera,
     image_size: int,
     image_noise: float,
+    clothing: Clothing | None = None,
 ) -> PersonRender:
     """Shade ``mesh`` (skin and random clothing, over a random background) as ``camera`` sees it.
 
     joints_cam: (15, 3) ``JOINT_NAMES`` joints (the clothing's borders); image_size: the
     background's side (px, the camera's image); image_noise: std of Gaussian noise added to the
-    image's [0, 1] intensities (0: none).
+    image's [0, 1] intensities (0: none); clothing: the person's look (drawn from ``rng`` after
+    the background where None; :attr:`PersonRender.clothing` returns it for the other views).
     """
     verts_t = torch.from_numpy(mesh.verts)
     faces_t = torch.from_numpy(mesh.faces)
     frags = rasterize(verts_cam=verts_t, faces=faces_t, camera=camera)
     background, bg_kind = _background(rng, image_size)
+    if clothing is None:
+        clothing = draw_clothing(rng)
     colours = _face_colours(
-        rng,
+        clothing,
         verts_cam=mesh.verts,
         faces=mesh.faces,
         vertex_segment=mesh.vertex_segment,
@@ -72,7 +77,13 @@ def render_person(
     if image_noise > 0:
         rgb = rgb + rng.normal(0.0, image_noise, size=rgb.shape)
     image = (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
-    return PersonRender(image=image, mask=frags.mask.numpy(), depth_m=frags.depth.double().numpy(), background=bg_kind)
+    return PersonRender(
+        image=image,
+        mask=frags.mask.numpy(),
+        depth_m=frags.depth.double().numpy(),
+        background=bg_kind,
+        clothing=clothing,
+    )
 
 
 def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
@@ -98,23 +109,48 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
     return np.clip(base + 0.15 * img + stripes, 0.0, 1.0), kind
 
 
+@dataclass(frozen=True, eq=False)
+class Clothing:
+    """A person's random look: skin (3,) RGB in [0, 1]; shirt (3,) or None, with sleeves
+    ``sleeve_m`` from the shoulder; trousers (3,) or None, ``trouser_length_m`` from the hip
+    (10 m: full length). The same clothing dresses every view of a multi-view person."""
+
+    skin: np.ndarray
+    shirt: np.ndarray | None
+    sleeve_m: float
+    trousers: np.ndarray | None
+    trouser_length_m: float
+
+
+def draw_clothing(rng: np.random.Generator) -> Clothing:
+    """A random skin tone, a shirt (70 %: sleeves of random length) and shorts or trousers (70 %)."""
+    skin = np.array([0.92, 0.76, 0.65]) * rng.uniform(0.45, 1.0)
+    skin = np.clip(skin + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
+    shirt, sleeve = None, 0.0
+    if rng.uniform() < 0.7:
+        shirt = rng.uniform(0.1, 0.9, size=3)
+        sleeve = float(rng.uniform(0.05, 0.6))  # metres from the shoulder
+    trousers, length = None, 0.0
+    if rng.uniform() < 0.7:
+        trousers = rng.uniform(0.1, 0.7, size=3)
+        length = float(rng.uniform(0.2, 0.45)) if rng.uniform() < 0.5 else 10.0
+    return Clothing(skin=skin, shirt=shirt, sleeve_m=sleeve, trousers=trousers, trouser_length_m=length)
+
+
 def _face_colours(
-    rng: np.random.Generator,
+    clothing: Clothing,
     *,
     verts_cam: np.ndarray,
     faces: np.ndarray,
     vertex_segment: np.ndarray,
     joints_cam: np.ndarray,
 ) -> np.ndarray:
-    """(F, 3) face colours: a random skin tone, optionally a shirt (torso, sleeves of random
-    length) and shorts or trousers. Clothing borders are geometric (planes and distances from
-    the joints), not label borders, so they are smooth.
+    """(F, 3) face colours of ``clothing`` on a mesh. Clothing borders are geometric (planes and
+    distances from the joints), not label borders, so they are smooth.
 
     verts_cam: (V, 3); faces: (F, 3); vertex_segment: (V,); joints_cam: (15, 3) ``JOINT_NAMES``.
     """
-    skin = np.array([0.92, 0.76, 0.65]) * rng.uniform(0.45, 1.0)
-    skin = np.clip(skin + rng.uniform(-0.03, 0.03, size=3), 0.0, 1.0)
-    colours = np.tile(skin, (len(faces), 1))
+    colours = np.tile(clothing.skin, (len(faces), 1))
     seg = vertex_segment[faces[:, 0]]
     centre = verts_cam[faces].mean(axis=1)  # (F, 3)
     joint = {name: joints_cam[i] for name, i in JOINT_INDEX.items()}
@@ -128,25 +164,21 @@ def _face_colours(
         name: np.isin(seg, [SEGMENT_INDEX[f"{side}_{name}"] for side in ("left", "right")])
         for name in ("upper_arm", "forearm", "hand", "thigh", "shank", "foot")
     }
-    if rng.uniform() < 0.7:  # shirt
-        shirt = rng.uniform(0.1, 0.9, size=3)
-        sleeve = rng.uniform(0.05, 0.6)  # metres from the shoulder
+    if clothing.shirt is not None:
         wear = is_other & (height > waist_h - 0.05) & (height < neck_h - 0.04)
         for side in ("left", "right"):
-            near = np.linalg.norm(centre - joint[f"{side}_shoulder"], axis=1) < sleeve
+            near = np.linalg.norm(centre - joint[f"{side}_shoulder"], axis=1) < clothing.sleeve_m
             arm = np.isin(
                 seg,
                 [SEGMENT_INDEX[f"{side}_upper_arm"], SEGMENT_INDEX[f"{side}_forearm"]],
             )
             wear |= arm & near
-        colours[wear] = shirt
-    if rng.uniform() < 0.7:  # shorts or trousers
-        trousers = rng.uniform(0.1, 0.7, size=3)
-        length = rng.uniform(0.2, 0.45) if rng.uniform() < 0.5 else 10.0
+        colours[wear] = clothing.shirt
+    if clothing.trousers is not None:
         wear = is_other & (height <= waist_h - 0.05)
         for side in ("left", "right"):
-            near = np.linalg.norm(centre - joint[f"{side}_hip"], axis=1) < length
+            near = np.linalg.norm(centre - joint[f"{side}_hip"], axis=1) < clothing.trouser_length_m
             leg = np.isin(seg, [SEGMENT_INDEX[f"{side}_thigh"], SEGMENT_INDEX[f"{side}_shank"]])
             wear |= leg & near
-        colours[wear & ~segs["hand"] & ~segs["forearm"] & ~segs["upper_arm"]] = trousers
+        colours[wear & ~segs["hand"] & ~segs["forearm"] & ~segs["upper_arm"]] = clothing.trousers
     return colours

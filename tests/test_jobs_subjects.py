@@ -1,0 +1,99 @@
+"""The plan of a run over people seen in several images (``jobs.subject_jobs``, ``plan_fit``):
+one job per person with a ``person_id`` shared by several annotations, in annotation-file order,
+``max_views`` keeps the first images, a finished subject folder is skipped and a half-written one
+refitted; a person's images that cannot be loaded fail that person only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_jobs import finished_folder
+
+from resihmr_dr.data.annotations import load_annotations
+from resihmr_dr.data.sample import sample_annotations_path
+from resihmr_dr.failures import FailureStage
+from resihmr_dr.fit.pipeline import PipelineConfig
+from resihmr_dr.fit.views import ViewsConfig
+from resihmr_dr.jobs import Job, load_job, plan_fit
+from resihmr_dr.outputs import SUBJECT_FILES, subject_folder_name
+
+SAMPLE_DIR = sample_annotations_path().parent
+
+
+def subjects_file(folder: Path, person_ids: list[str | None], *, missing: tuple[int, ...] = ()) -> Path:
+    """The sample person once per entry of ``person_ids`` (ann ids and image ids 1..n, each its own
+    image entry); ``missing``: ann ids whose image file is absent."""
+    doc = json.loads(sample_annotations_path().read_text())
+    base, image = doc["annotations"][0], doc["images"][0]
+    anns, images = [], []
+    for i, pid in enumerate(person_ids, start=1):
+        ann = dict(base, id=i, image_id=i)
+        if pid is not None:
+            ann["person_id"] = pid
+        anns.append(ann)
+        images.append(dict(image, id=i, file_name=f"missing{i}.png" if i in missing else image["file_name"]))
+    doc["annotations"], doc["images"] = anns, images
+    for name in ("image.png", "mask.png"):
+        (folder / name).write_bytes((SAMPLE_DIR / name).read_bytes())
+    path = folder / "people.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_person_of_several_images_is_one_job_in_file_order(tmp_path):
+    dataset = load_annotations(subjects_file(tmp_path, [None, "a", "b", "a", "b", "b", "c"]))
+    plan = plan_fit(dataset, out_dir=tmp_path / "out", overwrite=False)
+    assert [(job.person.ann_id, [p.ann_id for p in job.views]) for job in plan.todo] == [
+        (1, []),
+        (2, [2, 4]),
+        (3, [3, 5, 6]),
+        (7, []),  # one image with a person_id: today's single-image job and folder
+    ]
+    assert [job.folder for job in plan.todo] == ["image1_ann1", "subject_a", "subject_b", "image7_ann7"]
+    assert [job.position for job in plan.todo] == [0, 1, 2, 6]
+
+
+def test_max_views_keeps_the_first_images(tmp_path):
+    dataset = load_annotations(subjects_file(tmp_path, ["a", "a", "a"]))
+    two = PipelineConfig(views=ViewsConfig(max_views=2))
+    (job,) = plan_fit(dataset, out_dir=tmp_path / "out", overwrite=False, fit_config=two).todo
+    assert [p.ann_id for p in job.views] == [1, 2]
+    one = PipelineConfig(views=ViewsConfig(max_views=1))
+    (job,) = plan_fit(dataset, out_dir=tmp_path / "out", overwrite=False, fit_config=one).todo
+    assert job.views == () and job.folder == "image1_ann1"
+
+
+def test_finished_subject_is_skipped_and_a_partial_one_refitted(tmp_path):
+    dataset = load_annotations(subjects_file(tmp_path, ["a", "a"]))
+    out = tmp_path / "out"
+    folder = out / subject_folder_name("a")
+    finished_folder(folder / "views" / "image1_ann1")
+    assert len(plan_fit(dataset, out_dir=out, overwrite=False).todo) == 1  # a view and the subject files missing
+    finished_folder(folder / "views" / "image2_ann2", quality={"ok": False, "problems": ["keypoint error"]})
+    for name in SUBJECT_FILES:
+        (folder / name).write_text("{}")
+    plan = plan_fit(dataset, out_dir=out, overwrite=False)
+    assert plan.todo == () and plan.skipped == ("subject_a",)
+    [(position, failure)] = plan.failures
+    assert position == 0 and failure.ann_id == 2 and failure.stage is FailureStage.QUALITY
+    assert len(plan_fit(dataset, out_dir=out, overwrite=True).todo) == 1
+
+
+def test_subject_folder_names_are_safe():
+    assert subject_folder_name("p0001") == "subject_p0001"
+    assert subject_folder_name("ab/../c d") == "subject_ab_.._c_d"
+
+
+def test_an_image_that_cannot_be_loaded_fails_its_person_only(tmp_path):
+    dataset = load_annotations(subjects_file(tmp_path, ["a", "a", "b", "b"], missing=(2,)))
+    jobs = plan_fit(dataset, out_dir=tmp_path / "out", overwrite=False).todo
+    results = [load_job(job, dataset=dataset, body=_NoBody()) for job in jobs]
+    assert results[0].failure is not None and results[0].failure.stage is FailureStage.LOAD
+    assert "missing2.png" in results[0].failure.reason
+    assert results[1].failure is None and len(results[1].view_inputs) == 2
+    assert isinstance(jobs[0], Job) and jobs[0].multi_view
+
+
+class _NoBody:
+    """Loading a person needs the body only for another method's initial fit (none here)."""

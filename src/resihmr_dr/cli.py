@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resihmr_dr import __version__
+from resihmr_dr.cli_config import CONFIG_HELP, add_config_args, config_from_args
 
 if TYPE_CHECKING:
     from resihmr_dr.config import OutputConfig
@@ -26,33 +27,8 @@ COCO keypoints plus 8 residual-limb endpoints) and a person mask.
 """
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="YAML configuration (see configs/default.yaml); flags below override it",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set fit.refine.iterations=80 (repeatable; "
-        "applied after --config, in order; the value is read as YAML)",
-    )
-
-
-def _config_from_args(args: argparse.Namespace):
-    """The configuration of --config with every --set applied (ConfigError names the bad one)."""
-    from resihmr_dr.config import apply_overrides, load_config
-
-    return apply_overrides(load_config(args.config), args.overrides)
-
-
 def _add_body_args(parser: argparse.ArgumentParser) -> None:
-    _add_config_args(parser)
+    add_config_args(parser, config_help=CONFIG_HELP + "; the flags below override it")
     parser.add_argument(
         "--body",
         choices=("anny", "smplx"),
@@ -76,7 +52,7 @@ def _body_from_args(args: argparse.Namespace):
     """Build the body model from --config with the command-line flags taking precedence."""
     from resihmr_dr.body.factory import build_body_model
 
-    cfg = _config_from_args(args).body
+    cfg = config_from_args(args).body
     return build_body_model(
         args.body or cfg.model,
         smplx_dir=args.smplx_dir or cfg.smplx_dir,
@@ -230,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print every configuration key with its value after --config and the --set overrides, "
         "as YAML that --config reads back. Exit code 2 for an unknown key or a wrong type.",
     )
-    _add_config_args(print_config)
+    add_config_args(print_config)
     print_config.set_defaults(func=_cmd_print_config)
     return parser
 
@@ -238,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_print_config(args: argparse.Namespace) -> int:
     from resihmr_dr.config import config_yaml
 
-    print(config_yaml(_config_from_args(args)), end="")
+    print(config_yaml(config_from_args(args)), end="")
     return 0
 
 
@@ -298,7 +274,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from resihmr_dr.failures import FAILURES_FILE
     from resihmr_dr.lightning import LDposeDataModule, env_global_rank
 
-    config = _config_from_args(args)
+    config = config_from_args(args)
     fit_config = config.fit if args.seed is None else dataclasses.replace(config.fit, seed=args.seed)
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
     body = _body_from_args(args)
@@ -395,7 +371,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.data.sample import sample_annotations_path
 
-    config = _config_from_args(args)
+    config = config_from_args(args)
     dataset = load_annotations(sample_annotations_path())
     print(f"sample: {dataset.path}")
     for person in dataset:

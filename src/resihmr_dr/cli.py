@@ -40,8 +40,8 @@ def _add_body_args(parser: argparse.ArgumentParser) -> None:
         "--smplx-dir",
         type=Path,
         default=None,
-        help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz); "
-        "config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR",
+        help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz), or a model file such as "
+        "SMPLX_FEMALE.npz (its gender is fitted and recorded); config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR",
     )
     parser.add_argument(
         "--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu); config key body.device"

@@ -86,6 +86,7 @@ def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
         )
     return {
         "body_model": fit.body_name,
+        "body_gender": fit.body_gender,
         "ann_id": fit.ann_id,
         "image_id": fit.image_id,
         "params": {k: v[0] for k, v in fit.params.to_dict().items()},
@@ -169,27 +170,31 @@ def params_npz_arrays(fit: PersonFit) -> dict[str, np.ndarray]:
     """``params.npz``'s arrays: the final body parameters (those of mesh.ply's body before the cut).
 
     SMPL-X fits use smplx's names and shapes, so ``smplx.create(model_dir, model_type="smplx",
-    gender="neutral", num_betas=N, flat_hand_mean=True)(**{k: torch.tensor(npz[k]) for k in
-    ("betas", "global_orient", "body_pose", "transl")})`` gives mesh.ply's body before the cut in
-    the camera frame: ``betas`` (1, N), ``global_orient`` (1, 3), ``body_pose`` (1, 63), ``transl``
-    (1, 3) float32, plus the strings ``model_type`` ("smplx") and ``gender`` ("neutral"). Anny
-    fits (not smplx-loadable) hold ``anny_phenotypes`` (1, 6) with ``anny_phenotype_names``,
-    ``anny_pose`` (1, 19, 3) with ``anny_pose_bones``, ``anny_global_orient`` (1, 3),
-    ``anny_transl`` (1, 3) and ``model_type`` ("anny"): ``resihmr_dr.body.anny_model.AnnyBody``'s
-    parameters (``BodyParams``), see ``docs/outputs.md``.
+    gender=str(npz["gender"]), num_betas=N, flat_hand_mean=True)(**{k: torch.tensor(npz[k]) for k
+    in ("betas", "global_orient", "body_pose", "transl")})`` gives mesh.ply's body before the cut
+    in the camera frame: ``betas`` (1, N), ``global_orient`` (1, 3), ``body_pose`` (1, 63),
+    ``transl`` (1, 3) float32, plus the strings ``model_type`` ("smplx") and ``gender`` (the fitted
+    model's, ``PersonFit.body_gender``: "neutral", "male" or "female"). Anny fits (not
+    smplx-loadable) hold ``anny_phenotypes`` (1, 6) with ``anny_phenotype_names``, ``anny_pose``
+    (1, 19, 3) with ``anny_pose_bones``, ``anny_global_orient`` (1, 3), ``anny_transl`` (1, 3) and
+    ``model_type`` ("anny"), and no ``gender`` (Anny is one model; the sex is the fitted "gender"
+    phenotype, 0 male to 1 female): ``resihmr_dr.body.anny_model.AnnyBody``'s parameters
+    (``BodyParams``), see ``docs/outputs.md``.
     """
     p = {
         name: getattr(fit.params, name).detach().cpu().numpy().astype(np.float32)
         for name in ("global_orient", "body_pose", "shape", "transl")
     }
     if fit.body_name == "smplx":
+        if fit.body_gender is None:
+            raise ValueError("params.npz: a SMPL-X fit needs its model's gender (PersonFit.body_gender), got None")
         return {
             "betas": p["shape"],
             "global_orient": p["global_orient"],
             "body_pose": p["body_pose"].reshape(1, -1),
             "transl": p["transl"],
             "model_type": np.array("smplx"),
-            "gender": np.array("neutral"),
+            "gender": np.array(fit.body_gender),
         }
     if fit.body_name == "anny":
         from resihmr_dr.body.anny_model import POSE_BONES, SHAPE_NAMES

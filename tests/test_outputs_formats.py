@@ -158,7 +158,8 @@ def test_a_female_smplx_fit_records_its_gender_and_loads_with_it(tmp_path):
     fit = fit_person(body=body, person=person, camera=CAMERA, mask=None, config=FAST_PIPELINE)
     assert fit.body_gender == "female"
     folder = write_person(fit, tmp_path / "out")
-    assert json.loads((folder / "params.json").read_text())["body_gender"] == "female"
+    written = json.loads((folder / "params.json").read_text())
+    assert written["body_gender"] == written["provenance"]["body_gender"] == "female"
     npz = np.load(folder / "params.npz")
     assert str(npz["gender"]) == "female"
     tensors = {k: torch.tensor(npz[k]) for k in ("betas", "global_orient", "body_pose", "transl")}

@@ -122,16 +122,23 @@ def plan_fit(
     output: OutputConfig = OutputConfig(),
     fit_config: PipelineConfig | None = None,
     body_name: str | None = None,
+    body_gender: str | None = None,
 ) -> FitPlan:
     """Who to fit, who to skip, which failures are known (see the module docstring); with
-    ``fit_config``, folders fitted with other settings or another body model are fitted again."""
+    ``fit_config``, folders fitted with other settings or another body model (``body_name``, its
+    ``body_gender``: ``BodyModel.gender``) are fitted again."""
     todo: list[Job] = []
     skipped: list[str] = []
     failures = [(-1, Failure.from_load_error(err)) for err in dataset.errors]
     for position, person in enumerate(dataset.people):
         if not overwrite:
             done, failure = finished_status(
-                Path(out_dir), person, output=output, fit_config=fit_config, body_name=body_name
+                Path(out_dir),
+                person,
+                output=output,
+                fit_config=fit_config,
+                body_name=body_name,
+                body_gender=body_gender,
             )
             if done:
                 skipped.append(person_folder_name(person))
@@ -156,16 +163,19 @@ def finished_status(
     output: OutputConfig = OutputConfig(),
     fit_config: PipelineConfig | None = None,
     body_name: str | None = None,
+    body_gender: str | None = None,
 ) -> tuple[bool, Failure | None]:
     """(already done?, its quality failure if it was written flagged as not converged); done
     needs ``output``'s mesh exports too and, when ``fit_config`` is given, a folder fitted with
-    these settings and this body model (its params.json ``provenance``): a folder from other
+    these settings and this body model of this gender (its params.json ``provenance``): a folder from other
     settings, or one written before provenance was recorded, is fitted again."""
     folder = out_dir / person_folder_name(person)
     metrics = finished_metrics(folder, output=output)
     if metrics is None:
         return False, None
-    if fit_config is not None and not same_provenance(folder, fit_config, body_name=body_name or ""):
+    if fit_config is not None and not same_provenance(
+        folder, fit_config, body_name=body_name or "", body_gender=body_gender
+    ):
         return False, None
     quality = metrics.get("quality")
     if isinstance(quality, dict) and quality.get("ok") is False:

@@ -106,7 +106,11 @@ def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
         },
         "refinement": _refinement_dict(fit),
         "mesh_exports": mesh_exports(output),
-        "provenance": provenance(fit.config, body_name=fit.body_name) if fit.config is not None else None,
+        "provenance": (
+            provenance(fit.config, body_name=fit.body_name, body_gender=fit.body_gender)
+            if fit.config is not None
+            else None
+        ),
     }
 
 
@@ -117,22 +121,25 @@ def config_sha256(config: PipelineConfig) -> str:
     return hashlib.sha256(json_text(to_dict(config), indent=None, sort_keys=True).encode()).hexdigest()
 
 
-def provenance(config: PipelineConfig, *, body_name: str) -> dict:
-    """What produced a folder: package version, body model, seed and the resolved fit settings."""
+def provenance(config: PipelineConfig, *, body_name: str, body_gender: str | None = None) -> dict:
+    """What produced a folder: package version, body model and its gender (``BodyModel.gender``),
+    seed and the resolved fit settings."""
     from resihmr_dr import __version__
 
     return {
         "package_version": __version__,
         "body_model": body_name,
+        "body_gender": body_gender,
         "seed": config.seed,
         "fit_config_sha256": config_sha256(config),
         "fit_config": to_dict(config),
     }
 
 
-def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str) -> bool:
-    """Whether ``folder``'s params.json records this body model and these fit settings (folders
-    written before provenance was recorded, or unreadable ones, do not)."""
+def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str, body_gender: str | None = None) -> bool:
+    """Whether ``folder``'s params.json records this body model, its gender and these fit settings
+    (folders written before provenance was recorded, or unreadable ones, do not; a folder written
+    before the gender was recorded counts as gender None, Anny's)."""
     try:
         recorded = json.loads((folder / "params.json").read_text()).get("provenance")
     except (OSError, ValueError, AttributeError):
@@ -140,6 +147,7 @@ def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str) -> 
     return (
         isinstance(recorded, dict)
         and recorded.get("body_model") == body_name
+        and recorded.get("body_gender") == body_gender
         and recorded.get("fit_config_sha256") == config_sha256(config)
     )
 

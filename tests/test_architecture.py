@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),  # fmt: skip
     ("pipeline", ("fit.pipeline", "fit.subject", "config", "results", "outputs")),
     ("drivers", ("failures", "jobs", "batch", "lightning")),
-    ("interfaces", ("cli", "eval")),
+    ("interfaces", ("cli", "cli_config", "eval")),
 )
 # The package itself (``__version__``, lazy public names) and subpackages' ``__init__`` files.
 EXEMPT = {"resihmr_dr", "resihmr_dr.fit"}

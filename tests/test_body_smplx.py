@@ -23,6 +23,7 @@ from resihmr_dr.body.smplx_model import (
     SMPLX_DIR_ENV,
     SMPLX_JOINT_NAMES,
     SmplxBody,
+    model_file_gender,
     resolve_smplx_path,
 )
 
@@ -101,6 +102,28 @@ def test_num_betas_and_gender(tiny, tmp_path):
         SmplxBody(tmp_path, vertex_ids=female.vertex_ids)
     with pytest.raises(BodyModelError, match="gender"):
         resolve_smplx_path(tmp_path, gender="other")
+
+
+def test_the_model_gender_comes_from_the_file_and_a_contradiction_is_an_error(tiny, tmp_path):
+    """BodyModel.gender (recorded in params.npz): a folder gives the gender asked for (neutral by
+    default); a model file given directly gives the gender its official name says."""
+    female = write_tiny_smplx(tmp_path, gender="female")
+    assert SmplxBody(tiny.root, vertex_ids=tiny.vertex_ids).gender == "neutral"
+    assert SmplxBody(tmp_path, gender="female", vertex_ids=female.vertex_ids).gender == "female"
+    assert SmplxBody(female.model_file, vertex_ids=female.vertex_ids).gender == "female"
+    with pytest.raises(BodyModelError, match=r"SMPLX_FEMALE.npz is the female SMPL-X model, but gender 'male'"):
+        SmplxBody(female.model_file, gender="male", vertex_ids=female.vertex_ids)
+    assert model_file_gender(tmp_path / "my_model.npz") == "neutral"  # no official name: neutral
+    assert model_file_gender(tmp_path / "my_model.npz", "male") == "male"
+    assert model_file_gender(tmp_path / "smplx_male.NPZ") == "male"
+    with pytest.raises(BodyModelError, match="unknown SMPL-X gender 'other'"):
+        model_file_gender(tmp_path / "my_model.npz", "other")
+
+
+def test_anny_has_no_model_gender():
+    from resihmr_dr.body.anny_model import AnnyBody
+
+    assert AnnyBody.gender is None and "gender" in AnnyBody.shape_names  # its sex is a fitted phenotype
 
 
 def test_resolve_explicit_path(tiny, tmp_path, monkeypatch):

@@ -123,3 +123,110 @@ def test_cuda_device_without_gpu_is_a_one_line_error(tmp_path, capsys):
         and "--device cpu" in err[0]
     )
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- --config / --set on every command
+def _write_base_config(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("fit:\n  refine:\n    iterations: 40\n  seed: 3\n")
+    return base
+
+
+def _assert_resolved(config):
+    """``_write_base_config`` with ``--set fit.refine.iterations=7 --set output.units=mm`` on top."""
+    assert config.fit.refine.iterations == 7 and config.fit.seed == 3 and config.output.units == "mm"
+
+
+SET_ARGS = ["--set", "fit.refine.iterations=7", "--set", "output.units=mm"]
+
+
+def test_eval_applies_set_overrides_and_records_them_in_its_command_line(tmp_path, monkeypatch, capsys):
+    import types
+
+    from resihmr_dr.eval import benchmark
+
+    seen = {}
+
+    def fake_evaluate(*, config, **kwargs):
+        seen["config"] = config
+        return types.SimpleNamespace(seconds=0.0, failures=[])
+
+    def fake_write_outputs(out, result, *, command):
+        seen["command"] = command
+        md = tmp_path / "eval.md"
+        md.write_text("table\n")
+        return {"md": md}
+
+    monkeypatch.setattr(benchmark, "evaluate", fake_evaluate)
+    monkeypatch.setattr(benchmark, "write_outputs", fake_write_outputs)
+    base = _write_base_config(tmp_path)
+    argv = ["eval", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g"), "--config", str(base), *SET_ARGS]
+    assert main(argv) == 0
+    _assert_resolved(seen["config"])
+    assert f"--config {base} --set fit.refine.iterations=7 --set output.units=mm" in seen["command"]
+
+
+def test_sweep_applies_set_overrides_to_its_base_config(tmp_path, monkeypatch, capsys):
+    import types
+
+    from resihmr_dr.eval import sweep
+
+    seen = {}
+
+    def fake_run_sweep(*, base, **kwargs):
+        seen["base"] = base
+        return types.SimpleNamespace(seconds=0.0)
+
+    def fake_write_outputs(out, result):
+        md = tmp_path / "sweep.md"
+        md.write_text("table\n")
+        return {"md": md}
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(sweep, "write_outputs", fake_write_outputs)
+    data = tmp_path / "synth"
+    (data / "gt").mkdir(parents=True)
+    (data / "gt" / "index.json").write_text("[]")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("keys: [fit.refine.weights.silhouette]\nvalues: [0, 1]\n")
+    base = _write_base_config(tmp_path)
+    argv = ["sweep", "--data", str(data), "--sweep", str(spec), "--out", str(tmp_path / "o"), "--config", str(base)]
+    assert main([*argv, *SET_ARGS]) == 0
+    _assert_resolved(seen["base"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["print-config"],
+        ["demo", "--out", "OUT"],
+        ["fit", "--annotations", "ANNOTATIONS", "--out", "OUT"],
+        ["eval", "--pred", "PRED", "--gt", "GT", "--out", "OUT"],
+        ["sweep", "--data", "GT", "--sweep", "SPEC", "--out", "OUT"],
+    ],
+    ids=lambda command: command[0],
+)
+@pytest.mark.parametrize(
+    "item,needle",
+    [
+        ("fit.refine.iteratons=80", "unknown config key 'fit.refine.iteratons'"),
+        ("fit.refine.iterations=eighty", "fit.refine.iterations: expected int"),
+        ("output.units=inch", "output.units must be one of m, mm, got 'inch'"),
+    ],
+)
+def test_a_bad_set_override_is_exit_2_naming_the_key_on_every_command(command, item, needle, tmp_path, capsys):
+    """The override is resolved before anything is read, fitted or written."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("keys: [fit.refine.weights.silhouette]\nvalues: [0, 1]\n")
+    paths = {
+        "OUT": tmp_path / "out",
+        "ANNOTATIONS": sample_annotations_path(),
+        "PRED": tmp_path,
+        "GT": tmp_path,
+        "SPEC": spec,
+    }
+    argv = [str(paths.get(word, word)) for word in command]
+    assert main([*argv, "--set", "fit.seed=1", "--set", item]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --set {item!r}" in err and needle in err
+    assert not (tmp_path / "out").exists()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 from pathlib import Path
 
 import pytest
 
+from resihmr_dr import config as config_module
 from resihmr_dr.cli import main
-from resihmr_dr.config import ConfigError, ResihmrConfig, load_config
+from resihmr_dr.config import DEFAULT_CONFIG_PATH, ConfigError, ResihmrConfig, load_config
 from resihmr_dr.render.silhouette import SilhouetteConfig
 
 DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -17,6 +19,74 @@ DEFAULT = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 def test_shipped_default_matches_code_defaults():
     assert load_config(DEFAULT) == ResihmrConfig()
     assert load_config(None) == ResihmrConfig()
+
+
+def test_the_packaged_default_is_a_byte_identical_copy_of_configs_default_yaml():
+    """Edit configs/default.yaml and src/resihmr_dr/assets/default.yaml together (cp one to the other)."""
+    assert DEFAULT_CONFIG_PATH == Path(config_module.__file__).parent / "assets" / "default.yaml"
+    assert DEFAULT_CONFIG_PATH.read_bytes() == DEFAULT.read_bytes(), (
+        f"{DEFAULT_CONFIG_PATH} differs from {DEFAULT}: copy the edited one over the other"
+    )
+
+
+def test_the_packaged_default_is_package_data():
+    """pyproject.toml's package-data patterns (setuptools globs, relative to the package) include it,
+    so a wheel or a non-editable install carries it."""
+    import glob
+
+    import tomllib
+
+    root = DEFAULT.parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["resihmr_dr"]
+    package = DEFAULT_CONFIG_PATH.parent.parent
+    matched = {m for pattern in patterns for m in glob.glob(pattern, root_dir=package, recursive=True)}
+    assert DEFAULT_CONFIG_PATH.relative_to(package).as_posix() in matched
+
+
+def test_without_config_every_command_reads_the_packaged_default(tmp_path, monkeypatch, capsys):
+    """load_config(None), print-config, and the fallbacks of the benchmark and the sweep read
+    DEFAULT_CONFIG_PATH (not the code's defaults)."""
+    from resihmr_dr.eval import benchmark, sweep
+
+    packaged = tmp_path / "default.yaml"
+    packaged.write_text(
+        DEFAULT.read_text().replace("    iterations: 100\n    ftol: 0.0001", "    iterations: 77\n    ftol: 0.0001")
+    )
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", packaged)
+    assert load_config(None).fit.refine.iterations == 77
+    assert main(["print-config"]) == 0
+    assert load_config_text(tmp_path, capsys.readouterr().out).fit.refine.iterations == 77
+    # The eval and sweep functions called without a config (their first config use raises here).
+    seen = []
+
+    def record(spec, base):
+        seen.append(base.fit.refine.iterations)
+        raise ConfigError("stop")
+
+    monkeypatch.setattr(sweep, "expand_sweep", record)  # benchmark.evaluate imports it from there
+    monkeypatch.setattr(benchmark, "load_ground_truth", lambda gt_dir: {1: "truth"})
+    monkeypatch.setattr(benchmark, "load_annotations", lambda path: types.SimpleNamespace(people=[PERSON_1]))
+    with pytest.raises(ConfigError, match="stop"):
+        benchmark.evaluate(pred_dir=tmp_path, gt_dir=tmp_path, sweep="a sweep", progress=False)
+    with pytest.raises(ConfigError, match="stop"):
+        sweep.run_sweep(data_dir=tmp_path, spec="a sweep", progress=False)
+    assert seen == [77, 77]
+
+
+def test_a_missing_packaged_default_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", tmp_path / "gone.yaml")
+    assert main(["print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "default configuration is missing" in err and "gone.yaml" in err
+
+
+PERSON_1 = types.SimpleNamespace(ann_id=1)
+
+
+def load_config_text(tmp_path, text):
+    path = tmp_path / "printed.yaml"
+    path.write_text(text)
+    return load_config(path)
 
 
 def test_fit_stage_schedule_from_yaml(tmp_path):

@@ -56,14 +56,22 @@ def people_file(folder: Path, n_people: int, *, missing_image_ids: tuple[int, ..
     return path
 
 
-def finished_folder(folder: Path, *, quality: dict | None = None, config: PipelineConfig | None = None) -> None:
+def finished_folder(
+    folder: Path,
+    *,
+    quality: dict | None = None,
+    config: PipelineConfig | None = None,
+    body_name: str = "anny",
+    body_gender: str | None = None,
+) -> None:
     """A person folder with every output file (contents only where the plan reads them)."""
     folder.mkdir(parents=True)
     for name in OUTPUT_FILES:
         (folder / name).write_text("{}")
     (folder / "metrics.json").write_text(json.dumps({"quality": quality} if quality is not None else {}))
     if config is not None:
-        (folder / "params.json").write_text(json.dumps({"provenance": provenance(config, body_name="anny")}))
+        record = provenance(config, body_name=body_name, body_gender=body_gender)
+        (folder / "params.json").write_text(json.dumps({"provenance": record}))
 
 
 # --------------------------------------------------------------------------- records
@@ -167,6 +175,26 @@ def test_plan_skips_finished_folders_and_keeps_flagged_ones_as_failures(tmp_path
     everyone = plan_fit(dataset, out_dir=out, overwrite=True, fit_config=config, body_name="anny")
     assert [job.position for job in everyone.todo] == [0, 1, 2, 3] and everyone.skipped == ()
     assert [f.stage for _, f in everyone.failures] == [FailureStage.LOAD]
+
+
+def test_a_folder_of_another_smplx_gender_is_fitted_again(tmp_path):
+    """Provenance compares the body model's gender: a neutral SMPL-X folder is not a female fit."""
+    dataset = load_annotations(people_file(tmp_path, 3), on_error="collect")
+    out = tmp_path / "out"
+    config = PipelineConfig()
+    finished_folder(out / "image1_ann1", config=config, body_name="smplx", body_gender="female")
+    finished_folder(out / "image1_ann2", config=config, body_name="smplx", body_gender="neutral")
+    finished_folder(out / "image1_ann3", config=config, body_name="smplx")
+    old = json.loads((out / "image1_ann3" / "params.json").read_text())
+    del old["provenance"]["body_gender"]  # written before the gender was recorded
+    (out / "image1_ann3" / "params.json").write_text(json.dumps(old))
+    plan = plan_fit(dataset, out_dir=out, overwrite=False, fit_config=config, body_name="smplx", body_gender="female")
+    assert plan.skipped == ("image1_ann1",)
+    assert [job.folder for job in plan.todo] == ["image1_ann2", "image1_ann3"]
+    neutral = plan_fit(
+        dataset, out_dir=out, overwrite=False, fit_config=config, body_name="smplx", body_gender="neutral"
+    )
+    assert neutral.skipped == ("image1_ann2",)
 
 
 def test_summary_orders_failures_as_the_annotation_file(tmp_path):

@@ -94,7 +94,8 @@ def test_params_npz_is_smplx_loadable_and_reproduces_the_posed_mesh(smplx_case):
     from resihmr_dr.body.smplx_model import JOINT_SELECTION
 
     npz = np.load(smplx_case.folder / "params.npz")
-    assert str(npz["model_type"]) == "smplx" and str(npz["gender"]) == "neutral"
+    assert str(npz["model_type"]) == "smplx" and str(npz["gender"]) == smplx_case.fit.body_gender == "neutral"
+    assert json.loads((smplx_case.folder / "params.json").read_text())["body_gender"] == "neutral"
     tensors = ("betas", "global_orient", "body_pose", "transl")
     assert {k: npz[k].shape for k in tensors} == {
         "betas": (1, 10),
@@ -106,7 +107,7 @@ def test_params_npz_is_smplx_loadable_and_reproduces_the_posed_mesh(smplx_case):
     model = smplx.create(
         str(smplx_case.tiny.root),
         model_type="smplx",
-        gender="neutral",
+        gender=str(npz["gender"]),
         num_betas=npz["betas"].shape[1],
         flat_hand_mean=True,
     )
@@ -123,12 +124,76 @@ def test_params_npz_is_smplx_loadable_and_reproduces_the_posed_mesh(smplx_case):
     assert _max_distance_to(kept, theirs.vertices[0].numpy()) < 2e-6
 
 
+def _taller_female_model(root):
+    """Write the tiny model as root/smplx/SMPLX_FEMALE.npz, 5 % larger than SMPLX_NEUTRAL.npz next
+    to it (loading the wrong one moves every vertex by centimetres)."""
+    from smplx_tiny import write_tiny_smplx
+
+    neutral = write_tiny_smplx(root, gender="neutral")
+    female = write_tiny_smplx(root, gender="female")
+    arrays = dict(np.load(female.model_file))
+    arrays["v_template"] = arrays["v_template"] * np.float32(1.05)
+    np.savez(female.model_file, **arrays)
+    return neutral, female
+
+
+def test_a_female_smplx_fit_records_its_gender_and_loads_with_it(tmp_path):
+    """The gender of the fitted model file goes to PersonFit.body_gender, params.json and
+    params.npz, and smplx.create with that gender reproduces the body (the neutral file does not)."""
+    import smplx
+    from smplx.vertex_joint_selector import VertexJointSelector
+
+    from resihmr_dr.body.smplx_model import SmplxBody
+
+    neutral, female = _taller_female_model(tmp_path / "model")
+    body = SmplxBody(female.model_file, vertex_ids=female.vertex_ids)  # the file's name gives the gender
+    params = body.default_params(1, depth_m=3.2)
+    pose = torch.zeros_like(params.body_pose)
+    pose[0, body.pose_joint_names.index("left_shoulder"), 2] = -0.9
+    pose[0, body.pose_joint_names.index("right_shoulder"), 2] = 0.9
+    params = params.replace(body_pose=pose, transl=torch.tensor([[0.0, 0.1, 3.2]]))
+    person, _, _ = stumped_person(
+        body, params, limb="left_leg", status=LimbStatus.TRANSTIBIAL, lam=0.5, shape="tapered", seed=0
+    )
+    fit = fit_person(body=body, person=person, camera=CAMERA, mask=None, config=FAST_PIPELINE)
+    assert fit.body_gender == "female"
+    folder = write_person(fit, tmp_path / "out")
+    written = json.loads((folder / "params.json").read_text())
+    assert written["body_gender"] == written["provenance"]["body_gender"] == "female"
+    npz = np.load(folder / "params.npz")
+    assert str(npz["gender"]) == "female"
+    tensors = {k: torch.tensor(npz[k]) for k in ("betas", "global_orient", "body_pose", "transl")}
+    with torch.no_grad():
+        ours = body(fit.params).verts[0].numpy()
+        loaded = {}
+        for gender in ("female", "neutral"):
+            model = smplx.create(
+                str(tmp_path / "model"),
+                model_type="smplx",
+                gender=gender,
+                num_betas=npz["betas"].shape[1],
+                flat_hand_mean=True,
+            )
+            model.vertex_joint_selector = VertexJointSelector(vertex_ids=female.vertex_ids)
+            loaded[gender] = model(**tensors).vertices[0].numpy()
+    np.testing.assert_allclose(loaded[str(npz["gender"])], ours, atol=2e-6)
+    assert np.abs(loaded["neutral"] - ours).max() > 0.01
+
+
+def test_params_npz_of_a_smplx_fit_without_its_gender_is_an_error(smplx_case):
+    from resihmr_dr.outputs import params_npz_arrays
+
+    with pytest.raises(ValueError, match="body_gender"):
+        params_npz_arrays(dataclasses.replace(smplx_case.fit, body_gender=None))
+
+
 # --------------------------------------------------------------------------- read_person
 def test_read_person_returns_what_was_written(smplx_case):
     fit, folder = smplx_case.fit, smplx_case.folder
     person = read_person(folder)
     assert isinstance(person, FittedPerson) and person.folder == folder
     assert (person.ann_id, person.image_id, person.body_name) == (fit.ann_id, fit.image_id, "smplx")
+    assert person.body_gender == fit.body_gender == "neutral"
     assert person.camera == fit.camera
     for read, written in ((person.params, fit.params), (person.intact_params, fit.intact_params)):
         for a, b in zip(read.as_tuple(), written.as_tuple()):
@@ -176,6 +241,9 @@ def test_read_person_names_the_file_and_field(smplx_case, tmp_path):
     params = json.loads((folder / "params.json").read_text())
     (folder / "params.json").write_text(json.dumps(params | {"params": params["params"] | {"transl": [0.0, 1.0]}}))
     with pytest.raises(ResultsError, match=r"params\.json.*field 'params\.transl'.*\[3\]"):
+        read_person(folder)
+    (folder / "params.json").write_text(json.dumps(params | {"body_gender": 3}))
+    with pytest.raises(ResultsError, match=r"params\.json.*field 'body_gender'.*expected a string or null, got 3"):
         read_person(folder)
     del params["residual_limbs"]
     (folder / "params.json").write_text(json.dumps(params))
@@ -399,6 +467,7 @@ def test_demo_writes_anny_params_an_stl_export_and_keypoint_results(anny_body, t
     # params.npz: Anny's parameters under their own names, not smplx's.
     npz = np.load(folder / "params.npz")
     assert str(npz["model_type"]) == "anny" and "betas" not in npz and "body_pose" not in npz
+    assert "gender" not in npz and json.loads((folder / "params.json").read_text())["body_gender"] is None
     assert npz["anny_phenotypes"].shape == (1, 6) and list(npz["anny_phenotype_names"]) == list(anny_body.shape_names)
     assert npz["anny_pose"].shape == (1, 19, 3) and list(npz["anny_pose_bones"]) == list(anny_body.pose_joint_names)
     params = BodyParams(

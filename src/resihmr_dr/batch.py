@@ -53,7 +53,13 @@ def fit_dataset(
     with exclusive_lock(out_dir):
         remove_stale_partials(out_dir)
         plan = plan_fit(
-            dataset, out_dir=out_dir, overwrite=overwrite, output=output, fit_config=config, body_name=body.name
+            dataset,
+            out_dir=out_dir,
+            overwrite=overwrite,
+            output=output,
+            fit_config=config,
+            body_name=body.name,
+            body_gender=body.gender,
         )
         log = JobLog()
         bar = tqdm(plan.todo, desc="fitting", unit="person", disable=not progress)

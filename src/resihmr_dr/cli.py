@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resihmr_dr import __version__
+from resihmr_dr.cli_config import CONFIG_HELP, add_config_args, config_from_args
 
 if TYPE_CHECKING:
     from resihmr_dr.config import OutputConfig
@@ -26,33 +27,8 @@ COCO keypoints plus 8 residual-limb endpoints) and a person mask.
 """
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="YAML configuration (see configs/default.yaml); flags below override it",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set fit.refine.iterations=80 (repeatable; "
-        "applied after --config, in order; the value is read as YAML)",
-    )
-
-
-def _config_from_args(args: argparse.Namespace):
-    """The configuration of --config with every --set applied (ConfigError names the bad one)."""
-    from resihmr_dr.config import apply_overrides, load_config
-
-    return apply_overrides(load_config(args.config), args.overrides)
-
-
 def _add_body_args(parser: argparse.ArgumentParser) -> None:
-    _add_config_args(parser)
+    add_config_args(parser, config_help=CONFIG_HELP + "; the flags below override it")
     parser.add_argument(
         "--body",
         choices=("anny", "smplx"),
@@ -64,8 +40,8 @@ def _add_body_args(parser: argparse.ArgumentParser) -> None:
         "--smplx-dir",
         type=Path,
         default=None,
-        help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz); "
-        "config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR",
+        help="folder with SMPLX_NEUTRAL.npz (or smplx/SMPLX_NEUTRAL.npz), or a model file such as "
+        "SMPLX_FEMALE.npz (its gender is fitted and recorded); config key body.smplx_dir; default: $RESIHMR_SMPLX_DIR",
     )
     parser.add_argument(
         "--device", default=None, help="torch device, e.g. cpu or cuda (default: cpu); config key body.device"
@@ -76,7 +52,7 @@ def _body_from_args(args: argparse.Namespace):
     """Build the body model from --config with the command-line flags taking precedence."""
     from resihmr_dr.body.factory import build_body_model
 
-    cfg = _config_from_args(args).body
+    cfg = config_from_args(args).body
     return build_body_model(
         args.body or cfg.model,
         smplx_dir=args.smplx_dir or cfg.smplx_dir,
@@ -183,6 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
         "different people), ddp_spawn, ...",
     )
     fit.add_argument("--num-nodes", type=_positive_int, default=1, help="number of machines for DDP (default 1)")
+    views = fit.add_argument_group(
+        "several images of one person",
+        "annotations sharing a person_id are one person, fitted together (one shape, residual-limb end "
+        "and stump); one output folder subject_<person_id>/",
+    )
+    views.add_argument(
+        "--same-pose",
+        action="store_true",
+        default=None,
+        help="the images show one pose (simultaneous, uncalibrated cameras; config fit.views.same_pose)",
+    )
+    views.add_argument(
+        "--ignore-extrinsics",
+        action="store_true",
+        default=None,
+        help="do not use the cameras' R, t even when every image gives them (config fit.views.use_extrinsics)",
+    )
+    views.add_argument(
+        "--max-views",
+        type=_positive_int,
+        default=None,
+        help="fit at most this many images of one person, the first in file order (config fit.views.max_views)",
+    )
     fit.add_argument(
         "--logger-dir",
         type=Path,
@@ -230,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print every configuration key with its value after --config and the --set overrides, "
         "as YAML that --config reads back. Exit code 2 for an unknown key or a wrong type.",
     )
-    _add_config_args(print_config)
+    add_config_args(print_config)
     print_config.set_defaults(func=_cmd_print_config)
     return parser
 
@@ -238,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_print_config(args: argparse.Namespace) -> int:
     from resihmr_dr.config import config_yaml
 
-    print(config_yaml(_config_from_args(args)), end="")
+    print(config_yaml(config_from_args(args)), end="")
     return 0
 
 
@@ -289,6 +288,18 @@ def _devices_arg(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"expected a count, a list like 0,1, or auto; got {text!r}")
 
 
+def _views_from_args(args: argparse.Namespace, views):
+    """``fit.views`` with the command line's --same-pose / --ignore-extrinsics / --max-views on top."""
+    import dataclasses
+
+    flags = {
+        "same_pose": args.same_pose,
+        "use_extrinsics": None if args.ignore_extrinsics is None else False,
+        "max_views": args.max_views,
+    }
+    return dataclasses.replace(views, **{k: v for k, v in flags.items() if v is not None})
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     import contextlib
     import dataclasses
@@ -298,8 +309,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from resihmr_dr.failures import FAILURES_FILE
     from resihmr_dr.lightning import LDposeDataModule, env_global_rank
 
-    config = _config_from_args(args)
+    config = config_from_args(args)
     fit_config = config.fit if args.seed is None else dataclasses.replace(config.fit, seed=args.seed)
+    fit_config = dataclasses.replace(fit_config, views=_views_from_args(args, fit_config.views))
     dataset = load_annotations(args.annotations, images_dir=args.images, on_error="collect")
     body = _body_from_args(args)
     start = time.perf_counter()
@@ -395,7 +407,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from resihmr_dr.data.annotations import load_annotations
     from resihmr_dr.data.sample import sample_annotations_path
 
-    config = _config_from_args(args)
+    config = config_from_args(args)
     dataset = load_annotations(sample_annotations_path())
     print(f"sample: {dataset.path}")
     for person in dataset:

@@ -12,6 +12,7 @@ import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:  # imported lazily at run time: the fit stack pulls in torch
     from resihmr_dr.fit.pipeline import PipelineConfig
 
 T = TypeVar("T")
+
+# The default configuration installed with the package: a byte-identical copy of the repository's
+# configs/default.yaml (tests/test_config.py checks both, and that they equal the code's defaults).
+DEFAULT_CONFIG_PATH: Path = Path(str(resources.files("resihmr_dr") / "assets" / "default.yaml"))
 
 
 class ConfigError(ValueError):
@@ -91,8 +96,8 @@ def _pipeline_config():
 
 @dataclass(frozen=True)
 class ResihmrConfig:
-    """Top-level configuration (``configs/default.yaml``): the body model, every fit stage and the
-    mesh export."""
+    """Top-level configuration (``configs/default.yaml``, installed as ``DEFAULT_CONFIG_PATH``): the
+    body model, every fit stage and the mesh export."""
 
     body: BodyConfig = field(default_factory=BodyConfig)
     fit: "PipelineConfig" = field(default_factory=_pipeline_config)
@@ -241,9 +246,12 @@ def config_yaml(config: ResihmrConfig) -> str:
 
 
 def load_config(path: str | Path | None = None) -> ResihmrConfig:
-    """Read a YAML config; ``None`` gives the defaults. Missing keys keep their defaults."""
+    """Read a YAML config; ``None`` reads the packaged default (``DEFAULT_CONFIG_PATH``, equal to
+    ``ResihmrConfig()``). Missing keys keep their defaults."""
     if path is None:
-        return ResihmrConfig()
+        if not DEFAULT_CONFIG_PATH.is_file():
+            raise ConfigError(f"the default configuration is missing from the installed package: {DEFAULT_CONFIG_PATH}")
+        path = DEFAULT_CONFIG_PATH
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}

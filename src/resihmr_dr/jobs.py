@@ -144,9 +144,11 @@ def plan_fit(
     output: OutputConfig = OutputConfig(),
     fit_config: PipelineConfig | None = None,
     body_name: str | None = None,
+    body_gender: str | None = None,
 ) -> FitPlan:
     """Who to fit, who to skip, which failures are known (see the module docstring); with
-    ``fit_config``, folders fitted with other settings or another body model are fitted again."""
+    ``fit_config``, folders fitted with other settings or another body model (``body_name``, its
+    ``body_gender``: ``BodyModel.gender``) are fitted again."""
     todo: list[Job] = []
     skipped: list[str] = []
     failures = [(-1, Failure.from_load_error(err)) for err in dataset.errors]
@@ -155,7 +157,7 @@ def plan_fit(
     for job in subject_jobs(dataset, position_of=position_of, max_views=max_views):
         if not overwrite:
             done, failure = finished_job_status(
-                Path(out_dir), job, output=output, fit_config=fit_config, body_name=body_name
+                Path(out_dir), job, output=output, fit_config=fit_config, body_name=body_name, body_gender=body_gender
             )
             if done:
                 skipped.append(job.folder)
@@ -194,18 +196,26 @@ def finished_job_status(
     output: OutputConfig = OutputConfig(),
     fit_config: PipelineConfig | None = None,
     body_name: str | None = None,
+    body_gender: str | None = None,
 ) -> tuple[bool, Failure | None]:
     """``finished_status`` of a job: for several images, the subject folder must be complete
     (``outputs.subject_complete``) and each image's folder finished."""
     if not job.multi_view:
-        return finished_status(out_dir, job.person, output=output, fit_config=fit_config, body_name=body_name)
+        return finished_status(
+            out_dir, job.person, output=output, fit_config=fit_config, body_name=body_name, body_gender=body_gender
+        )
     folder = out_dir / job.folder
     if not subject_complete(folder, job.views, output):
         return False, None
     failure = None
     for person in job.views:
         done, view_failure = finished_status(
-            folder / "views", person, output=output, fit_config=fit_config, body_name=body_name
+            folder / "views",
+            person,
+            output=output,
+            fit_config=fit_config,
+            body_name=body_name,
+            body_gender=body_gender,
         )
         if not done:
             return False, None
@@ -220,16 +230,19 @@ def finished_status(
     output: OutputConfig = OutputConfig(),
     fit_config: PipelineConfig | None = None,
     body_name: str | None = None,
+    body_gender: str | None = None,
 ) -> tuple[bool, Failure | None]:
     """(already done?, its quality failure if it was written flagged as not converged); done
     needs ``output``'s mesh exports too and, when ``fit_config`` is given, a folder fitted with
-    these settings and this body model (its params.json ``provenance``): a folder from other
+    these settings and this body model of this gender (its params.json ``provenance``): a folder from other
     settings, or one written before provenance was recorded, is fitted again."""
     folder = out_dir / person_folder_name(person)
     metrics = finished_metrics(folder, output=output)
     if metrics is None:
         return False, None
-    if fit_config is not None and not same_provenance(folder, fit_config, body_name=body_name or ""):
+    if fit_config is not None and not same_provenance(
+        folder, fit_config, body_name=body_name or "", body_gender=body_gender
+    ):
         return False, None
     quality = metrics.get("quality")
     if isinstance(quality, dict) and quality.get("ok") is False:

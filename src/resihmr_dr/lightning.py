@@ -171,6 +171,7 @@ class LDposeDataModule(pl.LightningDataModule):
                 output=self.output,
                 fit_config=self.fit_config,
                 body_name=self.body.name,
+                body_gender=self.body.gender,
             )
         return self._plan
 

@@ -88,6 +88,7 @@ def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
         )
     return {
         "body_model": fit.body_name,
+        "body_gender": fit.body_gender,
         "ann_id": fit.ann_id,
         "image_id": fit.image_id,
         "params": {k: v[0] for k, v in fit.params.to_dict().items()},
@@ -107,7 +108,11 @@ def params_dict(fit: PersonFit, output: OutputConfig = OutputConfig()) -> dict:
         },
         "refinement": _refinement_dict(fit),
         "mesh_exports": mesh_exports(output),
-        "provenance": provenance(fit.config, body_name=fit.body_name) if fit.config is not None else None,
+        "provenance": (
+            provenance(fit.config, body_name=fit.body_name, body_gender=fit.body_gender)
+            if fit.config is not None
+            else None
+        ),
     }
 
 
@@ -118,22 +123,25 @@ def config_sha256(config: PipelineConfig) -> str:
     return hashlib.sha256(json_text(to_dict(config), indent=None, sort_keys=True).encode()).hexdigest()
 
 
-def provenance(config: PipelineConfig, *, body_name: str) -> dict:
-    """What produced a folder: package version, body model, seed and the resolved fit settings."""
+def provenance(config: PipelineConfig, *, body_name: str, body_gender: str | None = None) -> dict:
+    """What produced a folder: package version, body model and its gender (``BodyModel.gender``),
+    seed and the resolved fit settings."""
     from resihmr_dr import __version__
 
     return {
         "package_version": __version__,
         "body_model": body_name,
+        "body_gender": body_gender,
         "seed": config.seed,
         "fit_config_sha256": config_sha256(config),
         "fit_config": to_dict(config),
     }
 
 
-def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str) -> bool:
-    """Whether ``folder``'s params.json records this body model and these fit settings (folders
-    written before provenance was recorded, or unreadable ones, do not)."""
+def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str, body_gender: str | None = None) -> bool:
+    """Whether ``folder``'s params.json records this body model, its gender and these fit settings
+    (folders written before provenance was recorded, or unreadable ones, do not; a folder written
+    before the gender was recorded counts as gender None, Anny's)."""
     try:
         recorded = json.loads((folder / "params.json").read_text()).get("provenance")
     except (OSError, ValueError, AttributeError):
@@ -141,6 +149,7 @@ def same_provenance(folder: Path, config: PipelineConfig, *, body_name: str) -> 
     return (
         isinstance(recorded, dict)
         and recorded.get("body_model") == body_name
+        and recorded.get("body_gender") == body_gender
         and recorded.get("fit_config_sha256") == config_sha256(config)
     )
 
@@ -171,27 +180,31 @@ def params_npz_arrays(fit: PersonFit) -> dict[str, np.ndarray]:
     """``params.npz``'s arrays: the final body parameters (those of mesh.ply's body before the cut).
 
     SMPL-X fits use smplx's names and shapes, so ``smplx.create(model_dir, model_type="smplx",
-    gender="neutral", num_betas=N, flat_hand_mean=True)(**{k: torch.tensor(npz[k]) for k in
-    ("betas", "global_orient", "body_pose", "transl")})`` gives mesh.ply's body before the cut in
-    the camera frame: ``betas`` (1, N), ``global_orient`` (1, 3), ``body_pose`` (1, 63), ``transl``
-    (1, 3) float32, plus the strings ``model_type`` ("smplx") and ``gender`` ("neutral"). Anny
-    fits (not smplx-loadable) hold ``anny_phenotypes`` (1, 6) with ``anny_phenotype_names``,
-    ``anny_pose`` (1, 19, 3) with ``anny_pose_bones``, ``anny_global_orient`` (1, 3),
-    ``anny_transl`` (1, 3) and ``model_type`` ("anny"): ``resihmr_dr.body.anny_model.AnnyBody``'s
-    parameters (``BodyParams``), see ``docs/outputs.md``.
+    gender=str(npz["gender"]), num_betas=N, flat_hand_mean=True)(**{k: torch.tensor(npz[k]) for k
+    in ("betas", "global_orient", "body_pose", "transl")})`` gives mesh.ply's body before the cut
+    in the camera frame: ``betas`` (1, N), ``global_orient`` (1, 3), ``body_pose`` (1, 63),
+    ``transl`` (1, 3) float32, plus the strings ``model_type`` ("smplx") and ``gender`` (the fitted
+    model's, ``PersonFit.body_gender``: "neutral", "male" or "female"). Anny fits (not
+    smplx-loadable) hold ``anny_phenotypes`` (1, 6) with ``anny_phenotype_names``, ``anny_pose``
+    (1, 19, 3) with ``anny_pose_bones``, ``anny_global_orient`` (1, 3), ``anny_transl`` (1, 3) and
+    ``model_type`` ("anny"), and no ``gender`` (Anny is one model; the sex is the fitted "gender"
+    phenotype, 0 male to 1 female): ``resihmr_dr.body.anny_model.AnnyBody``'s parameters
+    (``BodyParams``), see ``docs/outputs.md``.
     """
     p = {
         name: getattr(fit.params, name).detach().cpu().numpy().astype(np.float32)
         for name in ("global_orient", "body_pose", "shape", "transl")
     }
     if fit.body_name == "smplx":
+        if fit.body_gender is None:
+            raise ValueError("params.npz: a SMPL-X fit needs its model's gender (PersonFit.body_gender), got None")
         return {
             "betas": p["shape"],
             "global_orient": p["global_orient"],
             "body_pose": p["body_pose"].reshape(1, -1),
             "transl": p["transl"],
             "model_type": np.array("smplx"),
-            "gender": np.array("neutral"),
+            "gender": np.array(fit.body_gender),
         }
     if fit.body_name == "anny":
         from resihmr_dr.body.anny_model import POSE_BONES, SHAPE_NAMES

@@ -93,7 +93,9 @@ class FittedPerson:
     older folders); stump / stump_tpose: per residual limb, the measurements of the posed and the
     T-pose mesh (``stump.json``); metrics: ``metrics.json``; verts_cam (V, 3), faces (F, 3),
     residual_mask (V,) bool: ``mesh.ply`` and m_r; verts_tpose (V, 3): ``mesh_tpose.ply`` (same
-    faces and mask); seconds: the whole fit; intact_seconds: the intact-body fit alone.
+    faces and mask); seconds: the whole fit; intact_seconds: the intact-body fit alone;
+    body_gender: the body model's gender ("neutral", "male", "female" for SMPL-X; None for Anny
+    and in folders written before it was recorded).
     """
 
     folder: Path
@@ -115,6 +117,7 @@ class FittedPerson:
     verts_tpose: np.ndarray
     seconds: float
     intact_seconds: float
+    body_gender: str | None = None
 
     @property
     def quality_ok(self) -> bool:
@@ -204,6 +207,7 @@ def read_person(folder: str | Path) -> FittedPerson:
         verts_tpose=verts_tpose,
         seconds=_field(metrics, "seconds", float, metrics_path),
         intact_seconds=_intact_seconds(data, params_path),
+        body_gender=_optional_str(data, "body_gender", params_path),
     )
 
 
@@ -259,6 +263,14 @@ def _field(data: dict, key: str, kind: type, path: Path) -> Any:
         return kind(value)
     except _MALFORMED as err:
         raise ResultsError(f"expected {kind.__name__}, got {value!r} ({err})", path=path, field=key) from None
+
+
+def _optional_str(data: dict, key: str, path: Path) -> str | None:
+    """``data[key]``: a string, or None when absent or null; ResultsError naming ``path`` and ``key`` otherwise."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ResultsError(f"expected a string or null, got {value!r}", path=path, field=key)
+    return value
 
 
 _PARAM_NAMES = ("global_orient", "body_pose", "shape", "transl")  # BodyParams' fields, in order

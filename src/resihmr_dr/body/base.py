@@ -166,9 +166,13 @@ class BodyModel(torch.nn.Module, abc.ABC):
         vertex_segment: (V,) long tensor buffer, index into ``SEGMENT_NAMES``.
         pose_joint_names: names of the P posable joints of ``BodyParams.body_pose``.
         shape_names: names of the S shape coefficients.
+        gender: the model file's gender, "neutral", "male" or "female" (SMPL-X); None for a model
+            without one (Anny: one model for everyone, its sex is the fitted "gender" phenotype,
+            a shape coefficient).
     """
 
     name: str
+    gender: str | None = None
     pose_joint_names: tuple[str, ...]
     shape_names: tuple[str, ...]
     faces: torch.Tensor

@@ -126,6 +126,26 @@ def _check_gender(gender: str) -> None:
         raise BodyModelError(f"unknown SMPL-X gender {gender!r}; expected one of {', '.join(GENDERS)}")
 
 
+def model_file_gender(model_file: str | Path, gender: str | None = None) -> str:
+    """The gender of the SMPL-X model in ``model_file``: ``gender`` when given, else the one its
+    official name says (``SMPLX_FEMALE.npz``: "female"), else "neutral".
+
+    Raises ``BodyModelError`` when ``gender`` is unknown or contradicts the file's official name
+    (fitting SMPLX_FEMALE.npz as "neutral" would record the wrong model in params.npz).
+    """
+    stem = Path(model_file).stem.upper()
+    named = next((g for g in GENDERS if stem == f"SMPLX_{g.upper()}"), None)
+    if gender is None:
+        return named or "neutral"
+    _check_gender(gender)
+    if named is not None and named != gender:
+        raise BodyModelError(
+            f"{model_file} is the {named} SMPL-X model, but gender {gender!r} was asked for; "
+            f"pass gender={named!r} (or leave it unset to take the file's)"
+        )
+    return gender
+
+
 def resolve_smplx_path(path: str | Path | None, *, gender: str = "neutral") -> Path:
     """Find the SMPL-X model file to load.
 
@@ -255,7 +275,9 @@ class SmplxBody(BodyModel):
     Args:
         model_path: folder holding ``smplx/SMPLX_<GENDER>.npz`` or ``SMPLX_<GENDER>.npz``, or the
             model file; ``None`` reads ``$RESIHMR_SMPLX_DIR`` (see ``resolve_smplx_path``).
-        gender: "neutral", "male" or "female".
+        gender: "neutral", "male" or "female" (``BodyModel.gender``, recorded in params.npz);
+            None: the gender of a model file given directly (by its name, ``model_file_gender``),
+            else "neutral" (a folder's ``SMPLX_NEUTRAL.npz``).
         num_betas: number of shape coefficients (at most what the file holds).
         vertex_ids: indices of the vertices smplx reads its extra joints from (nose, eyes, ears,
             toes, heels, fingertips); ``None`` for the official topology.
@@ -269,7 +291,7 @@ class SmplxBody(BodyModel):
         self,
         model_path: str | Path | None = None,
         *,
-        gender: str = "neutral",
+        gender: str | None = None,
         num_betas: int = 10,
         vertex_ids: Mapping[str, int] | None = None,
         dtype: torch.dtype = torch.float32,
@@ -277,7 +299,8 @@ class SmplxBody(BodyModel):
         super().__init__()
         if num_betas < 1:
             raise BodyModelError(f"num_betas must be >= 1, got {num_betas}")
-        model_file = resolve_smplx_path(model_path, gender=gender)
+        model_file = resolve_smplx_path(model_path, gender=gender or "neutral")
+        gender = model_file_gender(model_file, gender)
         layer = _load_smplx_module(model_file, gender=gender, num_betas=num_betas, dtype=dtype)
         _check_smplx_module(layer, model_file)
         if layer.num_betas < num_betas:

@@ -106,7 +106,8 @@ def evaluate(
     pred_dir: the output folder of ``resihmr-dr fit`` run on ``gt_dir/annotations.json``: a
     person's folder is ``image{I}_ann{A}`` or, for a view of a multi-view subject,
     ``subject_<person_id>/views/image{I}_ann{A}`` (:func:`find_person_folder`).
-    config: the ``ResihmrConfig`` the fit used (default: the built-in defaults); the refitted
+    config: the ``ResihmrConfig`` the fit used (default: the packaged default,
+    ``config.load_config()``); the refitted
     methods (``resihmr``, the sweep) use its ``fit`` section. sweep: a ``SweepSpec``; adds one
     method per value, ``ours`` refitted with the value. body: a BodyModel (default: built from
     ``config.body``). limit: the first N people only. ann_ids: score only these annotations
@@ -118,7 +119,7 @@ def evaluate(
     from tqdm import tqdm
 
     from resihmr_dr.body.factory import build_body_model
-    from resihmr_dr.config import ResihmrConfig
+    from resihmr_dr.config import load_config
     from resihmr_dr.eval.sweep import expand_sweep
 
     start = time.perf_counter()
@@ -130,7 +131,7 @@ def evaluate(
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"{pred_dir}: no such folder (the --out folder of `resihmr-dr fit`)")
-    config = ResihmrConfig() if config is None else config
+    config = load_config() if config is None else config
     truth = load_ground_truth(gt_dir)
     dataset = load_annotations(gt_dir / "annotations.json")
     people = [p for p in dataset.people if p.ann_id in truth]

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from resihmr_dr.cli_config import add_config_args, config_argv, config_from_args
+
 __all__ = ["add_eval_parser", "run_eval_command"]
 
 # resihmr_dr.eval.baselines.METHODS, for the parser's default and help text: that module imports
@@ -36,12 +38,10 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "--gt", required=True, type=Path, help="the folder written by `resihmr-dr synth` (annotations.json, gt/)"
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: PRED_eval next to --pred)")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="the config YAML the fit used (default: the built-in defaults); the refitted "
-        "baselines and the sweep use it",
+    add_config_args(
+        parser,
+        config_help="the config YAML the fit used (default: the packaged configs/default.yaml); the refitted "
+        "baselines and the sweep use it, with the --set overrides the fit had",
     )
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated methods to score (default: {','.join(METHODS)})"
@@ -66,14 +66,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def run_eval_command(args: argparse.Namespace) -> int:
     """Handler of ``resihmr-dr eval``; returns the exit status (1 if anything failed, 2 on bad input)."""
-    from resihmr_dr.config import ConfigError, load_config
+    from resihmr_dr.config import ConfigError
     from resihmr_dr.data.errors import DataError
     from resihmr_dr.eval.benchmark import evaluate, write_outputs
     from resihmr_dr.eval.sweep import expand_sweep, load_sweep
 
     out = args.out or args.pred.with_name(f"{args.pred.name}_eval")
     try:
-        config = load_config(args.config)
+        config = config_from_args(args)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         sweep = None
         if args.sweep is not None:
@@ -114,8 +114,8 @@ def _ann_ids(text: str) -> tuple[int, ...]:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The ``resihmr-dr eval`` command that reproduces this run (for the table's caption)."""
-    parts = ["resihmr-dr", "eval", "--pred", str(args.pred), "--gt", str(args.gt)]
-    for flag, value in (("--config", args.config), ("--sweep", args.sweep), ("--limit", args.limit)):
+    parts = ["resihmr-dr", "eval", "--pred", str(args.pred), "--gt", str(args.gt), *config_argv(args)]
+    for flag, value in (("--sweep", args.sweep), ("--limit", args.limit)):
         if value is not None:
             parts += [flag, str(value)]
     if args.ann_ids is not None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from resihmr_dr.config import ConfigError, ResihmrConfig, apply_override
+from resihmr_dr.config import ConfigError, ResihmrConfig, apply_override, load_config
 from resihmr_dr.eval.groundtruth import GroundTruth, load_ground_truth
 from resihmr_dr.eval.scores import LIMB_METRICS, PERSON_METRICS
 
@@ -166,7 +166,7 @@ def run_sweep(
 ) -> SweepResult:
     """Fit every person of ``data_dir`` (a ``resihmr-dr synth`` folder) once per sweep value.
 
-    base: the config each value overrides (default: the built-in defaults). body: a BodyModel
+    base: the config each value overrides (default: the packaged default, ``config.load_config()``). body: a BodyModel
     (default: built from ``base.body``). limit: the first N people only. partial_csv: rewritten
     after each person, so a long sweep that is stopped keeps its finished rows.
     reuse_intact: where no sweep key touches ``fit.intact``, the intact fit of the first value
@@ -186,7 +186,7 @@ def run_sweep(
     data_dir = Path(data_dir)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    base = ResihmrConfig() if base is None else base
+    base = load_config() if base is None else base
     configs = expand_sweep(spec, base)
     truth = load_ground_truth(data_dir)
     if body is None:

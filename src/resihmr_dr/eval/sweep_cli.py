@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from resihmr_dr.cli_config import add_config_args, config_from_args
+
 __all__ = ["add_sweep_parser", "run_sweep_command"]
 
 
@@ -26,7 +28,11 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--data", required=True, help="folder written by `resihmr-dr synth` (annotations.json, gt/)")
     parser.add_argument("--sweep", required=True, help="sweep YAML, e.g. configs/ablations/mask_weight.yaml")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--config", default=None, help="base config YAML (default: the built-in defaults)")
+    add_config_args(
+        parser,
+        config_help="base config YAML (default: the packaged configs/default.yaml); the --set overrides "
+        "apply to it, and each sweep value on top",
+    )
     parser.add_argument("--limit", type=int, default=None, help="fit only the first N people")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_sweep_command)
@@ -35,11 +41,11 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Handler of ``resihmr-dr sweep``; returns the exit status (2 on bad input)."""
-    from resihmr_dr.config import ConfigError, load_config
+    from resihmr_dr.config import ConfigError
     from resihmr_dr.eval.sweep import expand_sweep, load_sweep, run_sweep, write_outputs
 
     try:
-        base = load_config(args.config)
+        base = config_from_args(args)
         spec = load_sweep(args.sweep)
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")

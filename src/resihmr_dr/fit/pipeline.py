@@ -151,6 +151,7 @@ class PersonFit:
     seconds: float
     stage_seconds: StageSeconds = StageSeconds()
     config: PipelineConfig | None = None  # the settings it was fitted with (provenance of its folder)
+    body_gender: str | None = None  # the body model's gender (BodyModel.gender): SMPL-X's file; None for Anny
 
     def to_trimesh(self, *, tpose: bool = False, frame: str | None = None, units: str = "m"):
         """The posed mesh (camera frame) or, ``tpose``, the T-pose mesh (model frame) as a coloured
@@ -484,6 +485,7 @@ def measure_fit(
         seconds=time.perf_counter() - start,
         stage_seconds=clock.record(),
         config=config,
+        body_gender=body.gender,
     )
 
 

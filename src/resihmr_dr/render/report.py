@@ -57,6 +57,17 @@ def overlay(
     return np.where(covered, alpha * rendered + (1 - alpha) * base, base)
 
 
+def tpose_image(fit, *, face_rgb: np.ndarray) -> np.ndarray:
+    """(480, 480, 3) the fit's T-pose mesh seen from the front (``face_rgb``: (F, 3) per face)."""
+    return render_view(
+        verts_model=torch.as_tensor(fit.verts_tpose),
+        faces=torch.as_tensor(fit.faces_tpose),
+        face_rgb=face_rgb,
+        yaw_deg=0.0,
+        size=(480, 480),
+    )
+
+
 def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np.ndarray | None) -> None:
     """Input, overlay, front, back, side and T-pose views, the residual limb in red."""
     rgb_posed = face_colours(len(fit.faces), fit.faces, fit.residual_mask)
@@ -86,19 +97,7 @@ def save_report(path: str | Path, *, fit, image_rgb: np.ndarray | None, mask: np
         panels.append(
             (title, render_view(verts_model=verts_model, faces=faces, face_rgb=rgb_posed, yaw_deg=yaw), False)
         )
-    panels.append(
-        (
-            "T-pose",
-            render_view(
-                verts_model=torch.as_tensor(fit.verts_tpose),
-                faces=torch.as_tensor(fit.faces_tpose),
-                face_rgb=rgb_tpose,
-                yaw_deg=0.0,
-                size=(480, 480),
-            ),
-            False,
-        )
-    )
+    panels.append(("T-pose", tpose_image(fit, face_rgb=rgb_tpose), False))
     fig = Figure(figsize=(2.6 * len(panels), 4.2), dpi=110)
     axes = fig.subplots(1, len(panels))
     for ax, (title, img, with_kp) in zip(axes, panels):
@@ -162,19 +161,8 @@ def save_subject_report(path: str | Path, *, views, images_rgb, title: str) -> N
             )
         )
     first = views[0]
-    panels.append(
-        (
-            "T-pose (shared)",
-            render_view(
-                verts_model=torch.as_tensor(first.verts_tpose),
-                faces=torch.as_tensor(first.faces_tpose),
-                face_rgb=face_colours(len(first.faces_tpose), first.faces_tpose, first.residual_mask_tpose),
-                yaw_deg=0.0,
-                size=(480, 480),
-            ),
-            None,
-        )
-    )
+    rgb = face_colours(len(first.faces_tpose), first.faces_tpose, first.residual_mask_tpose)
+    panels.append(("T-pose (shared)", tpose_image(first, face_rgb=rgb), None))
     fig = Figure(figsize=(2.6 * len(panels), 4.2), dpi=110)
     axes = fig.subplots(1, len(panels))
     for ax, (name, img, with_kp) in zip(axes, panels):

@@ -97,3 +97,82 @@ def test_an_image_that_cannot_be_loaded_fails_its_person_only(tmp_path):
 
 class _NoBody:
     """Loading a person needs the body only for another method's initial fit (none here)."""
+
+
+def _two_camera_file(folder: Path, body) -> Path:
+    """A person of the tiny SMPL-X model (right transtibial) seen by two calibrated cameras 90° apart:
+    PNG images and masks, keypoints with the residual endpoint, ``person_id`` and ``R``, ``t``."""
+    import math
+
+    import numpy as np
+    import roma
+    import torch
+    from PIL import Image
+    from synthetic_people import CAMERA, make_person
+
+    from resihmr_dr.data.ldpose import LimbStatus
+    from resihmr_dr.data.records import Extrinsics
+    from resihmr_dr.fit.views import params_in_camera
+    from resihmr_dr.render.zbuffer import rasterize
+
+    params = body.default_params(1, depth_m=3.2)
+    pose = torch.zeros_like(params.body_pose)
+    pose[0, body.pose_joint_names.index("left_shoulder"), 2] = -0.9
+    pose[0, body.pose_joint_names.index("right_shoulder"), 2] = 0.9
+    params = params.replace(body_pose=pose, transl=torch.tensor([[0.0, 0.1, 3.2]]))
+    with torch.no_grad():
+        centre = body(params).joints[0, 0].double().numpy()
+    rot = roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(90.0), 0.0], dtype=torch.float64)).numpy()
+    cameras = [Extrinsics(R=np.eye(3), t=np.zeros(3)), Extrinsics(R=rot, t=centre - rot @ centre)]
+    images, anns = [], []
+    for k, ext in enumerate(cameras, start=1):
+        view = params_in_camera(body, params, ext)
+        person, _ = make_person(body, view, {"right_leg": (LimbStatus.TRANSTIBIAL, 0.5)})
+        with torch.no_grad():
+            out = body(view)
+        mask = rasterize(verts_cam=out.verts[0].double(), faces=body.faces, camera=CAMERA).mask.numpy()
+        Image.fromarray(np.full((CAMERA.height, CAMERA.width, 3), 128, np.uint8)).save(folder / f"image{k}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"mask{k}.png")
+        camera = {"fx": CAMERA.fx, "fy": CAMERA.fy, "cx": CAMERA.cx, "cy": CAMERA.cy}
+        camera |= {"R": ext.R.tolist(), "t": ext.t.tolist()}
+        images.append(
+            {"id": k, "file_name": f"image{k}.png", "width": CAMERA.width, "height": CAMERA.height, "camera": camera}
+        )
+        anns.append(
+            {
+                "id": k,
+                "image_id": k,
+                "category_id": 1,
+                "person_id": "p1",
+                "keypoints": np.asarray(person.keypoints_px).reshape(-1).tolist(),
+                "mask_path": f"mask{k}.png",
+            }
+        )
+    path = folder / "two_cameras.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return path
+
+
+def test_a_person_of_two_images_is_written_as_one_subject_and_resumed(tmp_path, tiny_smplx_body):
+    from synthetic_people import FAST_PIPELINE
+
+    from resihmr_dr.batch import fit_dataset
+    from resihmr_dr.outputs import KEYPOINT_RESULTS_FILE, OUTPUT_FILES
+    from resihmr_dr.results import read_person
+
+    dataset = load_annotations(_two_camera_file(tmp_path, tiny_smplx_body))
+    out = tmp_path / "out"
+    summary = fit_dataset(dataset, body=tiny_smplx_body, out_dir=out, config=FAST_PIPELINE, progress=False)
+    assert summary.written == ["subject_p1"] and summary.ok, summary.failures
+    folder = out / "subject_p1"
+    assert all((folder / name).is_file() for name in SUBJECT_FILES)
+    subject = json.loads((folder / "subject.json").read_text())
+    assert subject["mode"] == "calibrated" and subject["num_views"] == 2
+    assert [v["folder"] for v in subject["views"]] == ["views/image1_ann1", "views/image2_ann2"]
+    fitted = [read_person(folder / "views" / f"image{k}_ann{k}") for k in (1, 2)]
+    for k, person in enumerate(fitted, start=1):
+        assert all((folder / "views" / f"image{k}_ann{k}" / name).is_file() for name in OUTPUT_FILES)
+        assert person.limbs[0].lam == subject["views"][k - 1]["lambda"][0]
+    assert [r["ann_id"] for r in json.loads((out / KEYPOINT_RESULTS_FILE).read_text())] == [1, 2]
+    again = fit_dataset(dataset, body=tiny_smplx_body, out_dir=out, config=FAST_PIPELINE, progress=False)
+    assert again.written == [] and again.skipped == ["subject_p1"]

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import JOINT_INDEX, JOINT_NAMES, BodyModel, BodyParams, limb_segment_joints, stature_m
+from resihmr_dr.body.base import (
+    JOINT_INDEX,
+    JOINT_NAMES,
+    BodyModel,
+    BodyOutput,
+    BodyParams,
+    limb_segment_joints,
+    stature_m,
+)
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.init_fit import InitialFit
 from resihmr_dr.data.ldpose import Limb, LimbStatus
@@ -25,7 +33,7 @@ from resihmr_dr.fit.intact_config import IntactFitConfig
 from resihmr_dr.fit.intact_problem import FitInputError
 from resihmr_dr.fit.measures import keypoint_mpjpe_px, mask_iou, predicted_keypoints_px
 from resihmr_dr.fit.quality import QualityConfig, check_quality
-from resihmr_dr.fit.rafo import RafoConfig, RafoResult, inputs_from_joints, solve_rafo
+from resihmr_dr.fit.rafo import RafoConfig, RafoResult, ResidualLimbInput, inputs_from_joints, solve_rafo
 from resihmr_dr.fit.refine import RefineConfig, RefineResult, ResidualTarget, refine
 from resihmr_dr.fit.views import ViewsConfig
 from resihmr_dr.mesh_export import colored_trimesh, export_vertices, pytorch3d_meshes
@@ -336,16 +344,16 @@ def measure_fit(
     intact: IntactFitResult,
     intact_params: BodyParams,
     params: BodyParams,
-    posed,
-    tpose,
+    posed: BodyOutput,
+    tpose: BodyOutput,
     rafo: tuple[RafoResult, ...],
-    limb_inputs,
+    limb_inputs: Sequence[ResidualLimbInput],
     residual: ResidualBody | None,
     lambda_intact: tuple[float, ...],
     refined: RefineResult | None,
-    normal_offsets,
-    tip_heights,
-    radial,
+    normal_offsets: Sequence[torch.Tensor] | None,
+    tip_heights: Sequence[float] | None,
+    radial: Sequence[RadialProfile],
     clock: StageClock,
     start: float,
 ) -> PersonFit:
@@ -493,11 +501,11 @@ def solve_person_rafo(
     *,
     person: PersonAnnotation,
     keypoints: np.ndarray,
-    posed,
+    posed: BodyOutput,
     camera: PinholeCamera,
     stature: float,
     config: PipelineConfig,
-):
+) -> tuple[list[ResidualLimbInput], tuple[RafoResult, ...]]:
     """(RAFO's inputs, its results) for the residual limbs of ``person`` on the posed body."""
     limb_inputs = inputs_from_joints(
         joints_cam=posed.joints[0].double(),
@@ -510,7 +518,13 @@ def solve_person_rafo(
     return limb_inputs, tuple(solve_rafo(limb_inputs, camera=camera, body_height_m=stature, config=config.rafo))
 
 
-def rafo_lambdas(*, rafo, limb_inputs, joints_np: np.ndarray, config: PipelineConfig) -> tuple[float, ...]:
+def rafo_lambdas(
+    *,
+    rafo: Sequence[RafoResult],
+    limb_inputs: Sequence[ResidualLimbInput],
+    joints_np: np.ndarray,
+    config: PipelineConfig,
+) -> tuple[float, ...]:
     """Per residual limb, RAFO's λ on the mesh's own segment (the point nearest its endpoint)."""
     lams = []
     for result, item in zip(rafo, limb_inputs):
@@ -527,7 +541,14 @@ def rafo_lambdas(*, rafo, limb_inputs, joints_np: np.ndarray, config: PipelineCo
     return tuple(lams)
 
 
-def cut_at(*, body: BodyModel, posed, limb_inputs, lams: Sequence[float], config: PipelineConfig) -> ResidualBody:
+def cut_at(
+    *,
+    body: BodyModel,
+    posed: BodyOutput,
+    limb_inputs: Sequence[ResidualLimbInput],
+    lams: Sequence[float],
+    config: PipelineConfig,
+) -> ResidualBody:
     """The posed body cut and capped with each residual limb's tip at its λ."""
     joints_np = posed.joints[0].cpu().numpy().astype(np.float64)
     specs = [cut_spec(joints=joints_np, limb=i.limb, status=i.status, lam=lam) for i, lam in zip(limb_inputs, lams)]
@@ -540,7 +561,7 @@ def cut_at(*, body: BodyModel, posed, limb_inputs, lams: Sequence[float], config
     )
 
 
-def residual_targets(limb_inputs, keypoints: np.ndarray) -> list[ResidualTarget]:
+def residual_targets(limb_inputs: Sequence[ResidualLimbInput], keypoints: np.ndarray) -> list[ResidualTarget]:
     """The residual limbs with their endpoint keypoints (None where unlabelled)."""
     return [
         ResidualTarget(item.limb, item.status, _labelled_xy(keypoints, item.limb.endpoint_index(item.status)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from resihmr_dr.body.base import BodyModel, BodyParams, limb_segment_joints, stature_m
+from resihmr_dr.body.base import BodyModel, BodyOutput, BodyParams, limb_segment_joints, stature_m
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.records import PersonAnnotation
 from resihmr_dr.fit.intact import fit_intact
@@ -42,8 +42,11 @@ from resihmr_dr.fit.pipeline import (
     residual_targets,
     solve_person_rafo,
 )
+from resihmr_dr.fit.rafo import ResidualLimbInput
 from resihmr_dr.fit.refine import RefineView, refine_views
 from resihmr_dr.fit.views import ViewRig
+from resihmr_dr.stump.cap import ResidualBody
+from resihmr_dr.stump.radial import RadialProfile
 
 __all__ = ["SubjectFit", "fit_subject"]
 
@@ -118,7 +121,19 @@ def fit_subject(
         )
 
 
-def _fit_views(*, body, people, cameras, masks, inits, rig, person_id, config, clock, start):
+def _fit_views(
+    *,
+    body: BodyModel,
+    people: Sequence[PersonAnnotation],
+    cameras: Sequence[PinholeCamera],
+    masks: Sequence[np.ndarray | None],
+    inits: Sequence[BodyParams | None],
+    rig: ViewRig,
+    person_id: str | None,
+    config: PipelineConfig,
+    clock: StageClock,
+    start: float,
+) -> SubjectFit:
     keypoints = [np.array(p.keypoints_px, dtype=np.float64) for p in people]
     clock.start("intact")
     intact = [
@@ -153,7 +168,7 @@ def _fit_views(*, body, people, cameras, masks, inits, rig, person_id, config, c
     residual = None
     refined = None
     normal_offsets = tip_heights = None
-    radial: list = []
+    radial: list[RadialProfile] = []
     lambda_views: list[tuple[float, ...]] = [()] * len(people)
     verts_views = [None] * len(people)
     if limb_inputs:
@@ -237,7 +252,7 @@ def _fit_views(*, body, people, cameras, masks, inits, rig, person_id, config, c
     return SubjectFit(person_id, tuple(fits), rig, joint, time.perf_counter() - start)
 
 
-def _replay_on(residual, posed, limb_inputs) -> np.ndarray:
+def _replay_on(residual: ResidualBody, posed: BodyOutput, limb_inputs: Sequence[ResidualLimbInput]) -> np.ndarray:
     """(V'', 3) the cut and capped mesh on another view's posed body (each cap along that view's
     limb axis)."""
     joints = posed.joints[0]

@@ -176,3 +176,30 @@ def test_a_person_of_two_images_is_written_as_one_subject_and_resumed(tmp_path, 
     assert [r["ann_id"] for r in json.loads((out / KEYPOINT_RESULTS_FILE).read_text())] == [1, 2]
     again = fit_dataset(dataset, body=tiny_smplx_body, out_dir=out, config=FAST_PIPELINE, progress=False)
     assert again.written == [] and again.skipped == ["subject_p1"]
+
+
+def test_lightning_fits_a_person_of_two_images_as_one_item(tmp_path, tiny_smplx_body):
+    import lightning.pytorch as pl
+    from synthetic_people import FAST_PIPELINE
+
+    from resihmr_dr.lightning import LDposeDataModule, PersonWriter, ResihmrFitModule
+
+    dataset = load_annotations(_two_camera_file(tmp_path, tiny_smplx_body))
+    out = tmp_path / "out"
+    data = LDposeDataModule(dataset, body=tiny_smplx_body, out_dir=out, fit_config=FAST_PIPELINE)
+    assert len(data.plan.todo) == 1 and data.plan.todo[0].multi_view  # one item: DDP spreads people, not views
+    writer = PersonWriter(out, plan=data.plan)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[writer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        inference_mode=False,
+        default_root_dir=str(tmp_path / "logs"),
+    )
+    trainer.predict(ResihmrFitModule(tiny_smplx_body, FAST_PIPELINE), datamodule=data, return_predictions=False)
+    assert writer.summary is not None and writer.summary.written == ["subject_p1"], writer.summary
+    assert all((out / "subject_p1" / "views" / f"image{k}_ann{k}" / "metrics.json").is_file() for k in (1, 2))

@@ -77,6 +77,7 @@ def test_finished_subject_is_skipped_and_a_partial_one_refitted(tmp_path):
     assert plan.todo == () and plan.skipped == ("subject_a",)
     [(position, failure)] = plan.failures
     assert position == 0 and failure.ann_id == 2 and failure.stage is FailureStage.QUALITY
+    assert failure.folder == "subject_a/views/image2_ann2"
     assert len(plan_fit(dataset, out_dir=out, overwrite=True).todo) == 1
 
 
@@ -90,6 +91,7 @@ def test_an_image_that_cannot_be_loaded_fails_its_person_only(tmp_path):
     jobs = plan_fit(dataset, out_dir=tmp_path / "out", overwrite=False).todo
     results = [load_job(job, dataset=dataset, body=_NoBody()) for job in jobs]
     assert results[0].failure is not None and results[0].failure.stage is FailureStage.LOAD
+    assert results[0].failure.folder == "subject_a"
     assert "missing2.png" in results[0].failure.reason
     assert results[1].failure is None and len(results[1].view_inputs) == 2
     assert isinstance(jobs[0], Job) and jobs[0].multi_view

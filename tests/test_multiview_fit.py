@@ -184,3 +184,26 @@ def test_two_views_round_trip(anny_body, mode):
         back0 = (first.verts_cam - world[0].t) @ world[0].R
         back1 = (second.verts_cam - world[1].t) @ world[1].R
         assert np.abs(back0 - back1).max() < 1e-5
+
+
+def test_same_pose_fit_turns_a_side_view_that_faces_the_wrong_way(anny_body):
+    from resihmr_dr.fit.intact_views import fit_intact_views
+
+    views, truth = _two_views(anny_body)
+    starts = [truth, params_in_camera(anny_body, truth, views[1][2])]
+    # The side view's own fit facing away: its orientation turned 180° about the body's vertical axis.
+    turned = roma.rotvec_to_rotmat(starts[1].global_orient) @ roma.rotvec_to_rotmat(torch.tensor([[0.0, math.pi, 0.0]]))
+    starts[1] = starts[1].replace(global_orient=roma.rotmat_to_rotvec(turned))
+    joint = fit_intact_views(
+        body=anny_body,
+        keypoints_px=[np.array(v[0].keypoints_px) for v in views],
+        cameras=[CAMERA, CAMERA],
+        starts=starts,
+        rig=ViewRig(ShareMode.SAME_POSE, 2),
+        iterations=40,
+        turn_starts=True,
+    )
+    r0, r1 = (roma.rotvec_to_rotmat(p.global_orient[0].double()) for p in joint.params)
+    relative = (r1 @ r0.T) @ torch.tensor(views[1][2].R.copy()).T  # the fitted camera turn against the true one
+    assert math.degrees(float(roma.rotmat_to_rotvec(relative).norm())) < 10.0
+    assert max(joint.keypoint_error_px) < 5.0

@@ -59,25 +59,29 @@ class Failure:
         return cls(ann_id=err.ann_id, image_id=err.image_id, stage=FailureStage.LOAD, reason=str(err))
 
     @classmethod
-    def from_exception(cls, person: PersonAnnotation, *, stage: FailureStage, err: BaseException) -> Failure:
-        """A failure for ``err`` raised at ``stage`` (``load``, ``fit`` or ``write``) for ``person``."""
+    def from_exception(
+        cls, person: PersonAnnotation, *, stage: FailureStage, err: BaseException, folder: str | None = None
+    ) -> Failure:
+        """A failure for ``err`` raised at ``stage`` (``load``, ``fit`` or ``write``) for ``person``
+        (its output folder: ``folder``, default ``person_folder_name``)."""
         return cls(
             ann_id=person.ann_id,
             image_id=person.image_id,
-            folder=person_folder_name(person),
+            folder=folder or person_folder_name(person),
             stage=stage,
             reason=f"{type(err).__name__}: {err}",
             traceback="".join(traceback.format_exception(type(err), err, err.__traceback__, limit=TRACEBACK_FRAMES)),
         )
 
     @classmethod
-    def from_quality(cls, person: PersonAnnotation, problems: Sequence[str]) -> Failure:
-        """A ``quality`` failure of ``person``'s written folder with the checks' ``problems``."""
+    def from_quality(cls, person: PersonAnnotation, problems: Sequence[str], *, folder: str | None = None) -> Failure:
+        """A ``quality`` failure of ``person``'s written folder (``folder``, default
+        ``person_folder_name``) with the checks' ``problems``."""
         found = tuple(problems) or ("quality check failed",)
         return cls(
             ann_id=person.ann_id,
             image_id=person.image_id,
-            folder=person_folder_name(person),
+            folder=folder or person_folder_name(person),
             stage=FailureStage.QUALITY,
             reason="fit did not converge: " + "; ".join(found) + " (folder written for inspection)",
             problems=found,

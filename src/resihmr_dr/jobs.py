@@ -72,6 +72,12 @@ class Job:
             return subject_folder_name(self.person.person_id or "")
         return person_folder_name(self.person)
 
+    def image_folder(self, person: PersonAnnotation) -> str:
+        """The folder (relative to the run's output folder) of one of the job's images."""
+        if self.multi_view:
+            return f"{self.folder}/views/{person_folder_name(person)}"
+        return person_folder_name(person)
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -219,7 +225,8 @@ def finished_job_status(
         )
         if not done:
             return False, None
-        failure = failure or view_failure
+        if failure is None and view_failure is not None:
+            failure = dataclasses.replace(view_failure, folder=job.image_folder(person))
     return True, failure
 
 
@@ -299,7 +306,8 @@ class JobResult:
 
     def failed(self, stage: FailureStage, err: BaseException) -> JobResult:
         """This result stopped at ``stage`` by ``err``."""
-        return dataclasses.replace(self, failure=Failure.from_exception(self.job.person, stage=stage, err=err))
+        failure = Failure.from_exception(self.job.person, stage=stage, err=err, folder=self.job.folder)
+        return dataclasses.replace(self, failure=failure)
 
 
 def load_person(dataset: LDposeDataset, person: PersonAnnotation, *, body: BodyModel) -> PersonInputs:
@@ -427,7 +435,7 @@ def write_job(
     fits = result.subject.views if result.subject is not None else (fit,)
     failure = next(
         (
-            Failure.from_quality(f_person, f.metrics.quality.problems)
+            Failure.from_quality(f_person, f.metrics.quality.problems, folder=result.job.image_folder(f_person))
             for f, f_person in zip(fits, _people(result))
             if not f.metrics.quality.ok
         ),

@@ -6,7 +6,10 @@ shares (one pose for simultaneous views; one world placement and each camera's e
 calibrated), against the sum of every image's robust keypoint term (``fit.losses``), with the
 pose, shape and hyper-extension priors of the schedule's last stage counted once per optimised
 pose. Two L-BFGS phases: the placements alone (the views' starts disagree on the shared pose and
-shape), then everything.
+shape), then everything. Optionally (``turn_starts``; with one shared pose and no extrinsics),
+each further view's placement first starts from its own fit's orientation turned by each of
+``PLACEMENT_YAWS_DEG`` about the body's vertical axis and keeps the one that fits its keypoints
+best (a side view's own fit may face the wrong way).
 
 Frames: each view's keypoints in its own pixels; its body in its own camera frame, or in the world
 frame carried into the camera by its extrinsics (``fit.views.to_view``'s map).
@@ -30,7 +33,11 @@ from resihmr_dr.fit.losses import hyperextension_penalty, keypoint_data_term, l2
 from resihmr_dr.fit.monitor import StageOutcome, minimize_lbfgs
 from resihmr_dr.fit.views import ShareMode, ViewRig, params_in_camera, params_in_world
 
-__all__ = ["JointIntactResult", "fit_intact_views"]
+__all__ = ["PLACEMENT_YAWS_DEG", "JointIntactResult", "fit_intact_views"]
+
+# Same pose: the orientations each further view's placement starts from, its own fit's turned by
+# these angles about the body's vertical axis (the best keypoint fit is kept).
+PLACEMENT_YAWS_DEG: tuple[float, ...] = (0.0, 90.0, 180.0, 270.0)
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,14 @@ def fit_intact_views(
     rig: ViewRig,
     config: IntactFitConfig = IntactFitConfig(),
     iterations: int = 60,
+    turn_starts: bool = False,
 ) -> JointIntactResult:
     """Fit the views of one person jointly (module docstring).
 
     keypoints_px: per view (25, 3) LDpose ``[x, y, v]``; cameras: per view its intrinsics;
     starts: per view its own fit (camera frame), e.g. ``fit_intact``'s; iterations: the L-BFGS cap
-    of each phase.
+    of each phase; turn_starts: with one shared pose and no extrinsics, try each further view's
+    start turned by ``PLACEMENT_YAWS_DEG`` (module docstring).
     """
     k = rig.num_views
     if not (len(keypoints_px) == len(cameras) == len(starts) == k):
@@ -110,11 +119,14 @@ def fit_intact_views(
             points = points @ ext[i][0].T + ext[i][1]
         return cameras[i].project(points)
 
+    def data_loss(i: int) -> torch.Tensor:
+        data = keypoint_data_term(view_keypoints(i), targets[i], masks[i], rho=config.rho_px)
+        return (weights.data**2) * data_scales[i] * data.sum()
+
     def objective() -> torch.Tensor:
         loss = torch.zeros((), **kw)
         for i in range(k):
-            data = keypoint_data_term(view_keypoints(i), targets[i], masks[i], rho=config.rho_px)
-            loss = loss + (weights.data**2) * data_scales[i] * data.sum()
+            loss = loss + data_loss(i)
         for pose in poses:
             loss = loss + (weights.pose_prior**2) * l2_prior(pose).sum()
             loss = loss + (weights.angle_limit**2) * hyperextension_penalty(body.joint_hinges.flexion(pose)).sum()
@@ -122,6 +134,33 @@ def fit_intact_views(
         return loss + (weights.shape_prior**2) * l2_prior(shape, mean=space.mean, scale=space.scale).sum()
 
     stages = []
+    if turn_starts and rig.mode is ShareMode.SAME_POSE:
+        # Each further view's own fit posed its own body: under the shared pose its orientation
+        # may be off by a turn (a side view's front and back look alike). Start each from the
+        # best of its orientation turned about the body's vertical axis.
+        for q in range(1, rig.num_place_slots):
+            views_q = [i for i in range(k) if rig.place_slot(i) == q]
+            start_rot, start_transl = rot0[q], transls[q].detach().clone()
+            best = None
+            for yaw in PLACEMENT_YAWS_DEG:
+                rot0[q] = start_rot @ roma.rotvec_to_rotmat(torch.tensor([0.0, math.radians(yaw), 0.0], **kw))
+                with torch.no_grad():
+                    deltas[q].zero_()
+                    transls[q].copy_(start_transl)
+                outcome = minimize_lbfgs(
+                    name=f"view {views_q[0]} start turned {yaw:g} deg",
+                    params=[deltas[q], transls[q]],
+                    objective=lambda views_q=views_q: sum(data_loss(i) for i in views_q),
+                    monitor=config.monitor(iterations),
+                    history_size=config.history_size,
+                    lr=config.lr,
+                )
+                if best is None or outcome.final_loss < best[0]:
+                    best = (outcome.final_loss, rot0[q], deltas[q].detach().clone(), transls[q].detach().clone())
+            _, rot0[q], delta, transl = best
+            with torch.no_grad():
+                deltas[q].copy_(delta)
+                transls[q].copy_(transl)
     for name, free in (("views placement", [*deltas, *transls]), ("views", [*deltas, *transls, *poses, shape_latent])):
         stages.append(
             minimize_lbfgs(

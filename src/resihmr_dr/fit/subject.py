@@ -148,6 +148,7 @@ def _fit_views(
         rig=rig,
         config=config.intact,
         iterations=config.views.joint_iterations,
+        turn_starts=config.views.turn_starts,
     )
     params = list(joint.params)
     with torch.no_grad():

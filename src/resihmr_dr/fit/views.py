@@ -41,12 +41,17 @@ class ViewsConfig:
     or a person who stood still); use_extrinsics: when every image's camera gives ``R`` and ``t``,
     fit one world placement seen by every camera (False: ignore them); max_views: the most images
     of one person fitted together, the first in file order (0: all); joint_iterations: the L-BFGS
-    cap of each phase of the joint keypoint fit (``fit.intact_views``)."""
+    cap of each phase of the joint keypoint fit (``fit.intact_views``); turn_starts: with
+    same_pose and no extrinsics, start each further view's placement from its own fit turned by
+    0, 90, 180 and 270 degrees about the body's vertical axis and keep the best keypoint fit (a
+    side view that faces the wrong way; off by default: on 3 benchmark people it helped one
+    endpoint and hurt another's stump, within the run-to-run variation)."""
 
     same_pose: bool = False
     use_extrinsics: bool = True
     max_views: int = 0
     joint_iterations: int = 60
+    turn_starts: bool = False
 
     def __post_init__(self) -> None:
         if self.max_views < 0:

@@ -205,3 +205,15 @@ def test_lightning_fits_a_person_of_two_images_as_one_item(tmp_path, tiny_smplx_
     trainer.predict(ResihmrFitModule(tiny_smplx_body, FAST_PIPELINE), datamodule=data, return_predictions=False)
     assert writer.summary is not None and writer.summary.written == ["subject_p1"], writer.summary
     assert all((out / "subject_p1" / "views" / f"image{k}_ann{k}" / "metrics.json").is_file() for k in (1, 2))
+
+
+def test_fit_flags_set_what_the_images_share():
+    from resihmr_dr.cli import _views_from_args, build_parser
+
+    parse = build_parser().parse_args
+    base = ViewsConfig(same_pose=False, use_extrinsics=True, max_views=0)
+    plain = parse(["fit", "--annotations", "a.json", "--out", "o"])
+    assert _views_from_args(plain, base) == base  # no flag: the config's values stay
+    flagged = parse(["fit", "--annotations", "a.json", "--out", "o", "--same-pose", "--ignore-extrinsics"])
+    assert _views_from_args(flagged, base) == ViewsConfig(same_pose=True, use_extrinsics=False)
+    assert _views_from_args(parse(["fit", "--annotations", "a", "--out", "o", "--max-views", "2"]), base).max_views == 2

@@ -1,4 +1,6 @@
-"""One job per person, for both drivers (``batch.fit_dataset`` and the Lightning ``fit`` path).
+"""One job per person, for both drivers (``batch.fit_dataset`` and the Lightning ``fit`` path); a
+person seen in several images (annotations sharing a ``person_id``) is one job of all of them
+(:func:`subject_jobs`; fitted by ``fit.subject``, written to ``subject_<person_id>/``).
 
 * :func:`plan_fit` decides, before anything is fitted, which people of an annotation file to fit
   (:class:`Job`), which to skip (their folder is finished: every ``outputs.OUTPUT_FILES`` and the

@@ -39,12 +39,14 @@ from resihmr_dr.fit.pipeline import PersonFit, PipelineConfig, fit_person, param
 from resihmr_dr.fit.subject import SubjectFit, fit_subject
 from resihmr_dr.fit.views import ViewRig
 from resihmr_dr.outputs import (
+    SUBJECT_VIEWS_DIR,
     folder_complete,
     person_category_id,
     person_folder_name,
     same_provenance,
     subject_complete,
     subject_folder_name,
+    subject_view_path,
     write_person,
     write_subject,
 )
@@ -74,10 +76,15 @@ class Job:
             return subject_folder_name(self.person.person_id or "")
         return person_folder_name(self.person)
 
+    @property
+    def people(self) -> tuple[PersonAnnotation, ...]:
+        """The annotations the job fits: its images' for several, else its one person."""
+        return self.views if self.multi_view else (self.person,)
+
     def image_folder(self, person: PersonAnnotation) -> str:
         """The folder (relative to the run's output folder) of one of the job's images."""
         if self.multi_view:
-            return f"{self.folder}/views/{person_folder_name(person)}"
+            return subject_view_path(self.person.person_id or "", person)
         return person_folder_name(person)
 
 
@@ -218,7 +225,7 @@ def finished_job_status(
     failure = None
     for person in job.views:
         done, view_failure = finished_status(
-            folder / "views",
+            folder / SUBJECT_VIEWS_DIR,
             person,
             output=output,
             fit_config=fit_config,
@@ -438,17 +445,12 @@ def write_job(
     failure = next(
         (
             Failure.from_quality(f_person, f.metrics.quality.problems, folder=result.job.image_folder(f_person))
-            for f, f_person in zip(fits, _people(result))
+            for f, f_person in zip(fits, result.job.people)
             if not f.metrics.quality.ok
         ),
         None,
     )
     return dataclasses.replace(result, written=True, failure=failure)
-
-
-def _people(result: JobResult) -> tuple[PersonAnnotation, ...]:
-    """The annotations a job fits (its images' for several)."""
-    return result.job.views if result.job.multi_view else (result.job.person,)
 
 
 def run_one(

@@ -356,9 +356,17 @@ def subject_folder_name(person_id: str) -> str:
     return "subject_" + re.sub(r"[^A-Za-z0-9._-]", "_", person_id)
 
 
+SUBJECT_VIEWS_DIR = "views"  # a subject folder's per-image person folders
+
+
+def subject_view_path(person_id: str, person: PersonAnnotation | PersonFit) -> str:
+    """One image of a subject, relative to the run's folder: ``subject_<id>/views/image<I>_ann<A>``."""
+    return f"{subject_folder_name(person_id)}/{SUBJECT_VIEWS_DIR}/{person_folder_name(person)}"
+
+
 def subject_view_folder(out_dir: str | Path, person_id: str, person: PersonAnnotation | PersonFit) -> Path:
     """Where one image of a subject is written: ``<out>/subject_<id>/views/image<I>_ann<A>``."""
-    return Path(out_dir) / subject_folder_name(person_id) / "views" / person_folder_name(person)
+    return Path(out_dir) / subject_view_path(person_id, person)
 
 
 def subject_dict(subject: SubjectFit) -> dict:
@@ -373,7 +381,7 @@ def subject_dict(subject: SubjectFit) -> dict:
             {
                 "image_id": fit.image_id,
                 "ann_id": fit.ann_id,
-                "folder": f"views/{person_folder_name(fit)}",
+                "folder": f"{SUBJECT_VIEWS_DIR}/{person_folder_name(fit)}",
                 "body_px": fit.metrics.body_px,
                 "mask_iou": fit.metrics.mask_iou,
                 "lambda": [s.lam for s in fit.limbs],
@@ -417,7 +425,7 @@ def write_subject(
     final = Path(out_dir) / subject_folder_name(subject.person_id)
     with atomic_directory(final) as tmp:
         for fit, image, mask in zip(subject.views, images_rgb, masks):
-            write_person(fit, tmp / "views", image_rgb=image, mask=mask, output=output)
+            write_person(fit, tmp / SUBJECT_VIEWS_DIR, image_rgb=image, mask=mask, output=output)
         colored_trimesh(first.verts_tpose, first.faces_tpose, first.residual_mask_tpose).export(tmp / "mesh_tpose.ply")
         atomic_write_json(
             tmp / "stump.json",
@@ -438,4 +446,4 @@ def subject_complete(folder: Path, views: Sequence[PersonAnnotation], output: Ou
     """Whether a subject folder holds its files and a complete folder for each of ``views``."""
     if not all((folder / name).is_file() for name in SUBJECT_FILES):
         return False
-    return all(folder_complete(folder / "views" / person_folder_name(p), output) for p in views)
+    return all(folder_complete(folder / SUBJECT_VIEWS_DIR / person_folder_name(p), output) for p in views)

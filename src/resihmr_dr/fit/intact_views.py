@@ -31,7 +31,7 @@ from resihmr_dr.fit.intact_config import IntactFitConfig
 from resihmr_dr.fit.intact_problem import intact_targets, shape_space, to_camera
 from resihmr_dr.fit.losses import hyperextension_penalty, keypoint_data_term, l2_prior
 from resihmr_dr.fit.monitor import StageOutcome, minimize_lbfgs
-from resihmr_dr.fit.views import ShareMode, ViewRig, params_in_camera, params_in_world
+from resihmr_dr.fit.views import ShareMode, ViewRig
 
 __all__ = ["PLACEMENT_YAWS_DEG", "JointIntactResult", "fit_intact_views"]
 
@@ -91,12 +91,8 @@ def fit_intact_views(
     data_scales = [(config.data_weight_ref_px / max(c.width, c.height)) ** 2 for c in cameras]
 
     # Starts: each slot from the first view that uses it (calibrated: view 0 in the world frame).
-    placed = [
-        params_in_world(body, s, rig.extrinsics[i]) if rig.mode is ShareMode.CALIBRATED else s
-        for i, s in enumerate(starts)
-    ]
-    first_of_pose = [next(i for i in range(k) if rig.pose_slot(i) == j) for j in range(rig.num_pose_slots)]
-    first_of_place = [next(i for i in range(k) if rig.place_slot(i) == j) for j in range(rig.num_place_slots)]
+    placed = rig.in_world(body, starts)
+    first_of_pose, first_of_place = rig.pose_slot_starts, rig.place_slot_starts
     shape_latent = (
         space.to_latent(torch.stack([s.shape.to(**kw) for s in starts]).mean(0)).detach().requires_grad_(True)
     )
@@ -184,9 +180,7 @@ def fit_intact_views(
                 shape=shape,
                 transl=transls[q].detach().clone(),
             )
-            if rig.mode is ShareMode.CALIBRATED:
-                p = params_in_camera(body, p, rig.extrinsics[i])
-            params.append(p)
+            params.append(rig.in_camera(body, p, i))
             used = masks[i][0] > 0
             dist = (view_keypoints(i)[0] - targets[i][0]).norm(dim=-1)
             errors.append(float(dist[used].mean()) if bool(used.any()) else math.nan)

@@ -83,7 +83,7 @@ from resihmr_dr.fit.refine_terms import (
     outward_bounds,
     soft_floor,
 )
-from resihmr_dr.fit.views import ShareMode, ViewRig, params_in_camera, params_in_world, to_view
+from resihmr_dr.fit.views import ShareMode, ViewRig, to_view
 from resihmr_dr.stump.cap import CapConfig, CutSpec, ResidualBody, cut_and_cap_to_tips
 from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles
 
@@ -288,13 +288,9 @@ def refine_views(
 
     # The variables' start: each pose / placement slot from the first view that uses it (world
     # frame when calibrated), one shape.
-    starts = [p.detach() for p in params]
-    if rig.mode is ShareMode.CALIBRATED:
-        starts = [params_in_world(body, p, e).detach() for p, e in zip(starts, rig.extrinsics)]
-    init_pose = [starts[next(k for k in range(num_views) if rig.pose_slot(k) == j)] for j in range(rig.num_pose_slots)]
-    init_place = [
-        starts[next(k for k in range(num_views) if rig.place_slot(k) == j)] for j in range(rig.num_place_slots)
-    ]
+    starts = [p.detach() for p in rig.in_world(body, [p.detach() for p in params])]
+    init_pose = [starts[k] for k in rig.pose_slot_starts]
+    init_place = [starts[k] for k in rig.place_slot_starts]
     init_shape = starts[0].shape
     pelvis = JOINT_INDEX["pelvis"]
     with torch.no_grad():
@@ -549,9 +545,7 @@ def refine_views(
                 seg = b - a
                 lambda_tip.append(float((vm.verts[tip_index] - a) @ seg / seg.square().sum()))
             rel_depth = joints[:, 2] - joints[pelvis, 2]
-            p = current_params(k)
-            if extrinsics[k] is not None:
-                p = params_in_camera(body, p, extrinsics[k])
+            p = rig.in_camera(body, current_params(k), k)
             results.append(
                 RefineResult(
                     params=p.detach(),

@@ -63,11 +63,6 @@ class SubjectFit:
     joint: JointIntactResult | None
     seconds: float
 
-    @property
-    def lambdas(self) -> tuple[float, ...]:
-        """Per residual limb, λ of view 0's mesh."""
-        return tuple(s.lam for s in self.views[0].limbs)
-
 
 def fit_subject(
     *,
@@ -221,11 +216,7 @@ def _fit_views(
 
     fits = []
     for k, person in enumerate(people):
-        view_residual = None
-        if residual is not None:
-            view_residual = (
-                residual if k == 0 and refined is None else dataclasses.replace(residual, verts=verts_views[k])
-            )
+        view_residual = None if residual is None else dataclasses.replace(residual, verts=verts_views[k])
         fits.append(
             measure_fit(
                 body=body,

@@ -121,6 +121,32 @@ class ViewRig:
         """The orientation and translation variables view ``view`` uses."""
         return 0 if self.mode is ShareMode.CALIBRATED else view
 
+    @property
+    def pose_slot_starts(self) -> tuple[int, ...]:
+        """Per pose slot, the first view that uses it (whose start the slot takes)."""
+        return tuple(
+            next(k for k in range(self.num_views) if self.pose_slot(k) == j) for j in range(self.num_pose_slots)
+        )
+
+    @property
+    def place_slot_starts(self) -> tuple[int, ...]:
+        """Per placement slot, the first view that uses it (whose start the slot takes)."""
+        return tuple(
+            next(k for k in range(self.num_views) if self.place_slot(k) == j) for j in range(self.num_place_slots)
+        )
+
+    def in_world(self, body: BodyModel, params: Sequence[BodyParams]) -> list[BodyParams]:
+        """Per view, its camera-frame parameters in the frame the placement variables live in:
+        the world when calibrated (``params_in_world``), else its own camera's (unchanged)."""
+        if self.mode is not ShareMode.CALIBRATED:
+            return list(params)
+        return [params_in_world(body, p, e) for p, e in zip(params, self.extrinsics)]
+
+    def in_camera(self, body: BodyModel, params: BodyParams, view: int) -> BodyParams:
+        """View ``view``'s slot parameters in its camera frame (the inverse of :meth:`in_world`)."""
+        ext = self.view_extrinsics(view)
+        return params if ext is None else params_in_camera(body, params, ext)
+
     def view_extrinsics(self, view: int) -> Extrinsics | None:
         """The world -> camera map of view ``view`` when calibrated, else None (the placement
         variables are in that camera's frame already)."""

@@ -4,26 +4,41 @@
 #   make test-fast   install, then run the suite without the tests marked slow (< 3 min)
 #   make benchmark   install, then synth -> fit -> eval on 40 synthetic people (benchmark_output/, ~14 min on 2 cores)
 #
-# The virtual environment lives outside the clone (so CI's fresh clones reuse it) and is
-# rebuilt only when pyproject.toml changes. PyTorch3D needs torch 2.11.0 (see README).
+# Two virtual environments: the dependencies (~6 GB: torch, PyTorch3D, ...) in one shared by every
+# checkout, outside the clone (so CI's fresh clones reuse it; rebuilt only when pyproject.toml
+# changes), and this checkout's own small one in .venv/, which holds only the editable install of
+# this checkout and sees the shared dependencies through a .pth file. Two clones therefore never
+# run each other's code. PyTorch3D needs torch 2.11.0 (see README).
 PYTHON ?= python3
-VENV ?= $(HOME)/.cache/resihmr-dr/venv
+DEPS_VENV ?= $(HOME)/.cache/resihmr-dr/venv
+VENV ?= $(CURDIR)/.venv
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
-STAMP := $(VENV)/.deps-$(DEPS_HASH)
+DEPS_STAMP := $(DEPS_VENV)/.deps-only-$(DEPS_HASH)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+DEPS_BIN := $(DEPS_VENV)/bin
 BIN := $(VENV)/bin
 
 .PHONY: install demo test test-fast benchmark clean-venv
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77,<82' wheel
-	$(BIN)/python -m pip install -e '.[pytorch3d,test]'  # not -q: the first install downloads ~3 GB
-	@rm -f $(VENV)/.deps-*
+$(DEPS_STAMP): pyproject.toml
+	@test -x $(DEPS_BIN)/python || $(PYTHON) -m venv $(DEPS_VENV)
+	$(DEPS_BIN)/python -m pip install -q --upgrade pip 'setuptools>=77,<82' wheel
+	$(DEPS_BIN)/python -m pip install -e '.[pytorch3d,test]'  # not -q: the first install downloads ~3 GB
+	@# Only the dependencies stay in the shared environment: the package itself lives in each checkout's .venv.
+	$(DEPS_BIN)/python -m pip uninstall -q -y resihmr-dr
+	@rm -f $(DEPS_VENV)/.deps-*
+	@touch $(DEPS_STAMP)
+
+$(STAMP): $(DEPS_STAMP)
+	@rm -rf $(VENV)
+	$(DEPS_BIN)/python -m venv --without-pip $(VENV)
+	@# One line that makes the shared environment's packages (and their own .pth files) importable here.
+	$(DEPS_BIN)/python -c 'import sysconfig; print("import site; site.addsitedir(%r)" % sysconfig.get_paths()["purelib"])' \
+		> "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_resihmr_dr_deps.pth"
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
-	@# Point the editable install at this checkout (cheap; CI clones to a new folder each run).
-	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 
 demo: install
 	$(BIN)/resihmr-dr demo --out demo_output
@@ -45,5 +60,5 @@ benchmark: install
 	-$(BIN)/resihmr-dr fit --annotations $(BENCH)/synth/annotations.json --out $(BENCH)/fit
 	$(BIN)/resihmr-dr eval --pred $(BENCH)/fit --gt $(BENCH)/synth --out $(BENCH)/eval
 
-clean-venv:
+clean-venv:  # this checkout's environment; `rm -rf $(DEPS_VENV)` drops the shared one too
 	rm -rf $(VENV)

@@ -206,3 +206,38 @@ def test_warp_driver_note_is_dropped_other_stderr_kept(capfd):
         os.write(2, b"something else\n")
     err = capfd.readouterr().err
     assert "something else" in err and "NVIDIA CUDA driver" not in err
+
+
+def test_warp_is_quiet_inside_and_the_applications_level_comes_back():
+    warp = pytest.importorskip("warp")
+    from resihmr_dr.body.anny_model import _warp_quiet
+
+    before = warp.config.log_level
+    try:
+        for chosen in (warp.LOG_DEBUG, warp.LOG_INFO, warp.LOG_ERROR):
+            warp.config.log_level = chosen
+            with _warp_quiet() as inside:
+                assert inside is warp and warp.config.log_level == max(chosen, warp.LOG_WARNING)
+            assert warp.config.log_level == chosen
+    finally:
+        warp.config.log_level = before
+
+
+def test_a_script_building_anny_prints_no_warp_banner():
+    """A plain Python script (not the command line) that builds Anny and runs a forward pass prints
+    nothing of Warp's: no start-up banner ("CUDA driver not available"), no kernel load times; and
+    Warp's log level is its default again afterwards."""
+    import subprocess
+    import sys
+
+    script = (
+        "from resihmr_dr.body.anny_model import AnnyBody\n"
+        "body = AnnyBody()\n"
+        "p = body.default_params(1)\n"
+        "body.forward_model(p.body_pose, p.shape)\n"
+        "import warp\n"
+        "print('done', warp.config.log_level == warp.LOG_INFO)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
+    assert run.stdout.strip() == "done True", run.stdout  # Warp's own default level is kept
+    assert "Warp" not in run.stderr and "CUDA driver" not in run.stderr, run.stderr

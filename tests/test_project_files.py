@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import tomllib
@@ -25,3 +27,18 @@ def test_licence_matches_pyproject():
     text = (ROOT / "LICENSE").read_text()
     assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
     assert "license: Apache-2.0" in (ROOT / "CITATION.cff").read_text()
+
+
+def test_the_tests_import_this_checkout():
+    """Two clones never run each other's code: the package under test, and the one this environment's
+    Python imports from anywhere, is this checkout's ``src`` (each checkout's ``make install`` puts
+    its own editable install in its own ``.venv``)."""
+    assert Path(resihmr_dr.__file__).resolve().is_relative_to(ROOT / "src")
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", "import resihmr_dr; print(resihmr_dr.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
+    assert Path(elsewhere.stdout.strip()).resolve().is_relative_to(ROOT / "src")

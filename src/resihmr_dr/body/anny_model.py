@@ -157,6 +157,24 @@ def _stderr_without(prefix: bytes):
                 os.write(2, b"".join(kept))
 
 
+@contextlib.contextmanager
+def _warp_quiet():
+    """Warp's log level at least ``warp.LOG_WARNING`` inside (no start-up banner, no kernel load
+    times; warnings and errors still print), the application's level restored on the way out.
+    Yields the ``warp`` module, or None when Warp is not installed."""
+    try:
+        import warp
+    except ImportError:
+        yield None
+        return
+    level = warp.config.log_level
+    warp.config.log_level = max(level, getattr(warp, "LOG_WARNING", 30))
+    try:
+        yield warp
+    finally:
+        warp.config.log_level = level
+
+
 @functools.lru_cache(maxsize=4)
 def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
     """The raw ``anny.Anny`` model, built once per process and device.
@@ -165,26 +183,24 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
     2.5 min on 2 cores; :func:`first_build_notice` is logged as a warning first); later ones take
     about a second.
 
-    Anny skins with NVIDIA Warp. At its default log level (``warp.LOG_INFO``) Warp prints its
-    start-up banner and each kernel module's load time to stdout; this library leaves Warp's
-    settings alone (the command line quiets it): applications set ``warp.config.log_level =
-    warp.LOG_WARNING`` to quiet it too. Only the note Warp's C library writes to stderr at
-    initialisation on machines without an NVIDIA driver (``WARP_NO_DRIVER_NOTE``) is dropped, and
-    the deprecation notices Warp and Anny raise from their own modules while Anny loads.
+    Anny skins with NVIDIA Warp, which at its default log level prints a start-up banner (on CPU
+    machines: "CUDA driver not available") and each kernel module's load time, in every script
+    and notebook. Its start-up happens here and the skinning kernels' load in
+    :class:`AnnyBody`'s construction (one forward pass), both while Warp's log level is raised to
+    warnings (and then set back to the application's: nothing process-wide changes), so a script
+    sees none of it. The note Warp's C library writes to stderr at initialisation on machines
+    without an NVIDIA driver (``WARP_NO_DRIVER_NOTE``) is dropped, and so are the deprecation
+    notices Warp and Anny raise from their own modules while Anny loads.
     """
     notice = first_build_notice()
     if notice is not None:
         logging.getLogger(__name__).warning(notice)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _warp_quiet() as warp:
         for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category, module=r"(warp|anny)(\.|$)")
-        try:
-            import warp
-
+        if warp is not None:
             with _stderr_without(WARP_NO_DRIVER_NOTE):  # its C library prints the note at init
                 warp.init()
-        except ImportError:
-            pass
         import anny
 
         model = anny.Anny()  # default rig/topology, "local-ref" pose parameterisation
@@ -235,6 +251,9 @@ class AnnyBody(BodyModel):
         self._bone_count = len(labels)
         self._n_coefficients = int(self._anny.blendshapes.shape[0])
         self._kp_points: _KeypointBonePoints | None = None
+        with _warp_quiet(), torch.no_grad():  # Warp loads the skinning kernels now, quietly
+            params = self.default_params(1)
+            self.forward_model(params.body_pose, params.shape)
 
     @property
     def dtype(self) -> torch.dtype:

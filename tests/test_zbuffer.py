@@ -84,3 +84,17 @@ def test_numba_kernel_equals_the_pytorch_path(anny_body):
     assert same.float().mean() > 0.999  # equally near faces may differ (shared edges)
     torch.testing.assert_close(fast.depth, ref.depth, rtol=0, atol=1e-6)
     torch.testing.assert_close(fast.bary[same], ref.bary[same], rtol=0, atol=1e-6)
+
+
+def test_nearest_faces_are_rasterize_face_index(anny_body):
+    """``nearest_faces`` (the kernel without barycentrics) picks exactly ``rasterize``'s faces,
+    with a face behind the camera skipped too."""
+    from resihmr_dr.render.zbuffer import nearest_faces
+
+    camera = PinholeCamera(700.0, 700.0, 179.5, 239.5, 360, 480)
+    with torch.no_grad():
+        verts = anny_body(anny_body.default_params(1, depth_m=3.0)).verts[0].clone()
+    verts[:50, 2] = -1.0  # some faces reach behind the camera
+    expected = rasterize(verts_cam=verts, faces=anny_body.faces, camera=camera).face_index
+    got = nearest_faces(verts_cam=verts, faces=anny_body.faces, camera=camera)
+    assert got.shape == (480, 360) and got.dtype == torch.long and torch.equal(got, expected)

@@ -25,7 +25,7 @@ from resihmr_dr.render.distance import (
     sample_map,
 )
 from resihmr_dr.render.silhouette import render_silhouette, silhouette_loss
-from resihmr_dr.render.zbuffer import rasterize
+from resihmr_dr.render.zbuffer import nearest_faces
 
 __all__ = [
     "ViewTerms",
@@ -224,7 +224,7 @@ class ViewTerms:
         whole contour). The counterpart of the contour term's pull inwards, for the whole body."""
         cfg = self.config
         with torch.no_grad():
-            face_index = rasterize(verts_cam=verts.detach(), faces=faces, camera=self.camera).face_index
+            face_index = nearest_faces(verts_cam=verts.detach(), faces=faces, camera=self.camera)
             cx, cy = self.contour_px[:, 0].long(), self.contour_px[:, 1].long()
             uncovered = self.contour_px[face_index[cy, cx] < 0]
             edge_ids = silhouette_edge_vertices(face_index, faces)

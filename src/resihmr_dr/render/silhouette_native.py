@@ -419,7 +419,6 @@ class _NumbaLogSum(torch.autograd.Function):
             kernels.SOFTPLUS_VALUE,
             kernels.SOFTPLUS_SLOPE,
         )
-        grad_tri = torch.from_numpy(grad_tri).to(grad_log_sum.dtype)
-        grad_verts = torch.zeros(n_verts, 2, dtype=grad_log_sum.dtype)
-        grad_verts.index_add_(0, faces.reshape(-1), grad_tri.view(-1, 2))
+        grad_tri = torch.from_numpy(grad_tri).to(grad_log_sum.dtype).numpy()  # summed in the loss's dtype
+        grad_verts = torch.from_numpy(kernels.scatter_vertex_grads(faces.numpy(), grad_tri, n_verts))
         return grad_verts, None, None, None, None, None, None

@@ -228,3 +228,17 @@ def log_sum_backward(tri, grad_sum, height, width, inv_sigma, blur, blocks, tabl
         for f in range(blk * n_faces // blocks, (blk + 1) * n_faces // blocks):
             _face_gradient(tri, grad_sum, grad, f, height, width, inv_sigma, blur, radius, table_value, table_slope)
     return grad
+
+
+@numba.njit(cache=True)
+def scatter_vertex_grads(faces, grad_tri, n_verts):
+    """(V, 2) each vertex's gradient: the sum of its corners' rows of ``grad_tri`` (F, 3, 2) over
+    ``faces`` (F, 3), in its dtype, added in face order as ``torch.Tensor.index_add_`` does on CPU
+    (the same bits, ~10x faster on the body's 82k corners)."""
+    out = np.zeros((n_verts, 2), dtype=grad_tri.dtype)
+    for f in range(faces.shape[0]):
+        for c in range(3):
+            v = faces[f, c]
+            out[v, 0] += grad_tri[f, c, 0]
+            out[v, 1] += grad_tri[f, c, 1]
+    return out

@@ -15,13 +15,9 @@ import numpy as np
 
 
 @numba.njit(cache=True)
-def zbuffer(tri, z, height, width):
-    """(H*W,) int64 face position (-1: none), (H*W,) float64 depth (+inf: none), (H*W, 3) float64
-    barycentrics of the nearest face at each pixel centre; tri (F, 3, 2) pixels, z (F, 3) depths."""
-    n = height * width
-    face = np.full(n, -1, dtype=np.int64)
-    depth = np.full(n, np.inf)
-    bary = np.zeros((n, 3))
+def _zbuffer_into(tri, z, width, face, depth, bary, keep_bary):
+    """The pass itself: fills ``face`` / ``depth`` (and ``bary`` when ``keep_bary``) in place."""
+    height = face.shape[0] // width
     for f in range(tri.shape[0]):
         ax, ay = tri[f, 0, 0], tri[f, 0, 1]
         bx, by = tri[f, 1, 0], tri[f, 1, 1]
@@ -44,5 +40,25 @@ def zbuffer(tri, z, height, width):
                     if d < depth[i]:
                         depth[i] = d
                         face[i] = f
-                        bary[i, 0], bary[i, 1], bary[i, 2] = w0, w1, w2
+                        if keep_bary:
+                            bary[i, 0], bary[i, 1], bary[i, 2] = w0, w1, w2
+
+
+@numba.njit(cache=True)
+def zbuffer(tri, z, height, width):
+    """(H*W,) int64 face position (-1: none), (H*W,) float64 depth (+inf: none), (H*W, 3) float64
+    barycentrics of the nearest face at each pixel centre; tri (F, 3, 2) pixels, z (F, 3) depths."""
+    n = height * width
+    face = np.full(n, -1, dtype=np.int64)
+    depth = np.full(n, np.inf)
+    bary = np.zeros((n, 3))
+    _zbuffer_into(tri, z, width, face, depth, bary, True)
     return face, depth, bary
+
+
+@numba.njit(cache=True)
+def zbuffer_faces(tri, z, height, width):
+    """Only the (H*W,) face positions of :func:`zbuffer` (the same ones), without its barycentrics."""
+    face = np.full(height * width, -1, dtype=np.int64)
+    _zbuffer_into(tri, z, width, face, np.full(height * width, np.inf), np.zeros((0, 3)), False)
+    return face

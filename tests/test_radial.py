@@ -14,9 +14,9 @@ from resihmr_dr.body.base import JOINT_INDEX, SEGMENT_INDEX
 from resihmr_dr.camera import PinholeCamera
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.fit.refine_config import RefineConfig
-from resihmr_dr.fit.refine_terms import ViewTerms, silhouette_edge_vertices
+from resihmr_dr.fit.refine_terms import ViewTerms
 from resihmr_dr.render.distance import chamfer_to_points, nearest_distances
-from resihmr_dr.render.zbuffer import rasterize
+from resihmr_dr.render.zbuffer import rasterize, silhouette_edge_vertices
 from resihmr_dr.stump.cap import CutSpec, cut_and_cap_to_tips
 from resihmr_dr.stump.radial import RadialProfile, apply_radial_profiles, radial_displacement, radial_knot_weights
 

@@ -98,3 +98,20 @@ def test_nearest_faces_are_rasterize_face_index(anny_body):
     expected = rasterize(verts_cam=verts, faces=anny_body.faces, camera=camera).face_index
     got = nearest_faces(verts_cam=verts, faces=anny_body.faces, camera=camera)
     assert got.shape == (480, 360) and got.dtype == torch.long and torch.equal(got, expected)
+
+
+def test_silhouette_edge_vertices_compiled_equals_pytorch(anny_body, monkeypatch):
+    """The compiled edge pass returns exactly the PyTorch path's sorted vertex ids."""
+    from resihmr_dr.render import zbuffer
+    from resihmr_dr.render.zbuffer import nearest_faces, silhouette_edge_vertices
+
+    camera = PinholeCamera(700.0, 700.0, 179.5, 239.5, 360, 480)
+    with torch.no_grad():
+        verts = anny_body(anny_body.default_params(1, depth_m=3.0)).verts[0]
+    face_index = nearest_faces(verts_cam=verts, faces=anny_body.faces, camera=camera)
+    compiled = silhouette_edge_vertices(face_index, anny_body.faces)
+    monkeypatch.setattr(zbuffer, "_numba_zbuffer", lambda: None)
+    reference = silhouette_edge_vertices(face_index, anny_body.faces)
+    assert len(reference) > 500 and torch.equal(compiled, reference)
+    # An image edge counts as the silhouette's edge; an empty image has none.
+    assert len(silhouette_edge_vertices(torch.full((4, 4), -1), anny_body.faces)) == 0

@@ -25,7 +25,7 @@ from resihmr_dr.render.distance import (
     sample_map,
 )
 from resihmr_dr.render.silhouette import render_silhouette, silhouette_loss
-from resihmr_dr.render.zbuffer import nearest_faces
+from resihmr_dr.render.zbuffer import nearest_faces, silhouette_edge_vertices
 
 __all__ = [
     "ViewTerms",
@@ -35,7 +35,6 @@ __all__ = [
     "inward_bounds",
     "loop_rho",
     "outward_bounds",
-    "silhouette_edge_vertices",
     "soft_floor",
     "stump_rois",
 ]
@@ -83,17 +82,6 @@ def outward_bounds(
     n_axial = axial / (radial.square() + axial.square()).sqrt().clamp_min(1e-12)
     room = 0.9 * tip_height * (1 - lift)[:, None] / n_axial.clamp_min(1e-6)
     return room.clamp_max(max_m)
-
-
-def silhouette_edge_vertices(face_index: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Ids of the vertices of the faces seen at the rendered silhouette's edge pixels (covered
-    pixels with a 4-neighbour not covered or beyond the image). face_index: (H, W) long, -1 where
-    no face is seen (``render.zbuffer.Fragments.face_index``); faces: (F, 3)."""
-    covered = face_index >= 0
-    padded = F.pad(covered[None, None].float(), (1, 1, 1, 1))[0, 0] > 0
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    edge_faces = face_index[covered & ~interior].unique()
-    return faces.to(face_index.device)[edge_faces].reshape(-1).unique()
 
 
 def soft_floor(value: torch.Tensor, floor: float, *, softness: float) -> torch.Tensor:

@@ -62,3 +62,59 @@ def zbuffer_faces(tri, z, height, width):
     face = np.full(height * width, -1, dtype=np.int64)
     _zbuffer_into(tri, z, width, face, np.full(height * width, np.inf), np.zeros((0, 3)), False)
     return face
+
+
+@numba.njit(cache=True)
+def zbuffer_mesh_faces(xy, z, faces, height, width, min_depth):
+    """:func:`zbuffer_faces` of a whole mesh: xy (V, 2) projected vertices (px), z (V,) depths,
+    faces (F, 3). Faces with a vertex at depth <= ``min_depth`` are skipped; returns (H*W,) face
+    ids (-1: none), the same as gathering the front faces' corners and calling :func:`zbuffer_faces`."""
+    n_front = 0
+    front = np.empty(faces.shape[0], dtype=np.int64)
+    for f in range(faces.shape[0]):
+        if z[faces[f, 0]] > min_depth and z[faces[f, 1]] > min_depth and z[faces[f, 2]] > min_depth:
+            front[n_front] = f
+            n_front += 1
+    tri = np.empty((n_front, 3, 2))
+    tz = np.empty((n_front, 3))
+    for k in range(n_front):
+        for c in range(3):
+            v = faces[front[k], c]
+            tri[k, c, 0], tri[k, c, 1], tz[k, c] = xy[v, 0], xy[v, 1], z[v]
+    face = zbuffer_faces(tri, tz, height, width)
+    for i in range(face.shape[0]):
+        if face[i] >= 0:
+            face[i] = front[face[i]]
+    return face
+
+
+@numba.njit(cache=True)
+def edge_vertices(face_index, faces, n_verts):
+    """Sorted ids of the vertices of the faces seen at the silhouette's edge pixels of a (H, W)
+    face-index image (-1: no face): covered pixels with a 4-neighbour not covered or beyond the
+    image."""
+    height, width = face_index.shape
+    edge_face = np.zeros(faces.shape[0], dtype=np.bool_)
+    for y in range(height):
+        for x in range(width):
+            f = face_index[y, x]
+            if f < 0:
+                continue
+            if (
+                y == 0
+                or x == 0
+                or y == height - 1
+                or x == width - 1
+                or face_index[y - 1, x] < 0
+                or face_index[y + 1, x] < 0
+                or face_index[y, x - 1] < 0
+                or face_index[y, x + 1] < 0
+            ):
+                edge_face[f] = True
+    seen = np.zeros(n_verts, dtype=np.bool_)
+    for f in range(faces.shape[0]):
+        if edge_face[f]:
+            seen[faces[f, 0]] = True
+            seen[faces[f, 1]] = True
+            seen[faces[f, 2]] = True
+    return np.flatnonzero(seen)

@@ -2,7 +2,7 @@
 #   make demo   install, then fit the built-in sample person with Anny and write results to demo_output/
 #   make test   install, then run the whole test suite
 #   make test-fast   install, then run the suite without the tests marked slow (< 3 min)
-#   make benchmark   install, then synth -> fit -> eval on 40 synthetic people (benchmark_output/, ~14 min on 2 cores)
+#   make benchmark   install, then synth -> fit -> eval on 40 synthetic people (benchmark_output/, ~10 min on 2 cores)
 #
 # Two virtual environments: the dependencies (~6 GB: torch, PyTorch3D, ...) in one shared by every
 # checkout, outside the clone (so CI's fresh clones reuse it; rebuilt only when pyproject.toml

@@ -19,7 +19,7 @@ from resihmr_dr.body.base import BodyParams, limb_segment_joints
 from resihmr_dr.data.ldpose import LIMB_BY_NAME, LimbStatus
 from resihmr_dr.data.records import Extrinsics
 from resihmr_dr.fit.refine import RefineConfig, RefineView, ResidualTarget, refine, refine_views
-from resihmr_dr.fit.subject import fit_subject
+from resihmr_dr.fit.subject import fit_subject, refine_config_for
 from resihmr_dr.fit.views import ShareMode, ViewRig, ViewsConfig, params_in_camera, params_in_world, to_view
 from resihmr_dr.render.zbuffer import rasterize
 from resihmr_dr.stump.cap import CutSpec, cut_and_cap_to_tips
@@ -207,3 +207,22 @@ def test_same_pose_fit_turns_a_side_view_that_faces_the_wrong_way(anny_body):
     relative = (r1 @ r0.T) @ torch.tensor(views[1][2].R.copy()).T  # the fitted camera turn against the true one
     assert math.degrees(float(roma.rotmat_to_rotvec(relative).norm())) < 10.0
     assert max(joint.keypoint_error_px) < 5.0
+
+
+def test_depth_anchor_is_dropped_only_for_a_shared_pose_when_asked():
+    from resihmr_dr.fit.pipeline import PipelineConfig
+
+    ext = Extrinsics(R=np.eye(3), t=np.zeros(3))
+    rigs = {
+        "one image": ViewRig(ShareMode.INDEPENDENT, 1),
+        "independent": ViewRig(ShareMode.INDEPENDENT, 2),
+        "same pose": ViewRig(ShareMode.SAME_POSE, 2),
+        "calibrated": ViewRig(ShareMode.CALIBRATED, 2, (ext, ext)),
+    }
+    for anchor in (True, False):
+        config = PipelineConfig(views=ViewsConfig(depth_anchor=anchor))
+        for name, rig in rigs.items():
+            got = refine_config_for(rig, config)
+            dropped = not anchor and name in ("same pose", "calibrated")
+            assert got.weights.depth == (0.0 if dropped else config.refine.weights.depth), (anchor, name)
+            assert dataclasses.replace(got, weights=config.refine.weights) == config.refine  # nothing else

@@ -42,7 +42,8 @@ switches a term off):
 - ``depth``: the depth anchor. One view cannot see depth, and a silhouette can be matched by
   swinging a limb towards or away from the camera; every joint's depth relative to the pelvis
   stays near that of the keypoint fit (``depth_sigma_m``). ``RefineResult.depth_drift_m``
-  reports the largest change;
+  reports the largest change. Images that share one pose see each other's depths:
+  ``fit.subject`` turns the anchor off for them unless ``fit.views.depth_anchor`` is set;
 - ``pose_prior`` / ``shape_prior``: stay near the start;
 - ``cap_laplacian``, ``cap_normal``, ``cap_edge``: the cap's mesh regularisers
   (:mod:`~resihmr_dr.fit.mesh_losses`, PyTorch3D's ``mesh_laplacian_smoothing`` (uniform),

@@ -44,6 +44,7 @@ from resihmr_dr.fit.pipeline import (
 )
 from resihmr_dr.fit.rafo import ResidualLimbInput
 from resihmr_dr.fit.refine import RefineView, refine_views
+from resihmr_dr.fit.refine_config import RefineConfig
 from resihmr_dr.fit.views import ViewRig
 from resihmr_dr.stump.cap import ResidualBody
 from resihmr_dr.stump.radial import RadialProfile
@@ -198,7 +199,7 @@ def _fit_views(
                 rig=rig,
                 stature_m=stature,
                 cap=config.cap,
-                config=config.refine,
+                config=refine_config_for(rig, config),
             )
             residual = refined[0].residual
             normal_offsets = [o.double() for o in refined[0].normal_offsets]
@@ -254,3 +255,11 @@ def _replay_on(residual: ResidualBody, posed: BodyOutput, limb_inputs: Sequence[
         axes.append(((b - a) / (b - a).norm()).double())
     verts = residual.replay(posed.verts[0].double(), axes=axes)
     return verts.cpu().numpy()
+
+
+def refine_config_for(rig: ViewRig, config: PipelineConfig) -> RefineConfig:
+    """The refinement's config for ``rig``'s images: ``config.refine``, without the depth anchor
+    when the images share one pose and ``fit.views.depth_anchor`` is off."""
+    if rig.shares_pose and not config.views.depth_anchor:
+        return dataclasses.replace(config.refine, weights=dataclasses.replace(config.refine.weights, depth=0.0))
+    return config.refine

@@ -46,13 +46,20 @@ class ViewsConfig:
     0, 90, 180 and 270 degrees about the body's vertical axis and keep the best keypoint fit (a
     side view that faces the wrong way; off by default: on the 20-person 4-view benchmark it
     lowered the anchor-aligned endpoint error 36.1 -> 33.5 mm but raised the local shape error
-    8.6 -> 9.3 mm and the scale-free volume error 12.1 -> 18.9 %)."""
+    8.6 -> 9.3 mm and the scale-free volume error 12.1 -> 18.9 %). depth_anchor: keep the
+    refinement's depth anchor (``fit.refine`` weight ``depth``) when several images share one
+    pose (same_pose, calibrated). Off by default: the other images see the depths one image
+    cannot, and with two of them the anchor held the limb near the joint keypoint fit's
+    direction (20-person 2-view benchmark, anchor-aligned endpoint error with / without it:
+    33.9 / 29.2 mm uncalibrated, 26.2 / 20.9 mm calibrated; local shape 7.4 / 7.4 and 4.6 /
+    4.8 mm). One image alone, or images with their own poses, always keep it."""
 
     same_pose: bool = False
     use_extrinsics: bool = True
     max_views: int = 0
     joint_iterations: int = 60
     turn_starts: bool = False
+    depth_anchor: bool = False
 
     def __post_init__(self) -> None:
         if self.max_views < 0:
@@ -102,6 +109,11 @@ class ViewRig:
         if use_extrinsics and len(extrinsics) == num_views and all(e is not None for e in extrinsics):
             return ViewRig(ShareMode.CALIBRATED, num_views, tuple(extrinsics))  # type: ignore[arg-type]
         return ViewRig(ShareMode.SAME_POSE if same_pose else ShareMode.INDEPENDENT, num_views)
+
+    @property
+    def shares_pose(self) -> bool:
+        """True when several images see one pose (same_pose or calibrated with two or more views)."""
+        return self.num_pose_slots < self.num_views
 
     @property
     def num_pose_slots(self) -> int:

@@ -20,7 +20,9 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test test-fast benchmark clean-venv
 
-$(DEPS_STAMP): pyproject.toml
+# The stamps carry the hash of pyproject.toml's content (not its date: a fresh clone's file is
+# always newer), so a clone with the same dependencies reinstalls nothing.
+$(DEPS_STAMP):
 	@test -x $(DEPS_BIN)/python || $(PYTHON) -m venv $(DEPS_VENV)
 	$(DEPS_BIN)/python -m pip install -q --upgrade pip 'setuptools>=77,<82' wheel
 	$(DEPS_BIN)/python -m pip install -e '.[pytorch3d,test]'  # not -q: the first install downloads ~3 GB
@@ -29,7 +31,7 @@ $(DEPS_STAMP): pyproject.toml
 	@rm -f $(DEPS_VENV)/.deps-*
 	@touch $(DEPS_STAMP)
 
-$(STAMP): $(DEPS_STAMP)
+$(STAMP): | $(DEPS_STAMP)
 	@rm -rf $(VENV)
 	$(DEPS_BIN)/python -m venv --without-pip $(VENV)
 	@# One line that makes the shared environment's packages (and their own .pth files) importable here.

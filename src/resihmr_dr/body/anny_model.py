@@ -185,12 +185,12 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
 
     Anny skins with NVIDIA Warp, which at its default log level prints a start-up banner (on CPU
     machines: "CUDA driver not available") and each kernel module's load time, in every script
-    and notebook. Its start-up happens here and the skinning kernels' load in
-    :class:`AnnyBody`'s construction (one forward pass), both while Warp's log level is raised to
-    warnings (and then set back to the application's: nothing process-wide changes), so a script
-    sees none of it. The note Warp's C library writes to stderr at initialisation on machines
-    without an NVIDIA driver (``WARP_NO_DRIVER_NOTE``) is dropped, and so are the deprecation
-    notices Warp and Anny raise from their own modules while Anny loads.
+    and notebook. Both happen here (its start-up, then one forward pass that loads the skinning
+    kernels), while Warp's log level is raised to warnings and then set back to the application's
+    (nothing process-wide changes), so a script sees none of it. The note Warp's C library writes
+    to stderr at initialisation on machines without an NVIDIA driver (``WARP_NO_DRIVER_NOTE``) is
+    dropped, and so are the deprecation notices Warp and Anny raise from their own modules while
+    Anny loads.
     """
     notice = first_build_notice()
     if notice is not None:
@@ -203,8 +203,22 @@ def load_anny(device: str = "cpu", dtype: torch.dtype = torch.float32):
                 warp.init()
         import anny
 
-        model = anny.Anny()  # default rig/topology, "local-ref" pose parameterisation
-    return model.to(device=torch.device(device), dtype=dtype).eval()
+        model = anny.Anny().to(device=torch.device(device), dtype=dtype).eval()  # "local-ref" poses
+        if warp is not None:
+            _load_skinning_kernels(model)
+    return model
+
+
+def _load_skinning_kernels(model) -> None:
+    """One forward pass of the raw model (rest pose, template shape), so that Warp loads Anny's
+    skinning kernels now, inside :func:`load_anny`'s quiet section, rather than printing their
+    load time at the first fit."""
+    from anny.models.rigged_model import RiggedModelWithLinearBlendShapes
+
+    kw = {"device": model.template_vertices.device, "dtype": model.template_vertices.dtype}
+    rest = torch.eye(4, **kw).expand(1, len(model.bone_labels), 4, 4).contiguous()
+    with torch.no_grad():
+        RiggedModelWithLinearBlendShapes.forward(model, rest, torch.zeros(1, model.blendshapes.shape[0], **kw))
 
 
 class AnnyBody(BodyModel):
@@ -251,9 +265,6 @@ class AnnyBody(BodyModel):
         self._bone_count = len(labels)
         self._n_coefficients = int(self._anny.blendshapes.shape[0])
         self._kp_points: _KeypointBonePoints | None = None
-        with _warp_quiet(), torch.no_grad():  # Warp loads the skinning kernels now, quietly
-            params = self.default_params(1)
-            self.forward_model(params.body_pose, params.shape)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -289,7 +289,7 @@ def refine_views(
 
     # The variables' start: each pose / placement slot from the first view that uses it (world
     # frame when calibrated), one shape.
-    starts = [p.detach() for p in rig.in_world(body, [p.detach() for p in params])]
+    starts = rig.in_world(body, [p.detach() for p in params])
     init_pose = [starts[k] for k in rig.pose_slot_starts]
     init_place = [starts[k] for k in rig.place_slot_starts]
     init_shape = starts[0].shape

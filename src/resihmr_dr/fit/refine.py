@@ -334,9 +334,11 @@ def refine_views(
         length0.append([float((b - a).norm()) for a, b in segments0])
 
     # Optimised in scaled units (L-BFGS is then well conditioned): value = start + scale * u.
+    # Translation and orientation move the whole silhouette: their steps are the smallest of the
+    # body's (0.05 for both took ~20 % more iterations to the same loss on synthetic people).
     scales = {
-        "orient": 0.05,
-        "transl": 0.05,
+        "orient": 0.02,
+        "transl": 0.01,
         "pose": 0.05,
         "shape": 0.05,
         "tip": 0.005,

@@ -335,7 +335,7 @@ def refine_views(
 
     # Optimised in scaled units (L-BFGS is then well conditioned): value = start + scale * u.
     # Translation and orientation move the whole silhouette: their steps are the smallest of the
-    # body's (0.05 for both took ~20 % more iterations to the same loss on synthetic people).
+    # body's (0.05 for both took ~20 % more iterations to the same loss on 4 synthetic people).
     scales = {
         "orient": 0.02,
         "transl": 0.01,
